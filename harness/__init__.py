@@ -1,0 +1,1 @@
+"""Pipeline, backends, inputs, comparison, cache and CLI of the conversion harness."""

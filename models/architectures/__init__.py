@@ -1,0 +1,1 @@
+"""Plain-torch architectures used by the recipes."""

@@ -1,0 +1,158 @@
+"""The recipe: the only place that knows a model, and the registry that finds recipes by name.
+
+A recipe module lives in `models/recipes/<name>.py` and decorates a factory function with
+`@register_recipe`. The factory takes keyword parameters (e.g. `image_size`) so a test or a
+user can derive a smaller variant (`-p image_size=320`) without a second recipe file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from harness.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+Dim = int | str  # an int is static; a str names a dynamic dimension
+Shape = tuple[int, ...]
+Feed = dict[str, "np.ndarray"]
+
+ErrorStat = Literal["elemwise", "max", "mean", "median", "quantile"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """Min/opt/max shapes of one dynamic input: a TensorRT optimization profile entry."""
+
+    min: Shape
+    opt: Shape
+    max: Shape
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass criterion for one output.
+
+    `check="elemwise"` (default): every element satisfies |a - b| <= atol + rtol * |ref|.
+    Otherwise the chosen statistic of |a - b| must be <= atol and the same statistic of the
+    relative error <= rtol (like Polygraphy's --check-error-stat); `quantile` uses `quantile`.
+    A NaN or Inf where the reference has none fails regardless.
+    """
+
+    atol: float = 1e-5
+    rtol: float = 1e-5
+    check: ErrorStat = "elemwise"
+    quantile: float = 0.99
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    opset: int = 18
+    # names registered in conversions.replacements; applied only while exporting
+    replacements: tuple[str, ...] = ()
+    # dims (input name -> axis -> size) the recipe promises are static; used by replacements/passes
+    static_dims: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    workspace_bytes: int = 1 << 30
+    # TensorRT for RTX on a machine without a GPU builds ahead of time for these targets
+    compute_capabilities: tuple[tuple[int, int], ...] = ((8, 6), (8, 9), (12, 0))
+    precision: Literal["fp32", "tf32", "fp16", "int8"] = "fp32"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    build_model: Callable[[Path | None], torch.nn.Module]
+    # Each call returns the sample feeds (one dict per inference), deterministic.
+    sample_inputs: Callable[[], list[Feed]]
+    inputs: tuple[TensorSpec, ...]
+    output_names: tuple[str, ...]
+    shape_ranges: Mapping[str, ShapeRange] = field(default_factory=dict)
+    export: ExportOptions = ExportOptions()
+    surgery_passes: tuple[str, ...] = ("fold_constants", "cleanup", "toposort")
+    build: BuildOptions = BuildOptions()
+    default_tolerance: Tolerance = Tolerance()
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.inputs)
+
+    def tolerance_for(self, output: str) -> Tolerance:
+        return self.tolerances.get(output, self.default_tolerance)
+
+
+RecipeFactory = Callable[..., Recipe]
+_FACTORIES: dict[str, RecipeFactory] = {}
+
+
+def register_recipe(factory: RecipeFactory) -> RecipeFactory:
+    """Make a recipe visible to the CLI and nox; the registered name is the module's name."""
+    name = factory.__module__.rsplit(".", 1)[-1]
+    _FACTORIES[name] = factory
+    return factory
+
+
+def recipe_names() -> list[str]:
+    """Names of all recipes, found without importing them (so listing stays light)."""
+    import models.recipes
+
+    return sorted(m.name for m in pkgutil.iter_modules(models.recipes.__path__) if not m.name.startswith("_"))
+
+
+def get_recipe(name: str, **params: Any) -> Recipe:
+    if name not in recipe_names():
+        raise UsageError(f"unknown recipe '{name}'; known recipes: {', '.join(recipe_names())}")
+    importlib.import_module(f"models.recipes.{name}")
+    factory = _FACTORIES[name]
+    try:
+        recipe = factory(**params)
+    except TypeError as e:
+        raise UsageError(f"recipe '{name}' does not take parameters {sorted(params)}: {e}") from e
+    return dataclasses.replace(recipe, params={**recipe.params, **params})
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """Parse `key=value` recipe parameters; values are read as int, float or str."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"recipe parameter '{pair}' must look like key=value (e.g. image_size=320)")
+        value: Any = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        params[key] = value
+    return params

@@ -1,0 +1,1 @@
+"""One module per recipe; each registers itself with `@register_recipe`. See `models.recipe`."""
