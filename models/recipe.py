@@ -100,6 +100,8 @@ class Recipe:
     build: BuildOptions = BuildOptions()
     default_tolerance: Tolerance = Tolerance()
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    # outputs holding class scores: output name -> class axis, for the argmax-agreement statistic
+    class_axes: Mapping[str, int] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,0 +1,190 @@
+"""Torch -> ONNX export driver: either torch.onnx exporter, the recipe's replacements, checked names."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from harness.artifacts import atomic_path
+from harness.errors import HarnessError
+from models.recipe import Feed, Recipe
+
+if TYPE_CHECKING:
+    import torch
+
+
+class ExportFailed(HarnessError):
+    """The exporter or the ONNX checker rejected the model."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    onnx_path: Path
+    exporter: str
+    opset: int
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    replacements: tuple[str, ...]
+    torch_version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "onnx": self.onnx_path.name,
+            "exporter": self.exporter,
+            "opset": self.opset,
+            "inputs": list(self.input_names),
+            "outputs": list(self.output_names),
+            "replacements": list(self.replacements),
+            "torch": self.torch_version,
+        }
+
+
+def outputs_as_tuple(model: torch.nn.Module, output_names: tuple[str, ...]) -> torch.nn.Module:
+    """Wrap a model that returns a dict so the exporter sees a tuple in `output_names` order.
+
+    The ONNX graph labels outputs by position; the Torch reference keeps the dict keys, so a wrong
+    `output_names` order shows up as an ordering mismatch in comparison instead of passing silently.
+    """
+    import torch
+
+    class OutputsAsTuple(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: torch.Tensor) -> Any:
+            out = self.model(*args)
+            if isinstance(out, dict):
+                missing = [n for n in output_names if n not in out]
+                if missing:
+                    raise HarnessError(
+                        f"the model returned outputs {sorted(out)}, but the recipe names {missing} which it "
+                        "does not return; fix the recipe's output_names"
+                    )
+                return tuple(out[n] for n in output_names)
+            return out
+
+    return OutputsAsTuple().eval()
+
+
+def export_args(recipe: Recipe, feed: Feed) -> tuple[np.ndarray, ...]:
+    """Example inputs for tracing. A dynamic dim of size 1 is tiled to 2: the torch.export-based exporter
+    specialises size-1 dims to constants, which would make the exported batch static."""
+    arrays = []
+    for spec in recipe.inputs:
+        array = feed[spec.name]
+        for axis in spec.dynamic_axes:
+            if array.shape[axis] == 1:
+                array = np.concatenate([array, array], axis=axis)
+        arrays.append(array)
+    return tuple(arrays)
+
+
+def _dynamo_dynamic_shapes(recipe: Recipe) -> tuple[dict[int, Any], ...]:
+    import torch
+
+    dims: dict[str, Any] = {}
+    shapes = []
+    for spec in recipe.inputs:
+        entry = {}
+        for axis, dim_name in spec.dynamic_axes.items():
+            if dim_name not in dims:
+                bounds = recipe.shape_ranges.get(spec.name)
+                max_size = bounds.max[axis] if bounds else None
+                dims[dim_name] = torch.export.Dim(dim_name, min=1, max=max_size) if max_size else torch.export.Dim(dim_name)
+            entry[axis] = dims[dim_name]
+        shapes.append(entry)
+    return tuple(shapes)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _first_line(error: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def _replacements_applied(recipe: Recipe) -> contextlib.AbstractContextManager[Any]:
+    if not recipe.export.replacements:
+        return contextlib.nullcontext()
+    from conversions import replacements
+
+    return replacements.applied(recipe.export.replacements, recipe.export.static_dims)
+
+
+def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path: Path) -> ExportResult:
+    """Export `model` to `out_path` (single file, weights inside), check it, and check its I/O names."""
+    import onnx
+    import torch
+
+    options = recipe.export
+    wrapped = outputs_as_tuple(model, recipe.output_names)
+    args = tuple(torch.from_numpy(a) for a in export_args(recipe, feed))
+    common: dict[str, Any] = {
+        "input_names": list(recipe.input_names),
+        "output_names": list(recipe.output_names),
+        "opset_version": options.opset,
+    }
+    if options.exporter == "dynamo":
+        # the wrapper's forward takes *args, so the shapes of all inputs sit in one tuple
+        dynamic_shapes = (_dynamo_dynamic_shapes(recipe),)
+        kwargs = {**common, "dynamo": True, "external_data": False, "dynamic_shapes": dynamic_shapes}
+    else:
+        dynamic_axes = {spec.name: spec.dynamic_axes for spec in recipe.inputs if spec.dynamic_axes}
+        kwargs = {**common, "dynamo": False, "dynamic_axes": dynamic_axes}
+
+    # the exporter logs one warning per torchvision op it skips; nothing a user can act on
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with atomic_path(out_path) as tmp:
+        try:
+            with (
+                _replacements_applied(recipe),
+                torch.no_grad(),
+                warnings.catch_warnings(),
+                contextlib.redirect_stdout(None),
+            ):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(wrapped, args, str(tmp), **kwargs)
+        except HarnessError:
+            raise
+        except Exception as e:
+            root = _root_cause(e)
+            raise ExportFailed(
+                f"{options.exporter} export of recipe '{recipe.name}' failed: {type(root).__name__}: "
+                f"{_first_line(root)}. "
+                f"Run `harness scan {recipe.name}` to list ops that need a replacement"
+            ) from e
+        try:
+            onnx.checker.check_model(str(tmp), full_check=False)
+        except onnx.checker.ValidationError as e:
+            raise ExportFailed(f"exported ONNX for '{recipe.name}' fails onnx.checker: {e}") from e
+        proto = onnx.load(str(tmp), load_external_data=False)
+        actual_inputs = tuple(i.name for i in proto.graph.input)
+        actual_outputs = tuple(o.name for o in proto.graph.output)
+        if actual_inputs != recipe.input_names or actual_outputs != recipe.output_names:
+            raise ExportFailed(
+                f"exported ONNX I/O names differ from recipe '{recipe.name}': inputs {list(actual_inputs)} "
+                f"(expected {list(recipe.input_names)}), outputs {list(actual_outputs)} (expected "
+                f"{list(recipe.output_names)}); the model's forward signature or return value does not match the recipe"
+            )
+        opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), options.opset)
+    return ExportResult(
+        onnx_path=out_path,
+        exporter=options.exporter,
+        opset=opset,
+        input_names=actual_inputs,
+        output_names=actual_outputs,
+        replacements=options.replacements,
+        torch_version=torch.__version__,
+    )

@@ -1,0 +1,159 @@
+"""TensorRT engine from an ONNX model, through Polygraphy's loaders, for either TensorRT flavor.
+
+Full TensorRT builds for the GPU in the machine. TensorRT for RTX builds ahead of time for a fixed list
+of compute capabilities, which works on a machine without any GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conversions.tensorrt_flavor import TensorRTFlavor, select_flavor
+from harness.artifacts import write_bytes_atomic
+from harness.errors import HarnessError
+from models.recipe import BuildOptions, ShapeRange
+
+
+class TensorRTBuildFailed(HarnessError):
+    """TensorRT refused the model: parse or build error. Carries TensorRT's own messages."""
+
+    def __init__(self, phase: str, messages: list[str], flavor: TensorRTFlavor) -> None:
+        self.phase = phase
+        self.messages = messages
+        shown = "; ".join(messages[-6:]) or "no message from TensorRT"
+        super().__init__(f"{flavor.display_name} {flavor.version} {phase} failed: {shown}")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    flavor: TensorRTFlavor
+    engine_path: Path
+    targets: tuple[str, ...]
+    network_layers: int
+    plan_size_bytes: int
+    build_seconds: float
+    workspace_bytes: int
+    profile: Mapping[str, ShapeRange] = field(default_factory=dict)
+    builder_log: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flavor": self.flavor.to_json(),
+            "engine": self.engine_path.name,
+            "targets": list(self.targets),
+            "network_layers": self.network_layers,
+            "plan_size_bytes": self.plan_size_bytes,
+            "build_seconds": round(self.build_seconds, 3),
+            "workspace_bytes": self.workspace_bytes,
+            "profile": {k: {"min": v.min, "opt": v.opt, "max": v.max} for k, v in self.profile.items()},
+        }
+
+
+_LOG_LINE = re.compile(r"^\[(?P<sev>[EWIVF!])\]\s*(?P<msg>.*)$")
+
+
+def _errors_from(log: str) -> list[str]:
+    lines = []
+    for raw in log.splitlines():
+        match = _LOG_LINE.match(raw.strip())
+        if match and match["sev"] in "EF!":
+            lines.append(match["msg"].strip())
+    return lines
+
+
+@contextlib.contextmanager
+def _captured_polygraphy_log():
+    """Polygraphy prints TensorRT's log; capture it so errors can be reported as data."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        yield buffer
+
+
+def build_target_tag(flavor: TensorRTFlavor, options: BuildOptions) -> tuple[str, tuple[str, ...]]:
+    """The target an engine is built for, as a file-name tag and a human list."""
+    if flavor.is_rtx:
+        caps = tuple(f"sm{major}{minor}" for major, minor in options.compute_capabilities)
+        return "-".join(caps), caps
+    import torch
+
+    if not torch.cuda.is_available():
+        raise HarnessError(
+            "full TensorRT is installed but no CUDA GPU is visible, and it cannot build without one; "
+            "install TensorRT for RTX (`pip install .[rtx]`) to build ahead of time on this machine"
+        )
+    major, minor = torch.cuda.get_device_capability()
+    gpu = re.sub(r"[^A-Za-z0-9]+", "", torch.cuda.get_device_name())
+    return f"sm{major}{minor}-{gpu}", (f"sm{major}{minor} ({torch.cuda.get_device_name()})",)
+
+
+def engine_path_for(out_dir: Path, stem: str, flavor: TensorRTFlavor, options: BuildOptions) -> Path:
+    target, _ = build_target_tag(flavor, options)
+    return out_dir / f"{stem}.{flavor.slug}.{target}.{options.precision}.engine"
+
+
+def engine_from_onnx(
+    onnx_path: Path,
+    out_dir: Path,
+    options: BuildOptions,
+    shape_ranges: Mapping[str, ShapeRange],
+) -> BuildResult:
+    """Parse `onnx_path`, build an engine with one optimization profile, write it atomically."""
+    flavor = select_flavor()
+    if flavor is None:
+        raise HarnessError(
+            "no TensorRT is installed: install TensorRT for RTX (`pip install .[rtx]`, builds on any machine) "
+            "or full TensorRT on a CUDA machine (`pip install .[gpu]`)"
+        )
+    from polygraphy.backend.trt import EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+
+    trt = flavor.module()
+    profile = Profile()
+    for name, shapes in shape_ranges.items():
+        profile.add(name, min=shapes.min, opt=shapes.opt, max=shapes.max)
+    config_kwargs: dict[str, Any] = {
+        "profiles": [profile] if shape_ranges else None,
+        "memory_pool_limits": {trt.MemoryPoolType.WORKSPACE: options.workspace_bytes},
+    }
+    _, targets = build_target_tag(flavor, options)
+    if flavor.is_rtx:
+        from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
+
+        config = CreateConfigRTX(compute_capabilities=list(options.compute_capabilities), **config_kwargs)
+    else:
+        from polygraphy.backend.trt import CreateConfig
+
+        config = CreateConfig(tf32=options.precision == "tf32", **config_kwargs)
+
+    start = time.perf_counter()
+    with _captured_polygraphy_log() as log:
+        try:
+            builder, network, parser = NetworkFromOnnxPath(str(onnx_path))()
+        except Exception as e:
+            raise TensorRTBuildFailed("ONNX parse", _errors_from(log.getvalue()) or [str(e)], flavor) from e
+        network_layers = network.num_layers
+        try:
+            plan = EngineBytesFromNetwork((builder, network, parser), config=config)()
+        except Exception as e:
+            raise TensorRTBuildFailed("engine build", _errors_from(log.getvalue()) or [str(e)], flavor) from e
+    build_seconds = time.perf_counter() - start
+    data = bytes(plan)
+    engine_path = engine_path_for(out_dir, onnx_path.stem, flavor, options)
+    write_bytes_atomic(engine_path, data)
+    return BuildResult(
+        flavor=flavor,
+        engine_path=engine_path,
+        targets=targets,
+        network_layers=network_layers,
+        plan_size_bytes=len(data),
+        build_seconds=build_seconds,
+        workspace_bytes=options.workspace_bytes,
+        profile=dict(shape_ranges),
+        builder_log=tuple(log.getvalue().splitlines()[-50:]),
+    )

@@ -1,0 +1,41 @@
+"""ONNX Runtime on the final ONNX model: CUDA provider when available, else CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.backends.base import Backend, BackendContext, IOOrder, register_backend
+from models.recipe import Feed
+
+
+@register_backend
+class OnnxRuntimeBackend(Backend):
+    name = "onnxrt"
+    display_name = "ORT"
+    rank = 1
+
+    @classmethod
+    def unavailable_reason(cls, ctx: BackendContext) -> str | None:
+        return None if ctx.onnx_path is not None else "no ONNX model (the export stage did not produce one)"
+
+    def activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.ctx.onnx_path), options, providers=providers)
+        self.providers = tuple(self.session.get_providers())
+        self._output_names = [o.name for o in self.session.get_outputs()]
+        self._io = IOOrder(tuple(i.name for i in self.session.get_inputs()), tuple(self._output_names))
+
+    def infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
+        values = self.session.run(self._output_names, feed)
+        return dict(zip(self._output_names, values))
+
+    def deactivate_impl(self) -> None:
+        del self.session
+
+    def io_order(self) -> IOOrder:
+        return self._io

@@ -1,0 +1,53 @@
+"""The reference: the recipe's PyTorch model in FP32, eval mode, on CUDA when available."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harness.backends.base import Backend, IOOrder, register_backend
+from harness.errors import HarnessError
+from models.recipe import Feed
+
+
+def outputs_by_name(out: Any, output_names: tuple[str, ...]) -> dict[str, Any]:
+    """Name the model's outputs. A dict keeps its own keys (so the recipe's `output_names` order is
+    checked against them later); a tuple or single tensor is labelled by the recipe's names."""
+    if isinstance(out, dict):
+        return dict(out)
+    items = out if isinstance(out, (tuple, list)) else (out,)
+    if len(items) != len(output_names):
+        raise HarnessError(
+            f"the model returned {len(items)} outputs but the recipe names {len(output_names)}: {list(output_names)}"
+        )
+    return dict(zip(output_names, items))
+
+
+@register_backend
+class TorchBackend(Backend):
+    name = "torch"
+    display_name = "Torch"
+    rank = 0
+
+    def activate_impl(self) -> None:
+        import torch
+
+        self._torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = self.ctx.recipe.build_model(self.ctx.weights).to(self.device).eval()
+        self._returned_order: tuple[str, ...] = ()
+
+    def infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
+        torch = self._torch
+        args = [torch.from_numpy(feed[name]).to(self.device) for name in self.ctx.recipe.input_names]
+        with torch.inference_mode():
+            named = outputs_by_name(self.model(*args), self.ctx.recipe.output_names)
+        self._returned_order = tuple(named)
+        return {name: value.float().cpu().numpy() for name, value in named.items()}
+
+    def deactivate_impl(self) -> None:
+        del self.model
+
+    def io_order(self) -> IOOrder:
+        return IOOrder(self.ctx.recipe.input_names, self._returned_order)

@@ -1,0 +1,145 @@
+"""`harness` command line: convert, compare, scan, list, index. Exit codes are the CI gate (see ExitCode)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.errors import ExitCode, HarnessError, UsageError
+
+DEFAULT_ARTIFACTS = Path("artifacts")
+
+
+def _add_tolerance_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--atol", action="append", default=[], metavar="[OUTPUT=]X",
+        help="absolute tolerance for every output, or OUTPUT=X for one; repeatable; overrides the recipe",
+    )
+    parser.add_argument(
+        "--rtol", action="append", default=[], metavar="[OUTPUT=]X",
+        help="relative tolerance for every output, or OUTPUT=X for one; repeatable; overrides the recipe",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    convert = sub.add_parser("convert", help="run a recipe through every stage and gate on accuracy")
+    convert.add_argument("recipe")
+    convert.add_argument("--weights", type=Path, help="state_dict file (.pt/.pth/.safetensors); default: seeded init")
+    convert.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="recipe parameter, e.g. -p image_size=320")
+    convert.add_argument("--out", type=Path, default=None, help="run directory (default: artifacts/<recipe>)")
+    convert.add_argument("--backends", nargs="+", default=None, help="backends to run (default: all)")
+    _add_tolerance_flags(convert)
+
+    compare = sub.add_parser("compare", help="re-run comparison and report from saved outputs, no model is run")
+    compare.add_argument("run_dir", type=Path, help="a run directory holding results.json, e.g. artifacts/yolov5")
+    _add_tolerance_flags(compare)
+
+    scan = sub.add_parser("scan", help="list ops the exporter or TensorRT will reject, with their fixes")
+    scan.add_argument("recipe")
+    scan.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+
+    sub.add_parser("list", help="list the recipes")
+
+    index = sub.add_parser("index", help="write the index page over all runs in an artifacts folder")
+    index.add_argument("artifacts", type=Path, nargs="?", default=DEFAULT_ARTIFACTS)
+    return parser
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from harness.pipeline import RunConfig, run_pipeline
+    from harness.progress import StageProgress
+    from harness.tolerances import ToleranceOverrides
+    from models.recipe import get_recipe, parse_params
+
+    recipe = get_recipe(args.recipe, **parse_params(args.param))
+    overrides = ToleranceOverrides.parse(args.atol, args.rtol)
+    unknown = overrides.unknown_outputs(recipe.output_names)
+    if unknown:
+        raise UsageError(f"tolerance given for unknown output(s) {unknown}; recipe outputs: {list(recipe.output_names)}")
+    if args.weights is not None:
+        _check_weights(recipe, args.weights)
+    out_dir = args.out or DEFAULT_ARTIFACTS / recipe.name
+    config = RunConfig(recipe, out_dir, weights=args.weights, overrides=overrides,
+                       backends=tuple(args.backends) if args.backends else None)
+    with StageProgress(f"convert {recipe.name}") as progress:
+        results = run_pipeline(config, progress)
+    return _finish(results, out_dir)
+
+
+def _check_weights(recipe, weights: Path) -> None:
+    """Load the weights once up front so a bad file is a usage error before any stage runs."""
+    if not weights.is_file():
+        raise UsageError(f"--weights {weights}: no such file")
+    recipe.build_model(weights)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.comparing import recompare_run
+    from harness.tolerances import ToleranceOverrides
+
+    results = recompare_run(args.run_dir, ToleranceOverrides.parse(args.atol, args.rtol))
+    return _finish(results, args.run_dir)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from harness.scanning import scan_recipe
+    from models.recipe import get_recipe, parse_params
+
+    recipe = get_recipe(args.recipe, **parse_params(args.param))
+    findings = scan_recipe(recipe)
+    if not findings:
+        print(f"{recipe.name}: no op that the {recipe.export.exporter} exporter or TensorRT rejects")
+        return int(ExitCode.PASSED)
+    print(f"{recipe.name}: {len(findings)} problem op(s)")
+    for f in findings:
+        fix = f"fix: replacement '{f.replacement}'" if f.replacement else "no replacement known"
+        print(f"  {f.op} x{f.count} at {f.location}: {f.reason}; {fix}")
+    return int(ExitCode.PASSED)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from models.recipe import recipe_names
+
+    print("\n".join(recipe_names()))
+    return int(ExitCode.PASSED)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from reports.index import write_index
+
+    path = write_index(args.artifacts)
+    print(path)
+    return int(ExitCode.PASSED)
+
+
+def _finish(results: dict, out_dir: Path) -> int:
+    verdict = results["verdict"]
+    print(f"{'PASS' if verdict['passed'] else 'FAIL'}: {verdict['summary']}")
+    print(f"report: {out_dir / 'report.html'}")
+    return int(verdict["exit_code"])
+
+
+COMMANDS = {"convert": cmd_convert, "compare": cmd_compare, "scan": cmd_scan, "list": cmd_list, "index": cmd_index}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Versions of everything that can change a number, recorded with every result."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from typing import Any
+
+from harness.gpu import cuda_devices
+
+_DISTRIBUTIONS = (
+    "torch",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnx-graphsurgeon",
+    "polygraphy",
+    "tensorrt",
+    "tensorrt-rtx",
+    "numpy",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for dist in _DISTRIBUTIONS:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor_count": os.cpu_count(),
+        "gpus": [
+            {"name": d.name, "compute_capability": f"{d.compute_capability[0]}.{d.compute_capability[1]}"}
+            for d in cuda_devices()
+        ],
+        "packages": package_versions(),
+    }

@@ -1,0 +1,36 @@
+"""The CI gate: one exit code and one summary line from saved results (no model is run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.errors import ExitCode
+
+
+def verdict_for(results: dict[str, Any]) -> dict[str, Any]:
+    """Stage failure beats an ordering mismatch, which beats an accuracy failure; nothing compared fails."""
+    stages = {s["name"]: s for s in results["stages"]}
+    failed = [s for s in results["stages"] if s["status"] == "failed"]
+    if failed:
+        stage = failed[0]
+        return _verdict(ExitCode.STAGE_FAILED, f"stage '{stage['name']}' failed: {stage['reason']}")
+    compare = stages.get("compare", {})
+    details = compare.get("details", {})
+    mismatches = [m for cm in details.get("crossmatch", []) for m in cm.get("mismatches", [])]
+    if mismatches:
+        return _verdict(ExitCode.ORDERING_MISMATCH, "; ".join(mismatches))
+    comparisons = details.get("comparisons", [])
+    missing = details.get("missing", [])
+    if compare.get("status") != "ok" or not comparisons:
+        reason = compare.get("reason") or "no outputs were compared"
+        return _verdict(ExitCode.ACCURACY_FAILED, f"nothing was compared: {reason}")
+    failing = [c for c in comparisons if not c["passed"]] + missing
+    if failing:
+        shown = ", ".join(f"{c['output']} ({c['ref_backend']} vs {c['cand_backend']})" for c in failing[:5])
+        more = f" and {len(failing) - 5} more" if len(failing) > 5 else ""
+        return _verdict(ExitCode.ACCURACY_FAILED, f"{len(failing)} comparison(s) out of tolerance: {shown}{more}")
+    return _verdict(ExitCode.PASSED, f"all {len(comparisons)} comparisons within tolerance")
+
+
+def _verdict(code: ExitCode, summary: str) -> dict[str, Any]:
+    return {"passed": code == ExitCode.PASSED, "exit_code": int(code), "status": code.name, "summary": summary}

@@ -1,0 +1,57 @@
+"""YOLOv5s (Ultralytics v6.0+ architecture), the flagship recipe: 640x640 images, dynamic batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from models.recipe import BuildOptions, ExportOptions, Recipe, ShapeRange, TensorSpec, Tolerance, register_recipe
+
+if TYPE_CHECKING:
+    import torch
+
+SEED = 0
+
+
+def build_yolov5s(weights: Path | None) -> torch.nn.Module:
+    from models.architectures.yolov5 import init_yolov5_seeded, yolov5s
+
+    model = yolov5s()
+    if weights is None:
+        init_yolov5_seeded(model, SEED)
+    else:
+        from models.weights import load_weights
+
+        load_weights(model, weights)
+    return model.eval()
+
+
+@register_recipe
+def yolov5(image_size: int = 640, batch: int = 1, max_batch: int = 8, exporter: str = "dynamo") -> Recipe:
+    from harness.inputs import letterboxed_batches
+
+    if image_size % 32:
+        from harness.errors import UsageError
+
+        raise UsageError(f"yolov5: image_size must be a multiple of 32 (the largest stride), got {image_size}")
+    return Recipe(
+        name="yolov5",
+        description="YOLOv5s detector (80 classes), letterboxed photos, in-graph box decode",
+        build_model=build_yolov5s,
+        sample_inputs=lambda: [{"images": b} for b in letterboxed_batches(image_size, batch)],
+        inputs=(TensorSpec("images", ("batch", 3, image_size, image_size)),),
+        output_names=("output0",),
+        shape_ranges={
+            "images": ShapeRange(
+                min=(1, 3, image_size, image_size),
+                opt=(batch, 3, image_size, image_size),
+                max=(max_batch, 3, image_size, image_size),
+            )
+        },
+        export=ExportOptions(exporter=exporter, opset=18 if exporter == "dynamo" else 17),
+        surgery_passes=("fold_constants", "cleanup", "toposort"),
+        build=BuildOptions(workspace_bytes=1 << 30),
+        # output0 holds box centres/sizes in pixels (0..640) next to sigmoid scores (0..1): an absolute
+        # tolerance alone would be too loose for scores or too tight for pixels, so rtol carries the boxes.
+        default_tolerance=Tolerance(atol=1e-4, rtol=1e-3),
+    )
