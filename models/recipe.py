@@ -53,8 +53,9 @@ class Tolerance:
     """Pass criterion for one output.
 
     `check="elemwise"` (default): every element satisfies |a - b| <= atol + rtol * |ref|.
-    Otherwise the chosen statistic of |a - b| must be <= atol and the same statistic of the
-    relative error <= rtol (like Polygraphy's --check-error-stat); `quantile` uses `quantile`.
+    Otherwise the output passes when the chosen statistic of |a - b| is <= atol OR the same
+    statistic of the relative error is <= rtol (Polygraphy's --check-error-stat semantics);
+    `quantile` uses `quantile`.
     A NaN or Inf where the reference has none fails regardless.
     """
 

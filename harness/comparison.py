@@ -1,0 +1,809 @@
+"""Streaming numerical comparison of one backend's outputs against a reference backend's.
+
+`OutputAccumulator` consumes one (reference, candidate) array pair per sample and keeps only
+fixed-size state (float64 sums, two histograms, a bounded worst-k list), so memory does not grow
+with the number of samples. `compare_runs` drives one accumulator per backend pair and output name.
+
+Definitions (all accumulated in float64):
+
+- abs error = |cand - ref|; rel error = abs error / max(|ref|, REL_ERR_FLOOR).
+- Error statistics cover the elements where both sides are finite. A NaN or Inf on one side at a
+  position where the other side does not hold the same non-finite value (NaN/NaN, +Inf/+Inf and
+  -Inf/-Inf agree) is a *non-finite mismatch*; it always fails the comparison and counts as out of
+  tolerance. An abs error that overflows float64 counts as a non-finite mismatch too.
+- Median and quantile *values* are estimated from a histogram with 8 bins per power of two (the
+  float64 exponent plus the top 3 mantissa bits, so its bins are fixed for every output). The
+  estimate lies in the same bin as the exact order statistic, so it is within 12.5% of numpy's
+  (linearly interpolated) value. Max, min, mean, RMSE, cosine similarity and all counts are exact.
+
+Verdicts (`Tolerance.check`), following Polygraphy's `SimpleThreshold.passed`
+(polygraphy/comparator/compare.py), which passes unless *both* the absolute and the relative
+statistic exceed their tolerance:
+
+- "elemwise": pass iff every element satisfies |cand - ref| <= atol + rtol * |ref|.
+- "max" / "mean": pass iff that statistic of abs error <= atol OR of rel error <= rtol.
+- "median" / "quantile": the same OR, decided exactly rather than from the histogram estimate:
+  the q-quantile (numpy method="lower", q = 0.5 for median, `Tolerance.quantile` otherwise) of the
+  abs error is <= atol iff at least floor(q * (n - 1)) + 1 elements have abs error <= atol.
+
+Any non-finite mismatch fails whatever the check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.backends.base import backend_names, display_name
+from harness.errors import ExitCode, HarnessError, UsageError
+from models.recipe import Tolerance
+
+# Polygraphy's epsilon for zero reference values (float64 machine epsilon).
+REL_ERR_FLOOR = 2.220446049250313e-16
+
+# Elements processed per step: float64 scratch buffers of this size stay in L2 cache.
+_CHUNK = 1 << 16
+
+# Histogram bucket of a non-negative float64 = its bit pattern shifted right by 52 - 3: the exponent
+# plus the top 3 mantissa bits, i.e. 8 bins per power of two, each at most 1/8 of its lower edge wide.
+_HIST_SHIFT = 49
+# Buckets of all finite non-negative float64 values (bucket 16376 would start at +Inf).
+_HIST_BUCKETS = 0x7FF0_0000_0000_0000 >> _HIST_SHIFT
+_HIST_EDGES = (np.arange(_HIST_BUCKETS + 1, dtype=np.int64) << _HIST_SHIFT).view(np.float64)
+
+_CHECKS = ("elemwise", "max", "mean", "median", "quantile")
+
+
+def default_pairs(backends: Iterable[str]) -> list[tuple[str, str]]:
+    """(reference, candidate) pairs over every two backends, neighbours first.
+
+    Backends are ordered by their registered rank (torch, onnxrt, tensorrt), unregistered ones
+    after them alphabetically; with all three this gives torch<->onnxrt, onnxrt<->tensorrt,
+    torch<->tensorrt. The first of each pair is the reference.
+    """
+    rank = {name: i for i, name in enumerate(backend_names())}
+    ordered = sorted(set(backends), key=lambda b: (rank.get(b, len(rank)), b))
+    return [
+        (ordered[i], ordered[i + gap]) for gap in range(1, len(ordered)) for i in range(len(ordered) - gap)
+    ]
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    # Not np.dot: OpenBLAS multithreads dot products of more than 10k elements, which stalls by
+    # orders of magnitude when the cores are busy (CI, a parallel test run).
+    return float(np.einsum("i,i->", a, b))
+
+
+def _fmt(x: float) -> str:
+    """Short number for messages: 0.0032 -> "3.2e-3", 0.25 -> "0.25"."""
+    if x == 0 or not math.isfinite(x) or 1e-2 <= abs(x) < 1e4:
+        return f"{x:.4g}"
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _fmt_pct(fraction: float) -> str:
+    pct = 100.0 * fraction
+    return f"{pct:.1f}%" if pct >= 1 else f"{pct:.2g}%"
+
+
+def _float_to_json(x: float | None) -> float | str | None:
+    # Strict JSON has no NaN/Infinity; float() reads these strings back.
+    return x if x is None or math.isfinite(x) else str(x)
+
+
+def _float_from_json(v: float | str | None) -> float | None:
+    return None if v is None else float(v)
+
+
+def _quantile_from_histogram(counts: np.ndarray, q: float, lowest: float, highest: float) -> float:
+    """numpy-style (linear) q-quantile of the counted values, each order statistic estimated in its bin.
+
+    Elements of a bin are taken as evenly spread over it, so each estimated order statistic lies in
+    the same bin as the exact one; clamped to the exact extremes.
+    """
+    cumulative = np.cumsum(counts)
+    n = int(cumulative[-1])
+    position = q * (n - 1)
+    below = math.floor(position)
+    above = min(below + 1, n - 1)
+
+    def order_statistic(i: int) -> float:
+        b = int(np.searchsorted(cumulative, i, side="right"))
+        if b == 0:  # exact zeros (and float64 subnormals below 2**-1025)
+            return 0.0
+        before = int(cumulative[b]) - int(counts[b])
+        lo, hi = float(_HIST_EDGES[b]), float(_HIST_EDGES[b + 1])
+        return lo + (hi - lo) * (i - before + 0.5) / int(counts[b])
+
+    frac = position - below
+    estimate = order_statistic(below) * (1.0 - frac) + order_statistic(above) * frac
+    return min(max(estimate, lowest), highest)
+
+
+def _histogram_bins(counts: np.ndarray) -> tuple[tuple[float, float, int], ...]:
+    nonzero = np.flatnonzero(counts)
+    return tuple((float(_HIST_EDGES[b]), float(_HIST_EDGES[b + 1]), int(counts[b])) for b in nonzero)
+
+
+def _counts_from_bins(bins: Iterable[Sequence[float]]) -> np.ndarray:
+    counts = np.zeros(_HIST_BUCKETS, dtype=np.int64)
+    for lo, _hi, count in bins:
+        counts[int(np.array(lo, dtype=np.float64).view(np.int64)) >> _HIST_SHIFT] = int(count)
+    return counts
+
+
+@dataclass(frozen=True)
+class WorstElement:
+    """One of the largest abs errors: `index` is (sample, *position in the output)."""
+
+    abs_err: float  # inf for a non-finite mismatch
+    index: tuple[int, ...]
+    ref: float
+    cand: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "abs_err": _float_to_json(self.abs_err),
+            "index": list(self.index),
+            "ref": _float_to_json(self.ref),
+            "cand": _float_to_json(self.cand),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WorstElement:
+        return cls(
+            abs_err=float(data["abs_err"]),
+            index=tuple(int(i) for i in data["index"]),
+            ref=float(data["ref"]),
+            cand=float(data["cand"]),
+        )
+
+
+Bins = tuple[tuple[float, float, int], ...]
+
+_FLOAT_FIELDS = (
+    "max_abs_err",
+    "min_abs_err",
+    "mean_abs_err",
+    "std_abs_err",
+    "median_abs_err",
+    "quantile_abs_err",
+    "max_rel_err",
+    "mean_rel_err",
+    "median_rel_err",
+    "quantile_rel_err",
+    "rmse",
+    "cosine_similarity",
+    "argmax_agreement",
+)
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """Statistics and verdict for one output of one (reference, candidate) backend pair.
+
+    Error statistics are None when no element pair was finite on both sides (or the output is
+    empty). Median/quantile values are histogram estimates (see the module docstring).
+    `abs_err_histogram` / `rel_err_histogram` list the non-empty bins as (lower edge, upper edge,
+    count); a bin starting at 0.0 holds the exact zeros.
+    """
+
+    output: str
+    ref_backend: str
+    cand_backend: str
+    tolerance: Tolerance
+    passed: bool
+    reason: str  # "" when passed
+    samples: int
+    elements: int
+    finite_elements: int
+    out_of_tolerance: int  # elements beyond atol + rtol*|ref|, non-finite mismatches included
+    nonfinite_mismatches: int
+    ref_nan: int
+    ref_inf: int
+    cand_nan: int
+    cand_inf: int
+    max_abs_err: float | None
+    min_abs_err: float | None
+    mean_abs_err: float | None
+    std_abs_err: float | None
+    median_abs_err: float | None
+    quantile_abs_err: float | None  # at tolerance.quantile
+    max_rel_err: float | None
+    mean_rel_err: float | None
+    median_rel_err: float | None
+    quantile_rel_err: float | None
+    rmse: float | None
+    cosine_similarity: float | None
+    # exact counts behind a median/quantile verdict; None for the other checks
+    within_atol: int | None
+    within_rtol: int | None
+    argmax_agreement: float | None  # fraction of positions whose argmax over class_axis agrees
+    argmax_positions: int
+    worst: tuple[WorstElement, ...]
+    abs_err_histogram: Bins = field(repr=False)
+    rel_err_histogram: Bins = field(repr=False)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def nonfinite_mismatch(self) -> bool:
+        return self.nonfinite_mismatches > 0
+
+    @property
+    def out_of_tolerance_fraction(self) -> float:
+        return self.out_of_tolerance / self.elements if self.elements else 0.0
+
+    @property
+    def title(self) -> str:
+        return f"'{self.output}' {display_name(self.ref_backend)} vs {display_name(self.cand_backend)}"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "output": self.output,
+            "ref_backend": self.ref_backend,
+            "cand_backend": self.cand_backend,
+            "tolerance": self.tolerance.to_json(),
+            "passed": self.passed,
+            "reason": self.reason,
+            "samples": self.samples,
+            "elements": self.elements,
+            "finite_elements": self.finite_elements,
+            "out_of_tolerance": self.out_of_tolerance,
+            "nonfinite_mismatches": self.nonfinite_mismatches,
+            "ref_nan": self.ref_nan,
+            "ref_inf": self.ref_inf,
+            "cand_nan": self.cand_nan,
+            "cand_inf": self.cand_inf,
+            "within_atol": self.within_atol,
+            "within_rtol": self.within_rtol,
+            "argmax_positions": self.argmax_positions,
+            "worst": [w.to_json() for w in self.worst],
+            "abs_err_histogram": [list(b) for b in self.abs_err_histogram],
+            "rel_err_histogram": [list(b) for b in self.rel_err_histogram],
+        }
+        data.update({name: _float_to_json(getattr(self, name)) for name in _FLOAT_FIELDS})
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OutputComparison:
+        fields = dict(data)
+        fields["tolerance"] = Tolerance(**data["tolerance"])
+        fields["worst"] = tuple(WorstElement.from_json(w) for w in data["worst"])
+        for name in ("abs_err_histogram", "rel_err_histogram"):
+            fields[name] = tuple((float(lo), float(hi), int(n)) for lo, hi, n in data[name])
+        fields.update({name: _float_from_json(data[name]) for name in _FLOAT_FIELDS})
+        return cls(**fields)
+
+    def abs_err_quantile(self, q: float) -> float | None:
+        """Histogram estimate (within 12.5%) of any quantile of the abs error."""
+        if not self.finite_elements:
+            return None
+        counts = _counts_from_bins(self.abs_err_histogram)
+        return _quantile_from_histogram(counts, q, self.min_abs_err or 0.0, self.max_abs_err or 0.0)
+
+
+class _Scratch:
+    """Per-update float64 work buffers, reused across the chunks of one sample."""
+
+    def __init__(self, size: int) -> None:
+        self.ref = np.empty(size, dtype=np.float64)
+        self.cand = np.empty(size, dtype=np.float64)
+        self.err = np.empty(size, dtype=np.float64)
+        self.keys = np.empty(size, dtype=np.int64)
+        self.mask = np.empty(size, dtype=bool)
+
+
+class OutputAccumulator:
+    """Online comparison of one output between a reference and a candidate backend.
+
+    Call `update(ref, cand)` once per sample, then `result()`. State is O(1) in the number of
+    samples. `class_axis` enables argmax agreement over that axis (classification logits).
+    """
+
+    def __init__(
+        self,
+        output: str,
+        ref_backend: str,
+        cand_backend: str,
+        tolerance: Tolerance,
+        *,
+        worst_k: int = 10,
+        class_axis: int | None = None,
+    ) -> None:
+        if tolerance.check not in _CHECKS:
+            raise UsageError(
+                f"output '{output}': tolerance check '{tolerance.check}' is unknown; use one of {', '.join(_CHECKS)}"
+            )
+        if not (tolerance.atol >= 0 and tolerance.rtol >= 0 and 0 <= tolerance.quantile <= 1):
+            raise UsageError(
+                f"output '{output}': tolerance {tolerance} is invalid; atol and rtol must be >= 0 "
+                "and quantile within [0, 1]"
+            )
+        if worst_k < 0:
+            raise UsageError(f"output '{output}': worst_k must be >= 0, got {worst_k}")
+        self.output = output
+        self.ref_backend = ref_backend
+        self.cand_backend = cand_backend
+        self.tolerance = tolerance
+        self.worst_k = worst_k
+        self.class_axis = class_axis
+        self._quantile_check = {"median": 0.5, "quantile": tolerance.quantile}.get(tolerance.check)
+
+        self._samples = 0
+        self._elements = 0
+        self._finite = 0
+        self._out_of_tol = 0
+        self._nonfinite_mismatches = 0
+        self._ref_nan = self._ref_inf = self._cand_nan = self._cand_inf = 0
+        self._abs_sum = self._abs_sq_sum = self._rel_sum = 0.0
+        self._abs_max = self._rel_max = -math.inf
+        self._abs_min = math.inf
+        self._rel_min = math.inf
+        self._dot_rc = self._dot_rr = self._dot_cc = 0.0
+        self._within_atol = self._within_rtol = 0
+        self._argmax_equal = self._argmax_positions = 0
+        self._abs_counts = np.zeros(_HIST_BUCKETS, dtype=np.int64)
+        self._rel_counts = np.zeros(_HIST_BUCKETS, dtype=np.int64)
+        # (abs_err, (sample, *index), ref, cand), worst first
+        self._worst: list[tuple[float, tuple[int, ...], float, float]] = []
+        self._shape: tuple[int, ...] = ()
+
+    def _pair_text(self) -> str:
+        return (
+            f"output '{self.output}' ({display_name(self.ref_backend)} vs {display_name(self.cand_backend)})"
+        )
+
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        """Add one sample's reference and candidate arrays (same shape; any real dtype)."""
+        ref = np.asarray(ref)
+        cand = np.asarray(cand)
+        if ref.shape != cand.shape:
+            raise HarnessError(
+                f"output '{self.output}': {display_name(self.ref_backend)} ({self.ref_backend}) gives shape "
+                f"{ref.shape} but {display_name(self.cand_backend)} ({self.cand_backend}) gives shape "
+                f"{cand.shape} (sample {self._samples}); the converted model's output shape or output "
+                "order differs from the reference: check the export's dynamic axes and output names, "
+                "and the ordering cross-match",
+                exit_code=ExitCode.ACCURACY_FAILED,
+            )
+        for side, arr in ((self.ref_backend, ref), (self.cand_backend, cand)):
+            if arr.dtype.kind not in "biuf":
+                raise HarnessError(
+                    f"{self._pair_text()}: {display_name(side)} gives dtype {arr.dtype}, which cannot be "
+                    "compared numerically; only bool, integer and real floating outputs are supported"
+                )
+        if self.class_axis is not None:
+            self._update_argmax(ref, cand)
+
+        self._shape = ref.shape
+        ref_flat = ref.reshape(-1)
+        cand_flat = cand.reshape(-1)
+        size = ref_flat.size
+        scratch = _Scratch(min(size, _CHUNK))
+        # inf - inf and overflows are expected here and handled as non-finite elements
+        with np.errstate(invalid="ignore", over="ignore"):
+            for start in range(0, size, _CHUNK):
+                stop = min(start + _CHUNK, size)
+                self._update_chunk(ref_flat[start:stop], cand_flat[start:stop], start, scratch)
+        self._elements += size
+        self._samples += 1
+
+    def _update_argmax(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        if not -ref.ndim <= self.class_axis < ref.ndim:
+            raise UsageError(
+                f"{self._pair_text()}: class axis {self.class_axis} is out of range for shape {ref.shape}; "
+                "set the recipe's class axis to the axis that holds the class scores"
+            )
+        if ref.size == 0:
+            return
+        agree = np.argmax(ref, axis=self.class_axis) == np.argmax(cand, axis=self.class_axis)
+        self._argmax_equal += int(np.count_nonzero(agree))
+        self._argmax_positions += agree.size
+
+    def _update_chunk(self, ref: np.ndarray, cand: np.ndarray, offset: int, scratch: _Scratch) -> None:
+        n = ref.size
+        r = scratch.ref[:n]
+        c = scratch.cand[:n]
+        err = scratch.err[:n]
+        np.copyto(r, ref, casting="unsafe")
+        np.copyto(c, cand, casting="unsafe")
+        np.subtract(c, r, out=err)
+        np.abs(err, out=err)
+        abs_sum = float(err.sum())
+        positions = None
+        if not math.isfinite(abs_sum):
+            # Rare path: some element is NaN/Inf on a side (or the error overflows float64).
+            finite = np.isfinite(err)
+            positions = np.flatnonzero(finite)
+            self._count_nonfinite(r, c, finite, offset)
+            r, c, err = r[finite], c[finite], err[finite]
+            abs_sum = float(err.sum())
+        if err.size:
+            self._accumulate_finite(r, c, err, abs_sum, offset, positions, scratch)
+
+    def _count_nonfinite(self, r: np.ndarray, c: np.ndarray, finite_err: np.ndarray, offset: int) -> None:
+        r_nan, c_nan = np.isnan(r), np.isnan(c)
+        r_inf, c_inf = np.isinf(r), np.isinf(c)
+        self._ref_nan += int(np.count_nonzero(r_nan))
+        self._ref_inf += int(np.count_nonzero(r_inf))
+        self._cand_nan += int(np.count_nonzero(c_nan))
+        self._cand_inf += int(np.count_nonzero(c_inf))
+        agreeing = (r_nan & c_nan) | (r_inf & (r == c))
+        mismatched = np.flatnonzero(~finite_err & ~agreeing)
+        self._nonfinite_mismatches += mismatched.size
+        self._out_of_tol += mismatched.size
+        if self.worst_k and mismatched.size:
+            first = mismatched[: self.worst_k]
+            self._merge_worst(np.full(first.size, math.inf), offset + first, r[first], c[first])
+
+    def _accumulate_finite(
+        self,
+        r: np.ndarray,
+        c: np.ndarray,
+        err: np.ndarray,
+        abs_sum: float,
+        offset: int,
+        positions: np.ndarray | None,
+        scratch: _Scratch,
+    ) -> None:
+        n = err.size
+        tol = self.tolerance
+        self._finite += n
+        self._abs_sum += abs_sum
+        self._abs_sq_sum += _dot(err, err)
+        self._dot_rc += _dot(r, c)
+        self._dot_rr += _dot(r, r)
+        self._dot_cc += _dot(c, c)
+        chunk_max = float(err.max())
+        self._abs_max = max(self._abs_max, chunk_max)
+        self._abs_min = min(self._abs_min, float(err.min()))
+        if self.worst_k and chunk_max > self._worst_floor():
+            self._collect_worst(err, r, c, offset, positions)
+
+        mask = scratch.mask[:n]
+        abs_ref = np.abs(r, out=r)
+        # Every error <= atol is within atol + rtol*|ref|: skip the elementwise test then.
+        if chunk_max > tol.atol:
+            limit = np.multiply(abs_ref, tol.rtol, out=c)
+            limit += tol.atol
+            self._out_of_tol += int(np.count_nonzero(np.greater(err, limit, out=mask)))
+        if self._quantile_check is not None:
+            self._within_atol += int(np.count_nonzero(np.less_equal(err, tol.atol, out=mask)))
+
+        self._add_to_histogram(self._abs_counts, err, scratch)
+        rel = np.maximum(abs_ref, REL_ERR_FLOOR, out=abs_ref)
+        np.divide(err, rel, out=rel)
+        rel_max = float(rel.max())
+        if rel_max == math.inf:  # a huge float64 error over a ~0 reference: count it as the largest float
+            rel_max = float(np.finfo(np.float64).max)
+            np.minimum(rel, rel_max, out=rel)
+        self._rel_sum += float(rel.sum())
+        self._rel_max = max(self._rel_max, rel_max)
+        self._rel_min = min(self._rel_min, float(rel.min()))
+        if self._quantile_check is not None:
+            self._within_rtol += int(np.count_nonzero(np.less_equal(rel, tol.rtol, out=mask)))
+        self._add_to_histogram(self._rel_counts, rel, scratch)
+
+    @staticmethod
+    def _add_to_histogram(counts: np.ndarray, values: np.ndarray, scratch: _Scratch) -> None:
+        keys = np.right_shift(values.view(np.int64), _HIST_SHIFT, out=scratch.keys[: values.size])
+        counts += np.bincount(keys, minlength=_HIST_BUCKETS)
+
+    def _worst_floor(self) -> float:
+        # Only errors above this can enter the worst-k list; zero errors never do.
+        return self._worst[-1][0] if len(self._worst) == self.worst_k else 0.0
+
+    def _collect_worst(
+        self, err: np.ndarray, r: np.ndarray, c: np.ndarray, offset: int, positions: np.ndarray | None
+    ) -> None:
+        k = self.worst_k
+        idx = np.flatnonzero(err > self._worst_floor())
+        if idx.size > k:
+            values = err[idx]
+            kth = np.partition(values, idx.size - k)[idx.size - k]
+            idx = idx[values >= kth]
+            if idx.size > k:  # ties at the k-th value: keep the earliest positions
+                idx = idx[np.lexsort((idx, -err[idx]))[:k]]
+        flat = offset + (idx if positions is None else positions[idx])
+        self._merge_worst(err[idx], flat, r[idx], c[idx])
+
+    def _merge_worst(self, errs: np.ndarray, flat: np.ndarray, r: np.ndarray, c: np.ndarray) -> None:
+        # Unravel now: with dynamic axes each sample may have its own shape.
+        if self._shape:
+            indices = np.column_stack(np.unravel_index(flat, self._shape)).tolist()
+        else:
+            indices = [[] for _ in range(flat.size)]
+        new = [
+            (e, (self._samples, *index), rv, cv)
+            for e, index, rv, cv in zip(errs.tolist(), indices, r.tolist(), c.tolist(), strict=True)
+        ]
+        # stable sort: of equal errors, the one met first (the earlier element) stays first
+        self._worst = sorted(self._worst + new, key=lambda w: -w[0])[: self.worst_k]
+
+    def result(self) -> OutputComparison:
+        """The statistics so far and the verdict; the accumulator can keep being updated."""
+        tol = self.tolerance
+        n = self._finite
+        stats: dict[str, float | None] = dict.fromkeys(_FLOAT_FIELDS)
+        if n:
+            mean_abs = self._abs_sum / n
+            q = tol.quantile
+            stats.update(
+                max_abs_err=self._abs_max,
+                min_abs_err=self._abs_min,
+                mean_abs_err=mean_abs,
+                std_abs_err=math.sqrt(max(self._abs_sq_sum / n - mean_abs * mean_abs, 0.0)),
+                median_abs_err=_quantile_from_histogram(self._abs_counts, 0.5, self._abs_min, self._abs_max),
+                quantile_abs_err=_quantile_from_histogram(self._abs_counts, q, self._abs_min, self._abs_max),
+                max_rel_err=self._rel_max,
+                mean_rel_err=self._rel_sum / n,
+                median_rel_err=_quantile_from_histogram(self._rel_counts, 0.5, self._rel_min, self._rel_max),
+                quantile_rel_err=_quantile_from_histogram(self._rel_counts, q, self._rel_min, self._rel_max),
+                rmse=math.sqrt(self._abs_sq_sum / n),
+                cosine_similarity=self._cosine(),
+            )
+        if self._argmax_positions:
+            stats["argmax_agreement"] = self._argmax_equal / self._argmax_positions
+        worst = tuple(WorstElement(abs_err=e, index=i, ref=rv, cand=cv) for e, i, rv, cv in self._worst)
+        reasons = self._failure_reasons(stats, worst)
+        quantile_check = self._quantile_check is not None
+        return OutputComparison(
+            output=self.output,
+            ref_backend=self.ref_backend,
+            cand_backend=self.cand_backend,
+            tolerance=tol,
+            passed=not reasons,
+            reason="; ".join(reasons),
+            samples=self._samples,
+            elements=self._elements,
+            finite_elements=n,
+            out_of_tolerance=self._out_of_tol,
+            nonfinite_mismatches=self._nonfinite_mismatches,
+            ref_nan=self._ref_nan,
+            ref_inf=self._ref_inf,
+            cand_nan=self._cand_nan,
+            cand_inf=self._cand_inf,
+            within_atol=self._within_atol if quantile_check else None,
+            within_rtol=self._within_rtol if quantile_check else None,
+            argmax_positions=self._argmax_positions,
+            worst=worst,
+            abs_err_histogram=_histogram_bins(self._abs_counts),
+            rel_err_histogram=_histogram_bins(self._rel_counts),
+            **stats,
+        )
+
+    def _cosine(self) -> float:
+        # Same conventions as Polygraphy's cosine similarity: two zero vectors are identical.
+        norms = math.sqrt(self._dot_rr) * math.sqrt(self._dot_cc)
+        if norms == 0:
+            return 1.0 if self._dot_rr == self._dot_cc else 0.0
+        return max(-1.0, min(1.0, self._dot_rc / norms))
+
+    def _failure_reasons(self, stats: Mapping[str, float | None], worst: Sequence[WorstElement]) -> list[str]:
+        tol = self.tolerance
+        ref_name, cand_name = display_name(self.ref_backend), display_name(self.cand_backend)
+        reasons = []
+        if self._nonfinite_mismatches:
+            first = next((w for w in worst if math.isinf(w.abs_err)), None)
+            where = f"; first at {list(first.index)} ({ref_name} {first.ref}, {cand_name} {first.cand})"
+            reasons.append(
+                f"{self._nonfinite_mismatches} elements are NaN/Inf on one side only "
+                f"(NaN/Inf: {ref_name} {self._ref_nan}/{self._ref_inf}, "
+                f"{cand_name} {self._cand_nan}/{self._cand_inf}){where if first else ''}"
+            )
+        if not self._finite:
+            return reasons
+        check = tol.check
+        if check == "elemwise":
+            exceeding = self._out_of_tol - self._nonfinite_mismatches
+            if exceeding:
+                finite_worst = next((w for w in worst if math.isfinite(w.abs_err)), None)
+                at = f" at {list(finite_worst.index)}" if finite_worst else ""
+                reasons.append(
+                    f"{exceeding} of {self._elements} elements ({_fmt_pct(exceeding / self._elements)}) "
+                    f"exceed atol+rtol*|ref| (atol={_fmt(tol.atol)}, rtol={_fmt(tol.rtol)}); "
+                    f"max abs err {_fmt(self._abs_max)}{at}"
+                )
+        elif check in ("max", "mean"):
+            abs_stat, rel_stat = stats[f"{check}_abs_err"], stats[f"{check}_rel_err"]
+            if abs_stat > tol.atol and rel_stat > tol.rtol:
+                reasons.append(
+                    f"{check} abs err {_fmt(abs_stat)} > atol={_fmt(tol.atol)} and "
+                    f"{check} rel err {_fmt(rel_stat)} > rtol={_fmt(tol.rtol)}"
+                )
+        else:
+            q = self._quantile_check
+            needed = math.floor(q * (self._finite - 1)) + 1
+            if self._within_atol < needed and self._within_rtol < needed:
+                label = "median" if check == "median" else f"quantile {q:g}"
+                stat = "median" if check == "median" else "quantile"
+                reasons.append(
+                    f"{label}: only {_fmt_pct(self._within_atol / self._finite)} of elements have "
+                    f"abs err <= atol={_fmt(tol.atol)} and {_fmt_pct(self._within_rtol / self._finite)} "
+                    f"rel err <= rtol={_fmt(tol.rtol)}, {needed} of {self._finite} needed "
+                    f"({label} abs err ~{_fmt(stats[f'{stat}_abs_err'])}, "
+                    f"rel err ~{_fmt(stats[f'{stat}_rel_err'])})"
+                )
+        return reasons
+
+
+@dataclass(frozen=True)
+class MissingOutput:
+    """An output one backend of a pair produced and the other did not (in some samples)."""
+
+    output: str
+    ref_backend: str
+    cand_backend: str
+    missing_from: str
+    samples_missing: int
+    samples: int
+
+    @property
+    def reason(self) -> str:
+        present_in = self.cand_backend if self.missing_from == self.ref_backend else self.ref_backend
+        return (
+            f"output '{self.output}' is missing from {display_name(self.missing_from)} in "
+            f"{self.samples_missing} of {self.samples} samples but {display_name(present_in)} produces it; "
+            "check the export's output names"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "ref_backend": self.ref_backend,
+            "cand_backend": self.cand_backend,
+            "missing_from": self.missing_from,
+            "samples_missing": self.samples_missing,
+            "samples": self.samples,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MissingOutput:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ComparisonReport:
+    """Every output comparison of a run, in pair order then output order."""
+
+    comparisons: tuple[OutputComparison, ...]
+    missing: tuple[MissingOutput, ...]
+    samples: int
+    pairs: tuple[tuple[str, str], ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and all(self.comparisons)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failures(self) -> list[str]:
+        """One line per failing output, naming the output and the backend pair."""
+        lines = [f"{c.title}: {c.reason}" for c in self.comparisons if not c]
+        lines += [m.reason for m in self.missing]
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "samples": self.samples,
+            "pairs": [list(p) for p in self.pairs],
+            "comparisons": [c.to_json() for c in self.comparisons],
+            "missing": [m.to_json() for m in self.missing],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ComparisonReport:
+        return cls(
+            comparisons=tuple(OutputComparison.from_json(c) for c in data["comparisons"]),
+            missing=tuple(MissingOutput.from_json(m) for m in data["missing"]),
+            samples=int(data["samples"]),
+            pairs=tuple((ref, cand) for ref, cand in data["pairs"]),
+        )
+
+
+class _RunComparison:
+    """State of `compare_runs`: one accumulator per (pair, output), plus missing-output counts."""
+
+    def __init__(
+        self,
+        tolerance_for: Callable[[str], Tolerance],
+        class_axes: Mapping[str, int],
+        worst_k: int,
+    ) -> None:
+        self.tolerance_for = tolerance_for
+        self.class_axes = class_axes
+        self.worst_k = worst_k
+        self.accumulators: dict[tuple[tuple[str, str], str], OutputAccumulator] = {}
+        self.missing_counts: dict[tuple[tuple[str, str], str, str], int] = {}
+        self.output_order: dict[str, int] = {}
+        self.samples = 0
+
+    def add(self, sample: Mapping[str, Mapping[str, np.ndarray]], pairs: Sequence[tuple[str, str]]) -> None:
+        for pair in pairs:
+            ref_backend, cand_backend = pair
+            for backend in pair:
+                if backend not in sample:
+                    raise HarnessError(
+                        f"sample {self.samples} has no outputs from {display_name(backend)} ({backend}), "
+                        f"which the comparison {display_name(ref_backend)} vs {display_name(cand_backend)} "
+                        f"needs; it has outputs from {sorted(sample)}"
+                    )
+            ref_outputs, cand_outputs = sample[ref_backend], sample[cand_backend]
+            for output in [*ref_outputs, *(o for o in cand_outputs if o not in ref_outputs)]:
+                self.output_order.setdefault(output, len(self.output_order))
+                if output not in cand_outputs or output not in ref_outputs:
+                    side = cand_backend if output not in cand_outputs else ref_backend
+                    key = (pair, output, side)
+                    self.missing_counts[key] = self.missing_counts.get(key, 0) + 1
+                    continue
+                accumulator = self.accumulators.get((pair, output))
+                if accumulator is None:
+                    accumulator = OutputAccumulator(
+                        output,
+                        ref_backend,
+                        cand_backend,
+                        self.tolerance_for(output),
+                        worst_k=self.worst_k,
+                        class_axis=self.class_axes.get(output),
+                    )
+                    self.accumulators[(pair, output)] = accumulator
+                accumulator.update(ref_outputs[output], cand_outputs[output])
+        self.samples += 1
+
+    def report(self, pairs: Sequence[tuple[str, str]]) -> ComparisonReport:
+        pair_rank = {pair: i for i, pair in enumerate(pairs)}
+        comparisons = tuple(
+            self.accumulators[key].result()
+            for key in sorted(self.accumulators, key=lambda k: (pair_rank[k[0]], self.output_order[k[1]]))
+        )
+        missing = tuple(
+            MissingOutput(output, pair[0], pair[1], side, n, self.samples)
+            for (pair, output, side), n in sorted(
+                self.missing_counts.items(),
+                key=lambda item: (pair_rank[item[0][0]], self.output_order[item[0][1]], item[0][2]),
+            )
+        )
+        return ComparisonReport(
+            comparisons=comparisons, missing=missing, samples=self.samples, pairs=tuple(pairs)
+        )
+
+
+def compare_runs(
+    samples: Iterable[Mapping[str, Mapping[str, np.ndarray]]],
+    *,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    tolerance_for: Callable[[str], Tolerance] | None = None,
+    class_axes: Mapping[str, int] | None = None,
+    worst_k: int = 10,
+) -> ComparisonReport:
+    """Compare backends' outputs sample by sample, matching outputs by name.
+
+    Each item of `samples` is `{backend: {output name: array}}` for one inference; the iterable is
+    consumed once and no array is kept. `pairs` lists (reference, candidate) backends; by default
+    every two backends of the first sample, ordered as `default_pairs` does. `tolerance_for` maps an
+    output name to its Tolerance (e.g. `recipe.tolerance_for`; default `Tolerance()`), `class_axes`
+    an output name to the axis for argmax agreement. An output that only one side of a pair
+    produces is reported in `missing` and fails the report.
+    """
+    run = _RunComparison(tolerance_for or (lambda _output: Tolerance()), class_axes or {}, worst_k)
+    for sample in samples:
+        if pairs is None:
+            pairs = default_pairs(sample)
+            if not pairs:
+                raise HarnessError(
+                    f"nothing to compare: the first sample has outputs from {sorted(sample)} only; "
+                    "at least two backends must run"
+                )
+        run.add(sample, pairs)
+    if not run.samples:
+        raise HarnessError("nothing to compare: no samples were given; check the recipe's sample_inputs")
+    return run.report(pairs)
