@@ -1,0 +1,1 @@
+"""One module per graph-surgery pass; each registers itself with `@register_pass(name)`."""
