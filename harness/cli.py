@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="recipe parameter, e.g. -p image_size=320")
     convert.add_argument("--out", type=Path, default=None, help="run directory (default: artifacts/<recipe>)")
     convert.add_argument("--backends", nargs="+", default=None, help="backends to run (default: all)")
+    convert.add_argument("--no-cache", action="store_true", help="re-run every stage; do not read or write the cache")
     _add_tolerance_flags(convert)
 
     compare = sub.add_parser("compare", help="re-run comparison and report from saved outputs, no model is run")
@@ -47,12 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list the recipes")
 
+    cache = sub.add_parser("cache", help="list or clean the stage cache (HARNESS_CACHE_DIR, default .harness/cache)")
+    cache.add_argument("action", choices=("list", "clean"))
+    cache.add_argument("--stage", action="append", default=[], help="clean only this stage's entries; repeatable")
+
     index = sub.add_parser("index", help="write the index page over all runs in an artifacts folder")
     index.add_argument("artifacts", type=Path, nargs="?", default=DEFAULT_ARTIFACTS)
     return parser
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from harness.cache import cache_dir_from_env
     from harness.pipeline import RunConfig, run_pipeline
     from harness.progress import StageProgress
     from harness.tolerances import ToleranceOverrides
@@ -66,8 +71,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.weights is not None:
         _check_weights(recipe, args.weights)
     out_dir = args.out or DEFAULT_ARTIFACTS / recipe.name
-    config = RunConfig(recipe, out_dir, weights=args.weights, overrides=overrides,
-                       backends=tuple(args.backends) if args.backends else None)
+    config = RunConfig(
+        recipe,
+        out_dir,
+        weights=args.weights,
+        overrides=overrides,
+        backends=tuple(args.backends) if args.backends else None,
+        cache_dir=None if args.no_cache else cache_dir_from_env(),
+    )
     with StageProgress(f"convert {recipe.name}") as progress:
         results = run_pipeline(config, progress)
     return _finish(results, out_dir)
@@ -111,6 +122,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return int(ExitCode.PASSED)
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from harness.cache import StageCache, cache_dir_from_env
+
+    cache = StageCache(cache_dir_from_env())
+    if args.action == "clean":
+        print(f"removed {cache.clean(args.stage)} cache entries from {cache.root}")
+        return int(ExitCode.PASSED)
+    rows = cache.entries()
+    for row in rows:
+        print(f"{row['stage']:<8} {row['key'][:16]}  {row['size_bytes'] / 2**20:8.1f} MiB")
+    print(f"{len(rows)} entries, {sum(r['size_bytes'] for r in rows) / 2**20:.1f} MiB in {cache.root}")
+    return int(ExitCode.PASSED)
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from reports.index import write_index
 
@@ -126,7 +151,14 @@ def _finish(results: dict, out_dir: Path) -> int:
     return int(verdict["exit_code"])
 
 
-COMMANDS = {"convert": cmd_convert, "compare": cmd_compare, "scan": cmd_scan, "list": cmd_list, "index": cmd_index}
+COMMANDS = {
+    "convert": cmd_convert,
+    "compare": cmd_compare,
+    "scan": cmd_scan,
+    "list": cmd_list,
+    "cache": cmd_cache,
+    "index": cmd_index,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

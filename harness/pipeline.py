@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.artifacts import Artifact, atomic_path, write_text_atomic
+from harness.cache import StageCache, file_hash, source_hash, stable_hash
 from harness.errors import ExitCode, HarnessError
 from harness.ledger import StageFailed, StageRecord, StageSkipped
 from harness.tolerances import ToleranceOverrides
@@ -31,6 +32,7 @@ class RunConfig:
     weights: Path | None = None
     overrides: ToleranceOverrides = field(default_factory=ToleranceOverrides)
     backends: tuple[str, ...] | None = None  # None: every registered backend
+    cache_dir: Path | None = None  # None: no cache
 
 
 class PipelineRun:
@@ -59,6 +61,7 @@ class PipelineRun:
 
 
 StageFn = Callable[[PipelineRun, StageRecord], None]
+KeyFn = Callable[[PipelineRun], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Stage:
     name: str
     run: StageFn
     title: str
+    # everything that determines the stage's output; None: the stage is never cached
+    cache_key: KeyFn | None = None
 
 
 # --- stages -------------------------------------------------------------------------------------
@@ -191,12 +196,100 @@ def compare_stage(run: PipelineRun, record: StageRecord) -> None:
     record.details.update(compare_saved_outputs(recipe_json, executed, run.config.overrides))
 
 
+# --- cache keys: everything each stage's output depends on ------------------------------------------
+
+
+def _versions(*distributions: str) -> dict[str, str | None]:
+    from harness.environment import package_versions
+
+    installed = package_versions()
+    return {d: installed.get(d) for d in distributions}
+
+
+def _recipe_fingerprint(run: PipelineRun) -> dict[str, Any]:
+    recipe = run.recipe
+    return {
+        **recipe_to_json(recipe, None),
+        "shape_ranges": recipe.shape_ranges,
+        "export": recipe.export,
+        "surgery_passes": recipe.surgery_passes,
+        "build": recipe.build,
+    }
+
+
+def _weights_hash(run: PipelineRun) -> str | None:
+    return file_hash(run.config.weights)
+
+
+def export_key(run: PipelineRun) -> dict[str, Any]:
+    return {
+        "recipe": _recipe_fingerprint(run),
+        "weights": _weights_hash(run),
+        "trace_input": run.feeds[0],
+        "code": source_hash("conversions/export.py", "conversions/replacements", "models"),
+        "versions": _versions("torch", "onnx", "onnxscript"),
+    }
+
+
+def surgery_key(run: PipelineRun) -> dict[str, Any]:
+    recipe = run.recipe
+    return {
+        "onnx": run.artifacts["onnx"].sha256,
+        "passes": recipe.surgery_passes,
+        "static_dims": recipe.export.static_dims,
+        "check_feeds": run.feeds[:2],
+        "code": source_hash("conversions/onnx_passes"),
+        "versions": _versions("onnx", "onnx-graphsurgeon", "onnxruntime"),
+    }
+
+
+def build_key(run: PipelineRun) -> dict[str, Any]:
+    from conversions.tensorrt_flavor import select_flavor
+    from harness.gpu import cuda_devices
+
+    flavor = select_flavor()
+    return {
+        "onnx": final_onnx(run).sha256,
+        "build": run.recipe.build,
+        "shape_ranges": run.recipe.shape_ranges,
+        "flavor": flavor.to_json() if flavor else None,
+        # full TensorRT builds for the GPU present; TensorRT for RTX for the recipe's list
+        "gpus": [] if flavor is None or flavor.is_rtx else [d.name for d in cuda_devices()],
+        "code": source_hash("conversions/tensorrt_build.py", "conversions/tensorrt_flavor.py"),
+    }
+
+
+def run_key(run: PipelineRun) -> dict[str, Any]:
+    from harness.gpu import cuda_devices
+
+    return {
+        "recipe": _recipe_fingerprint(run),
+        "onnx": final_onnx(run).sha256,
+        "engine": run.artifacts["engine"].sha256 if "engine" in run.artifacts else None,
+        "weights": _weights_hash(run),
+        "feeds": run.feeds,
+        "backends": run.config.backends,
+        "gpus": [d.name for d in cuda_devices()],
+        "code": source_hash("models", "harness/backends", "harness/gpu.py"),
+        "versions": _versions("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-rtx", "polygraphy"),
+    }
+
+
+def compare_key(run: PipelineRun) -> dict[str, Any]:
+    return {
+        "outputs": {k: a.sha256 for k, a in run.artifacts.items() if k.startswith("outputs_")},
+        "recipe": recipe_to_json(run.recipe, None),
+        "overrides": run.config.overrides.to_json(),
+        "code": source_hash("harness/comparison.py", "harness/crossmatch.py", "harness/comparing.py"),
+    }
+
+
 STAGES: tuple[Stage, ...] = (
-    Stage("export", export_stage, "Torch -> ONNX"),
-    Stage("surgery", surgery_stage, "ONNX graph surgery"),
-    Stage("build", build_stage, "TensorRT build"),
-    Stage("run", run_stage, "Run backends"),
-    Stage("compare", compare_stage, "Compare outputs"),
+    Stage("export", export_stage, "Torch -> ONNX", export_key),
+    Stage("surgery", surgery_stage, "ONNX graph surgery", surgery_key),
+    Stage("build", build_stage, "TensorRT build", build_key),
+    Stage("run", run_stage, "Run backends", run_key),
+    Stage("compare", compare_stage, "Compare outputs", compare_key),
 )
 
 
@@ -213,6 +306,7 @@ def run_pipeline(config: RunConfig, progress: Any | None = None) -> dict[str, An
     G_LOGGER.module_severity = G_LOGGER.WARNING  # our ledger and report say what happened
     config.out_dir.mkdir(parents=True, exist_ok=True)
     run = PipelineRun(config)
+    cache = StageCache(config.cache_dir) if config.cache_dir is not None else None
     failed: str | None = None
     for stage in STAGES:
         record = StageRecord(stage.name, "skipped")
@@ -224,8 +318,17 @@ def run_pipeline(config: RunConfig, progress: Any | None = None) -> dict[str, An
             progress.start(stage)
         start = time.perf_counter()
         try:
-            stage.run(run, record)
-            record.status = "ok"
+            key = stable_hash(stage.cache_key(run)) if cache is not None and stage.cache_key else None
+            entry = cache.lookup(stage.name, key) if key else None
+            if entry is not None:
+                record.artifacts = cache.restore(entry, run.out_dir)
+                record.details = entry.record["details"]
+                record.status, record.reason = "cached", f"cache entry {key[:12]}"
+            else:
+                stage.run(run, record)
+                record.status = "ok"
+                if key:
+                    cache.store(stage.name, key, record.artifacts, record.details)
         except StageSkipped as e:
             record.reason = str(e)
         except StageFailed as e:

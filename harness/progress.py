@@ -40,6 +40,8 @@ class StageProgress:
         if self.live:
             self._status = self.console.status(f"{stage.name}: {stage.title} …")
             self._status.start()
+        elif not is_ci():
+            print(f"[{stage.name}] {stage.title} …", file=self.stream, flush=True)
 
     def finish(self, stage: Any, record: StageRecord) -> None:
         reason = f" — {record.reason}" if record.reason else ""
@@ -53,4 +55,4 @@ class StageProgress:
                 highlight=False,
             )
         elif not is_ci() or record.status == "failed":
-            print(f"[{stage.name}] {record.status} {record.duration_s:.1f}s{reason}", file=self.stream)
+            print(f"[{stage.name}] {record.status} {record.duration_s:.1f}s{reason}", file=self.stream, flush=True)

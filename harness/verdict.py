@@ -21,7 +21,7 @@ def verdict_for(results: dict[str, Any]) -> dict[str, Any]:
         return _verdict(ExitCode.ORDERING_MISMATCH, "; ".join(mismatches))
     comparisons = details.get("comparisons", [])
     missing = details.get("missing", [])
-    if compare.get("status") != "ok" or not comparisons:
+    if compare.get("status") not in ("ok", "cached") or not comparisons:
         reason = compare.get("reason") or "no outputs were compared"
         return _verdict(ExitCode.ACCURACY_FAILED, f"nothing was compared: {reason}")
     failing = [c for c in comparisons if not c["passed"]] + missing
