@@ -47,10 +47,12 @@ class ExportResult:
 
 
 def outputs_as_tuple(model: torch.nn.Module, output_names: tuple[str, ...]) -> torch.nn.Module:
-    """Wrap a model that returns a dict so the exporter sees a tuple in `output_names` order.
+    """Wrap a model that returns a dict so the exporter sees a tuple, flattened in the dict's own order.
 
-    The ONNX graph labels outputs by position; the Torch reference keeps the dict keys, so a wrong
-    `output_names` order shows up as an ordering mismatch in comparison instead of passing silently.
+    This is what torch.onnx does with a dict: the values go out in insertion order and `output_names`
+    labels them by position. A recipe whose `output_names` are in another order therefore mislabels
+    outputs, exactly as a hand-written export would; the Torch reference keeps the dict keys, so the
+    compare stage's cross-match reports it as an ordering mismatch instead of it passing silently.
     """
     import torch
 
@@ -62,13 +64,12 @@ def outputs_as_tuple(model: torch.nn.Module, output_names: tuple[str, ...]) -> t
         def forward(self, *args: torch.Tensor) -> Any:
             out = self.model(*args)
             if isinstance(out, dict):
-                missing = [n for n in output_names if n not in out]
-                if missing:
+                if set(out) != set(output_names):
                     raise HarnessError(
-                        f"the model returned outputs {sorted(out)}, but the recipe names {missing} which it "
-                        "does not return; fix the recipe's output_names"
+                        f"the model returns outputs {list(out)}, the recipe names {list(output_names)}; "
+                        "make the recipe's output_names the model's dict keys"
                     )
-                return tuple(out[n] for n in output_names)
+                return tuple(out.values())
             return out
 
     return OutputsAsTuple().eval()

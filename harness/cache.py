@@ -135,6 +135,8 @@ class StageCache:
     def entries(self) -> list[dict[str, Any]]:
         rows = []
         for entry_file in sorted(self.root.glob(f"*/*/{ENTRY_FILE}")):
+            if entry_file.parent.name.startswith("."):  # a staging folder of an unfinished store
+                continue
             try:
                 record = json.loads(entry_file.read_text())
             except (OSError, json.JSONDecodeError):

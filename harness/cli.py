@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -171,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print("harness: internal error (a bug in the harness, not a verdict on the model); please report the traceback above", file=sys.stderr)
+        return int(ExitCode.INTERNAL_ERROR)
 
 
 if __name__ == "__main__":

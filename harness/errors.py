@@ -13,6 +13,7 @@ class ExitCode(enum.IntEnum):
     USAGE_ERROR = 2
     ORDERING_MISMATCH = 3
     STAGE_FAILED = 4
+    INTERNAL_ERROR = 5  # a bug in the harness itself: never confused with a verdict
 
 
 class HarnessError(Exception):

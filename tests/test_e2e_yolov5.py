@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +17,24 @@ from harness.errors import ExitCode
 pytestmark = pytest.mark.slow
 
 
-def harness(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=900)
+CONVERT = ("convert", "yolov5", "-p", "image_size=320")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def cache_env(tmp_path_factory) -> dict[str, str]:
+    return {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), "CI": "true"}
+
+
+def harness(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=900, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, cache_env) -> Path:
     out = tmp_path_factory.mktemp("yolov5")
-    proc = harness("convert", "yolov5", "-p", "image_size=320", "--out", str(out))
+    proc = harness(*CONVERT, "--out", str(out), env=cache_env)
     assert proc.returncode == ExitCode.PASSED, proc.stdout + proc.stderr
     return out
 
@@ -87,9 +99,46 @@ def test_tensorrt_built_but_not_executed_without_a_gpu(run_dir):
     assert "built, not executed" in html and tensorrt["reason"] in html
 
 
-def test_zero_tolerance_fails_the_gate_and_the_recipe_tolerance_passes_again(run_dir):
-    strict = harness("compare", str(run_dir), "--atol", "0", "--rtol", "0")
+def test_same_run_with_zero_tolerance_fails_and_reruns_only_compare(run_dir, cache_env):
+    strict = harness(*CONVERT, "--out", str(run_dir), "--atol", "0", "--rtol", "0", env=cache_env)
     assert strict.returncode == ExitCode.ACCURACY_FAILED, strict.stdout + strict.stderr
-    assert json.loads((run_dir / "results.json").read_text())["verdict"]["passed"] is False
-    again = harness("compare", str(run_dir))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [s["status"] for s in results["stages"]] == ["cached", "cached", "cached", "cached", "ok"]
+    assert results["verdict"]["passed"] is False
+
+
+def test_harness_compare_changes_the_verdict_without_running_models(run_dir, cache_env):
+    saved = {p: p.stat().st_mtime_ns for p in run_dir.glob("*_outputs.json")}
+    strict = harness("compare", str(run_dir), "--atol", "output0=0", "--rtol", "0", env=cache_env)
+    assert strict.returncode == ExitCode.ACCURACY_FAILED, strict.stdout + strict.stderr
+    again = harness("compare", str(run_dir), env=cache_env)
     assert again.returncode == ExitCode.PASSED, again.stdout + again.stderr
+    assert {p: p.stat().st_mtime_ns for p in run_dir.glob("*_outputs.json")} == saved, "no backend re-ran"
+
+
+def test_a_run_killed_during_the_build_rebuilds_next_time(run_dir, cache_env, tmp_path):
+    """Kill a run while TensorRT builds; the next run must rebuild, not trust anything half-written."""
+    env = {**cache_env, "CI": "false", "PYTHONUNBUFFERED": "1"}
+    # a new workspace size gives a new build key while export and surgery stay cached
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "harness", *CONVERT, "-p", "max_batch=4", "--out", str(out)]
+    build_entries = Path(cache_env["HARNESS_CACHE_DIR"]).glob("build/*/entry.json")
+    entries_before = set(build_entries)
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    for line in proc.stderr:
+        if line.startswith("[build]"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not list(out.glob("*.engine")), "no engine under its final name after a kill"
+    assert set(Path(cache_env["HARNESS_CACHE_DIR"]).glob("build/*/entry.json")) == entries_before
+
+    rerun = harness(*CONVERT, "-p", "max_batch=4", "--out", str(out), env=cache_env)
+    assert rerun.returncode == ExitCode.PASSED, rerun.stdout + rerun.stderr
+    results = json.loads((out / "results.json").read_text())
+    status = {s["name"]: s["status"] for s in results["stages"]}
+    assert status["build"] == "ok", "rebuilt, not taken from a partial entry"
+    build = next(s for s in results["stages"] if s["name"] == "build")
+    engine = next(out.glob("*.engine"))
+    assert engine.stat().st_size == build["details"]["plan_size_bytes"]

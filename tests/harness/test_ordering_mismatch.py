@@ -1,0 +1,57 @@
+"""The classic deployment bug: outputs labelled by position in the wrong order. It must fail the gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.errors import ExitCode
+from harness.pipeline import RunConfig, run_pipeline
+from models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec
+
+
+def depth_model():
+    import torch
+
+    class Depth(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+        def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+            depth = torch.sigmoid(self.conv(image)) * 10.0
+            # same shape as depth, different values: swapping the two labels is invisible to shape checks
+            depth_min = depth.amin(dim=(2, 3), keepdim=True).expand_as(depth)
+            return {"depth": depth, "depth_min": depth_min}
+
+    torch.manual_seed(0)
+    return Depth().eval()
+
+
+def recipe(output_names: tuple[str, ...]) -> Recipe:
+    rng = np.random.default_rng(0)
+    samples = [{"image": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(2)]
+    return Recipe(
+        name="depth_pair",
+        description="two same-shape outputs",
+        build_model=lambda weights: depth_model(),
+        sample_inputs=lambda: samples,
+        inputs=(TensorSpec("image", ("batch", 3, 16, 16)),),
+        output_names=output_names,
+        shape_ranges={"image": ShapeRange((1, 3, 16, 16), (1, 3, 16, 16), (2, 3, 16, 16))},
+        export=ExportOptions(exporter="torchscript", opset=17),
+    )
+
+
+@pytest.mark.parametrize(
+    ("output_names", "exit_code"),
+    [(("depth_min", "depth"), ExitCode.ORDERING_MISMATCH), (("depth", "depth_min"), ExitCode.PASSED)],
+    ids=["swapped", "in-order"],
+)
+def test_swapped_output_names_fail_the_gate_with_the_mismatch_code(tmp_path, output_names, exit_code):
+    results = run_pipeline(RunConfig(recipe(output_names), tmp_path, backends=("torch", "onnxrt")))
+    verdict = results["verdict"]
+    assert verdict["exit_code"] == exit_code, verdict
+    if exit_code == ExitCode.ORDERING_MISMATCH:
+        assert "ordering mismatch: ORT 'depth' matches Torch 'depth_min'" in verdict["summary"]
+        assert "ordering mismatch" in (tmp_path / "report.html").read_text()
