@@ -52,8 +52,9 @@ def yolov5(image_size: int = 640, batch: int = 1, max_batch: int = 8, exporter: 
         surgery_passes=("fold_constants", "cleanup", "toposort"),
         build=BuildOptions(workspace_bytes=1 << 30),
         # output0 holds box centres/sizes in pixels next to sigmoid scores in (0, 1). Between Torch and ORT
-        # in FP32, reordered sums over 60 convolutions move scores by up to ~1e-4 and box sizes by up to
-        # ~2e-3 relative where a box is tiny. 1e-3 + 1e-3*|ref| leaves headroom above that and stays far below
-        # what changes a detection: 0.001 on a score (thresholds are ~0.25), 0.1% of a box.
-        default_tolerance=Tolerance(atol=1e-3, rtol=1e-3),
+        # in FP32, reordered sums over 60 convolutions move scores by up to ~2.4e-4 and, through the
+        # (2*sigmoid)^2*anchor decode, box sizes by up to ~1.3e-3 relative (measured at 640 on the sample
+        # photos). 1e-3 + 3e-3*|ref| leaves ~2x headroom and stays far below what changes a detection:
+        # 0.001 on a score (thresholds are ~0.25), 0.3% of a box side.
+        default_tolerance=Tolerance(atol=1e-3, rtol=3e-3),
     )
