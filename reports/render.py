@@ -1,4 +1,8 @@
-"""Write the human and machine reports of one run from its saved results (no torch, no TensorRT)."""
+"""Write the human and machine reports of one run from its saved results (no torch, no TensorRT).
+
+`report.html` is one self-contained file (inline CSS and SVG, no script, no external resource);
+`junit.xml` gives CI one test case per output and backend pair.
+"""
 
 from __future__ import annotations
 
@@ -7,58 +11,39 @@ from pathlib import Path
 from typing import Any
 
 from harness.artifacts import write_text_atomic
+from reports import formatting
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 @functools.cache
-def _environment() -> Any:
+def environment() -> Any:
+    """The Jinja environment of every report template (autoescaped: every name comes from a model)."""
     import jinja2
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,  # every name in a report comes from a model: always escape
+        autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["num"] = format_number
-    env.filters["bytes"] = format_bytes
+    env.filters["num"] = formatting.number
+    env.filters["sci"] = formatting.sci
+    env.filters["size"] = formatting.size
+    env.filters["duration"] = formatting.duration
     return env
-
-
-def format_number(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        if value != value:
-            return "NaN"
-        magnitude = abs(value)
-        return f"{value:.3g}" if 1e-3 <= magnitude < 1e4 else f"{value:.2e}"
-    return str(value)
-
-
-def format_bytes(value: int | None) -> str:
-    if value is None:
-        return "–"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(value)
 
 
 def render_html(results: dict[str, Any]) -> str:
     from reports.view import ReportView
 
-    return _environment().get_template("report.html.j2").render(view=ReportView(results))
+    return environment().get_template("report.html.j2").render(view=ReportView(results))
 
 
 def write_reports(results: dict[str, Any], out_dir: Path) -> None:
+    """Write report.html and junit.xml of `results` into `out_dir`."""
+    from reports.junit import write_junit
+
     write_text_atomic(out_dir / "report.html", render_html(results))
+    write_junit(results, out_dir / "junit.xml")

@@ -1,59 +1,736 @@
-"""What the report shows, derived from results.json: the template only lays it out."""
+"""What the report shows, derived from results.json: the template only lays it out.
+
+Works on any results a run saved, including those of runs that stopped early: every section
+copes with a stage that was skipped, failed or never ran. Strings that come from a model stay
+plain strings here; the template escapes them. Only the charts of `reports.svg` are markup.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass
+import datetime
+import functools
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from markupsafe import Markup
+
+from reports import formatting as fmt
+from reports.svg import heatmap_svg, histogram_svg
+
 BACKEND_DISPLAY = {"torch": "Torch", "onnxrt": "ORT", "tensorrt": "TensorRT"}
+EXECUTED, BUILT_NOT_EXECUTED, NOT_EXECUTED = "executed", "built, not executed", "not executed"
+DONE = ("ok", "cached")  # stage statuses whose details hold results (cached: reused from an earlier run)
+
+
+def display_name(backend: str, run_backends: Mapping[str, Any] | None = None) -> str:
+    info = (run_backends or {}).get(backend) or {}
+    return str(info.get("display_name") or BACKEND_DISPLAY.get(backend, backend))
+
+
+def slugify(name: str) -> str:
+    """An id-safe form of an output name: lower case ASCII letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def pair_key(ref: str, cand: str) -> str:
+    return f"{ref}-{cand}"
+
+
+def _stages(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in results.get("stages", [])}
+
+
+def _details(results: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    return _stages(results).get(stage, {}).get("details") or {}
+
+
+def expected_pairs(backends: Sequence[str]) -> list[tuple[str, str]]:
+    """(reference, candidate) over every two backends, neighbours first, as `harness.comparison.default_pairs`.
+
+    `backends` must already be in rank order (the run stage records them so).
+    """
+    return [
+        (backends[i], backends[i + gap])
+        for gap in range(1, len(backends))
+        for i in range(len(backends) - gap)
+    ]
 
 
 @dataclass(frozen=True)
 class BackendStatus:
     name: str
     display_name: str
-    state: str  # "executed", "built, not executed", "not executed"
+    state: str  # EXECUTED, BUILT_NOT_EXECUTED or NOT_EXECUTED
     reason: str | None
+    samples: int | None = None
+    median_latency_s: float | None = None
+
+    @property
+    def executed(self) -> bool:
+        return self.state == EXECUTED
 
 
+def backend_statuses(results: Mapping[str, Any]) -> list[BackendStatus]:
+    run_backends = _details(results, "run").get("backends", {})
+    build = _stages(results).get("build", {})
+    engine_built = build.get("status") in DONE and bool((build.get("details") or {}).get("engine"))
+    statuses = []
+    for name, info in run_backends.items():
+        display = display_name(name, run_backends)
+        if info.get("executed"):
+            statuses.append(
+                BackendStatus(
+                    name, display, EXECUTED, None, info.get("samples"), info.get("median_latency_s")
+                )
+            )
+        elif name == "tensorrt" and engine_built:
+            statuses.append(BackendStatus(name, display, BUILT_NOT_EXECUTED, info.get("reason")))
+        else:
+            statuses.append(BackendStatus(name, display, NOT_EXECUTED, info.get("reason")))
+    return statuses
+
+
+def tolerance_text(tolerance: Mapping[str, Any]) -> str:
+    """The pass criterion in words, e.g. "atol 1e-4 + rtol 1e-3·|ref|"."""
+    atol, rtol = fmt.compact(tolerance.get("atol")), fmt.compact(tolerance.get("rtol"))
+    check = tolerance.get("check", "elemwise")
+    if check == "elemwise":
+        return f"atol {atol} + rtol {rtol}·|ref|"
+    stat = _quantile_label(tolerance) if check == "quantile" else check
+    return f"{stat} abs ≤ {atol} or {stat} rel ≤ {rtol}"
+
+
+def _quantile_label(tolerance: Mapping[str, Any]) -> str:
+    q = fmt.as_float(tolerance.get("quantile")) or 0.99
+    return f"p{100 * q:g}"
+
+
+def worst_error_text(comparison: Mapping[str, Any]) -> str:
+    """The statistic the verdict was decided on, e.g. "max abs 2.0e-1"."""
+    check = comparison["tolerance"].get("check", "elemwise")
+    if check in ("elemwise", "max"):
+        text = f"max abs {fmt.sci(comparison['max_abs_err'])}"
+        return text if check == "elemwise" else f"{text}, max rel {fmt.sci(comparison['max_rel_err'])}"
+    if check == "mean":
+        return (
+            f"mean abs {fmt.sci(comparison['mean_abs_err'])}, mean rel {fmt.sci(comparison['mean_rel_err'])}"
+        )
+    stat, abs_key, rel_key = (
+        ("median", "median_abs_err", "median_rel_err")
+        if check == "median"
+        else (_quantile_label(comparison["tolerance"]), "quantile_abs_err", "quantile_rel_err")
+    )
+    return f"{stat} abs ≈{fmt.sci(comparison[abs_key])}, {stat} rel ≈{fmt.sci(comparison[rel_key])}"
+
+
+@dataclass(frozen=True)
+class StatRow:
+    label: str
+    cells: tuple[str, ...]
+    bad: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """One backend pair's result for one output: compared, missing on one side, or not compared."""
+
+    ref: str
+    cand: str
+    label: str
+    state: str  # "pass", "fail" or "skipped"
+    summary: str
+    output: str = ""
+    uid: str = ""  # unique within the page, for ids inside charts
+    comparison: dict[str, Any] | None = None
+    heatmap: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> str:
+        return pair_key(self.ref, self.cand)
+
+    @property
+    def _atol(self) -> float | None:
+        return fmt.as_float(self.comparison["tolerance"].get("atol")) if self.comparison else None
+
+    @functools.cached_property
+    def histogram(self) -> Markup | None:
+        if self.comparison is None:
+            return None
+        return histogram_svg(
+            self.comparison.get("abs_err_histogram", []),
+            atol=self._atol,
+            label=f"abs error histogram of {self.output}, {self.label}",
+        )
+
+    @functools.cached_property
+    def heatmap_chart(self) -> Markup | None:
+        if not self.heatmap:
+            return None
+        label = f"abs error heatmap of {self.output}, {self.label}"
+        return heatmap_svg(self.heatmap, atol=self._atol, label=label, uid=self.uid)
+
+    @property
+    def worst(self) -> list[dict[str, str]]:
+        if self.comparison is None:
+            return []
+        return [
+            {
+                "index": "[" + ", ".join(str(i) for i in w["index"]) + "]",
+                "ref": fmt.precise(w["ref"]),
+                "cand": fmt.precise(w["cand"]),
+                "abs_err": fmt.sci(w["abs_err"], 2),
+            }
+            for w in self.comparison.get("worst", [])
+        ]
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    name: str
+    slug: str
+    pairs: tuple[PairResult, ...]
+    note: str | None = None  # why nothing was compared
+
+    @property
+    def state(self) -> str:
+        states = {p.state for p in self.pairs}
+        if "fail" in states:
+            return "fail"
+        return "pass" if "pass" in states else "skipped"
+
+    @property
+    def compared(self) -> tuple[PairResult, ...]:
+        return tuple(p for p in self.pairs if p.comparison is not None)
+
+    @property
+    def failing_pairs(self) -> tuple[PairResult, ...]:
+        return tuple(p for p in self.pairs if p.state == "fail")
+
+    @property
+    def tolerance(self) -> str | None:
+        """The output's pass criterion (one per output, shared by its backend pairs)."""
+        texts = dict.fromkeys(
+            tolerance_text(p.comparison["tolerance"]) for p in self.compared if p.comparison
+        )
+        return " / ".join(texts) or None
+
+    @property
+    def stat_groups(self) -> list[tuple[str, list[StatRow]]]:
+        return _stat_groups([p.comparison for p in self.compared if p.comparison is not None])
+
+
+def _stat_groups(comparisons: Sequence[dict[str, Any]]) -> list[tuple[str, list[StatRow]]]:
+    """The statistics of each compared pair, in two tables: absolute error, then relative error and agreement."""
+    if not comparisons:
+        return []
+
+    def row(label: str, value: Any, bad: Any = None) -> StatRow:
+        return StatRow(
+            label,
+            tuple(value(c) for c in comparisons),
+            tuple(bool(bad(c)) if bad else False for c in comparisons),
+        )
+
+    def estimate(key: str) -> Any:
+        return lambda c: "≈" + fmt.sci(c[key], 2)
+
+    def out_of_tolerance(c: dict[str, Any]) -> str:
+        return f"{c['out_of_tolerance']:,} ({fmt.percent(c['out_of_tolerance'] / c['elements'] if c['elements'] else 0)})"
+
+    quantiles = {_quantile_label(c["tolerance"]) for c in comparisons}
+    q = quantiles.pop() if len(quantiles) == 1 else "quantile"
+    absolute = [
+        row("verdict", lambda c: "pass" if c["passed"] else "FAIL", lambda c: not c["passed"]),
+        row("samples × elements", lambda c: f"{c['samples']:,} × {c['elements'] // max(c['samples'], 1):,}"),
+        row("out of tolerance", out_of_tolerance, lambda c: c["out_of_tolerance"] > 0),
+        row("max abs error", lambda c: fmt.sci(c["max_abs_err"], 2)),
+        row("mean abs error", lambda c: fmt.sci(c["mean_abs_err"], 2)),
+        row("median abs error", estimate("median_abs_err")),
+        row(f"{q} abs error", estimate("quantile_abs_err")),
+        row("RMSE", lambda c: fmt.sci(c["rmse"], 2)),
+    ]
+    relative = [
+        row("max rel error", lambda c: fmt.sci(c["max_rel_err"], 2)),
+        row("mean rel error", lambda c: fmt.sci(c["mean_rel_err"], 2)),
+        row("median rel error", estimate("median_rel_err")),
+        row(f"{q} rel error", estimate("quantile_rel_err")),
+        row("cosine similarity", lambda c: fmt.closeness(c["cosine_similarity"])),
+        row(
+            "non-finite mismatches",
+            lambda c: f"{c['nonfinite_mismatches']:,}",
+            lambda c: c["nonfinite_mismatches"],
+        ),
+        row(
+            "NaN ref / cand",
+            lambda c: f"{c['ref_nan']:,} / {c['cand_nan']:,}",
+            lambda c: c["ref_nan"] != c["cand_nan"],
+        ),
+        row(
+            "Inf ref / cand",
+            lambda c: f"{c['ref_inf']:,} / {c['cand_inf']:,}",
+            lambda c: c["ref_inf"] != c["cand_inf"],
+        ),
+    ]
+    if any(c.get("argmax_agreement") is not None for c in comparisons):
+        relative.append(
+            row(
+                "argmax agreement",
+                lambda c: (
+                    fmt.MISSING
+                    if c.get("argmax_agreement") is None
+                    else f"{fmt.percent(c['argmax_agreement'])} of {c['argmax_positions']:,}"
+                ),
+                lambda c: c.get("argmax_agreement") is not None and fmt.as_float(c["argmax_agreement"]) < 1.0,
+            )
+        )
+    if any(c.get("within_atol") is not None for c in comparisons):
+        absolute.append(
+            row(
+                "within atol / rtol",
+                lambda c: (
+                    fmt.MISSING
+                    if c.get("within_atol") is None
+                    else f"{c['within_atol']:,} / {c['within_rtol']:,}"
+                ),
+            )
+        )
+    return [("absolute error", absolute), ("relative error", relative)]
+
+
+@dataclass(frozen=True)
+class IOColumn:
+    title: str
+    source: str
+    inputs: tuple[str, ...] | None  # None: not available
+    outputs: tuple[str, ...] | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class IORow:
+    kind: str  # "input" or "output"
+    position: int
+    cells: tuple[str | None, ...]  # None: column not available; "" : no such position
+    differs: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class CrossMatchView:
+    ref_label: str
+    cand_label: str
+    ref_outputs: tuple[str, ...]
+    rows: tuple[tuple[str, tuple[dict[str, Any], ...]], ...]
+    mismatches: tuple[str, ...]
+    unmatched: tuple[str, ...]
+    samples: int
+
+
+@dataclass(frozen=True)
+class OpCountRow:
+    op: str
+    counts: tuple[int, ...]
+    changed: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Fact:
+    label: str
+    value: str
+    mono: bool = False
+
+
+@dataclass
 class ReportView:
-    def __init__(self, results: dict[str, Any]) -> None:
-        self.results = results
-        self.recipe = results["recipe"]
-        self.verdict = results["verdict"]
-        self.environment = results["environment"]
-        self.stages = results["stages"]
-        self._by_name = {s["name"]: s for s in self.stages}
+    results: dict[str, Any]
+    _stages: dict[str, dict[str, Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._stages = _stages(self.results)
+
+    # --- header -----------------------------------------------------------------------------
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        return self.results["recipe"]
+
+    @property
+    def verdict(self) -> dict[str, Any]:
+        return self.results["verdict"]
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        return self.results.get("environment", {})
+
+    @property
+    def stages(self) -> list[dict[str, Any]]:
+        return self.results.get("stages", [])
+
+    @property
+    def created(self) -> str:
+        created = self.results.get("created_unix")
+        if created is None:
+            return ""
+        return datetime.datetime.fromtimestamp(created, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     def stage(self, name: str) -> dict[str, Any]:
-        return self._by_name.get(name, {"name": name, "status": "skipped", "details": {}, "reason": None})
+        return self._stages.get(
+            name, {"name": name, "status": "skipped", "details": {}, "reason": "not recorded"}
+        )
+
+    def details(self, name: str) -> dict[str, Any]:
+        return self.stage(name).get("details") or {}
+
+    @property
+    def recipe_facts(self) -> list[Fact]:
+        recipe = self.recipe
+        facts = []
+        if recipe.get("params"):
+            facts.append(Fact("parameters", ", ".join(f"{k}={v}" for k, v in recipe["params"].items()), True))
+        inputs = [f"{i['name']} {list(i['shape'])} {i['dtype']}" for i in recipe.get("inputs", [])]
+        facts.append(Fact("inputs", "; ".join(inputs) or fmt.MISSING, True))
+        facts.append(Fact("outputs", ", ".join(recipe.get("output_names", [])) or fmt.MISSING, True))
+        facts.append(Fact("default tolerance", tolerance_text(recipe.get("default_tolerance", {}))))
+        for output, tolerance in recipe.get("tolerances", {}).items():
+            facts.append(Fact(f"tolerance of {output}", tolerance_text(tolerance)))
+        overrides = self.results.get("overrides") or {}
+        given = [f"{key} {value}" for key, value in overrides.items() if value not in (None, {}, [])]
+        if given:
+            facts.append(Fact("command-line overrides", "; ".join(given), True))
+        facts.append(
+            Fact("weights", recipe.get("weights") or "seeded random initialisation (no weights file)", True)
+        )
+        return facts
+
+    # --- backends and outputs ---------------------------------------------------------------
+
+    @property
+    def run_backends(self) -> dict[str, Any]:
+        return self.details("run").get("backends", {})
 
     @property
     def backends(self) -> list[BackendStatus]:
-        run = self.stage("run").get("details", {}).get("backends", {})
-        build_ok = self.stage("build")["status"] in ("ok", "cached")
-        statuses = []
-        for name, info in run.items():
-            display = info.get("display_name", BACKEND_DISPLAY.get(name, name))
-            if info["executed"]:
-                statuses.append(BackendStatus(name, display, "executed", None))
-            elif name == "tensorrt" and build_ok:
-                statuses.append(BackendStatus(name, display, "built, not executed", info["reason"]))
-            else:
-                statuses.append(BackendStatus(name, display, "not executed", info["reason"]))
-        return statuses
-
-    @property
-    def comparisons_by_output(self) -> dict[str, list[dict[str, Any]]]:
-        grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for comparison in self.stage("compare").get("details", {}).get("comparisons", []):
-            grouped[comparison["output"]].append(comparison)
-        return dict(grouped)
-
-    @property
-    def build(self) -> dict[str, Any]:
-        return self.stage("build").get("details", {})
+        return backend_statuses(self.results)
 
     def display(self, backend: str) -> str:
-        return BACKEND_DISPLAY.get(backend, backend)
+        return display_name(backend, self.run_backends)
+
+    def pair_label(self, ref: str, cand: str) -> str:
+        return f"{self.display(ref)} vs {self.display(cand)}"
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every pair of the run's backends, executed or not (compared pairs first in their order)."""
+        compared = [(str(ref), str(cand)) for ref, cand in self.details("compare").get("pairs", [])]
+        every = expected_pairs(list(self.run_backends))
+        return [*compared, *(p for p in every if p not in compared)]
+
+    @property
+    def output_names(self) -> list[str]:
+        compare = self.details("compare")
+        names = list(self.recipe.get("output_names", []))
+        for entry in [*compare.get("comparisons", []), *compare.get("missing", [])]:
+            if entry["output"] not in names:
+                names.append(entry["output"])
+        return names
+
+    def _not_compared_reason(self, ref: str, cand: str) -> str:
+        statuses = {b.name: b for b in self.backends}
+        for backend in (ref, cand):
+            status = statuses.get(backend)
+            if status is not None and not status.executed:
+                return f"{status.display_name} {status.state}: {status.reason or 'no reason recorded'}"
+        compare = self.stage("compare")
+        if compare.get("status") not in DONE:
+            return f"compare stage {compare.get('status')}: {compare.get('reason') or 'no reason recorded'}"
+        return "not compared"
+
+    @functools.cached_property
+    def outputs(self) -> list[OutputSection]:
+        compare = self.details("compare")
+        comparisons = {
+            (c["output"], c["ref_backend"], c["cand_backend"]): c for c in compare.get("comparisons", [])
+        }
+        missing = {(m["output"], m["ref_backend"], m["cand_backend"]): m for m in compare.get("missing", [])}
+        heatmaps = compare.get("heatmaps", {})
+        sections = []
+        used_slugs: set[str] = set()
+        for index, output in enumerate(self.output_names):
+            slug = slugify(output) or f"{index}"
+            while slug in used_slugs:
+                slug = f"{slug}-{index}"
+            used_slugs.add(slug)
+            pairs = [
+                self._pair_result(output, ref, cand, comparisons, missing, heatmaps, slug)
+                for ref, cand in self.pairs
+            ]
+            note = None
+            if not any(p.comparison for p in pairs):
+                compare_stage = self.stage("compare")
+                note = compare_stage.get("reason") or "no backend pair compared this output"
+            sections.append(OutputSection(output, slug, tuple(pairs), note))
+        return sections
+
+    def _pair_result(
+        self,
+        output: str,
+        ref: str,
+        cand: str,
+        comparisons: Mapping[tuple[str, str, str], dict[str, Any]],
+        missing: Mapping[tuple[str, str, str], dict[str, Any]],
+        heatmaps: Mapping[str, Mapping[str, Any]],
+        slug: str,
+    ) -> PairResult:
+        label = self.pair_label(ref, cand)
+        comparison = comparisons.get((output, ref, cand))
+        if comparison is not None:
+            passed = bool(comparison["passed"])
+            summary = f"{worst_error_text(comparison)} (tol {tolerance_text(comparison['tolerance'])})"
+            if (
+                comparison["tolerance"].get("check", "elemwise") == "elemwise"
+                or comparison["out_of_tolerance"]
+            ):
+                summary += (
+                    f", {comparison['out_of_tolerance']:,} of {comparison['elements']:,} out of tolerance"
+                )
+            heatmap = (heatmaps.get(output) or {}).get(pair_key(ref, cand))
+            state = "pass" if passed else "fail"
+            uid = f"{slug}-{pair_key(ref, cand)}"
+            return PairResult(ref, cand, label, state, summary, output, uid, comparison, heatmap)
+        gone = missing.get((output, ref, cand))
+        if gone is not None:
+            absent_from = self.display(gone["missing_from"])
+            return PairResult(
+                ref,
+                cand,
+                label,
+                "fail",
+                f"missing from {absent_from} in {gone['samples_missing']} of {gone['samples']} samples",
+            )
+        return PairResult(ref, cand, label, "skipped", self._not_compared_reason(ref, cand))
+
+    @property
+    def failing_outputs(self) -> list[OutputSection]:
+        return [o for o in self.outputs if o.state == "fail"]
+
+    # --- I/O order and cross-match ----------------------------------------------------------
+
+    @property
+    def io_columns(self) -> list[IOColumn]:
+        columns: list[IOColumn] = []
+        statuses = {b.name: b for b in self.backends}
+
+        def names(order: Any, key: str) -> tuple[str, ...]:
+            return tuple(str(e["name"]) if isinstance(e, dict) else str(e) for e in order.get(key, []))
+
+        def from_run(backend: str, title: str, source: str) -> IOColumn:
+            info = self.run_backends.get(backend, {})
+            order = info.get("io_order")
+            if info.get("executed") and order:
+                return IOColumn(title, source, names(order, "inputs"), names(order, "outputs"))
+            status = statuses.get(backend)
+            if status is not None:
+                reason = f"{status.state}: {status.reason}"
+            else:
+                run = self.stage("run")
+                reason = f"run stage {run.get('status')}: {run.get('reason') or 'no backend recorded'}"
+            return IOColumn(title, source, None, None, reason)
+
+        # Without a run stage, still show which orders are missing.
+        for backend in self.run_backends or BACKEND_DISPLAY:
+            if backend == "tensorrt":
+                network_io = self.details("build").get("network_io")
+                if network_io:
+                    columns.append(
+                        IOColumn(
+                            "TensorRT",
+                            "network (build)",
+                            names(network_io, "inputs"),
+                            names(network_io, "outputs"),
+                        )
+                    )
+                else:
+                    columns.append(from_run(backend, "TensorRT", "engine (run)"))
+                continue
+            title = self.display(backend)
+            columns.append(
+                from_run(backend, title, "returned order" if backend == "torch" else "session (run)")
+            )
+            if backend == "torch":
+                columns.append(self._export_column())
+        if "torch" not in self.run_backends:
+            columns.insert(0, self._export_column())
+        return columns
+
+    def _export_column(self) -> IOColumn:
+        export = self.stage("export")
+        details = export.get("details") or {}
+        if "outputs" in details:
+            return IOColumn(
+                "ONNX",
+                "graph (export)",
+                tuple(map(str, details.get("inputs", []))),
+                tuple(map(str, details["outputs"])),
+            )
+        return IOColumn(
+            "ONNX", "graph (export)", None, None, f"export {export.get('status')}: {export.get('reason')}"
+        )
+
+    @property
+    def io_rows(self) -> list[IORow]:
+        columns = self.io_columns
+        rows = []
+        for kind, attr in (("input", "inputs"), ("output", "outputs")):
+            lists = [getattr(c, attr) for c in columns]
+            length = max((len(names) for names in lists if names is not None), default=0)
+            for position in range(length):
+                cells = tuple(
+                    None if names is None else (names[position] if position < len(names) else "")
+                    for names in lists
+                )
+                # Which column is right is unknown: a position whose names disagree is marked in all of them.
+                disagree = len({c for c in cells if c is not None}) > 1
+                differs = tuple(c is not None and disagree for c in cells)
+                rows.append(IORow(kind, position, cells, differs))
+        return rows
+
+    @property
+    def crossmatches(self) -> list[CrossMatchView]:
+        views = []
+        for cm in self.details("compare").get("crossmatch", []):
+            # crossmatch.py words each mismatch "... '<cand>' matches <ref backend> '<best>'".
+            best_match = cm.get("best_match", {})
+            mismatched_rows = {
+                c
+                for c in cm["cand_outputs"]
+                if best_match.get(c) not in (None, c)
+                and any(
+                    f"'{c}' matches" in m and m.endswith(f"'{best_match[c]}'")
+                    for m in cm.get("mismatches", [])
+                )
+            }
+            rows = []
+            for cand, scores in zip(cm["cand_outputs"], cm["scores"], strict=True):
+                best = best_match.get(cand)
+                cells = tuple(
+                    {
+                        "text": fmt.MISSING if score is None else fmt.number(fmt.as_float(score)),
+                        "title": "shapes not compatible" if score is None else f"score {score}",
+                        "best": ref == best,
+                        "same": ref == cand,
+                        "mismatch": cand in mismatched_rows and ref == best,
+                        "expected": cand in mismatched_rows and ref == cand,
+                    }
+                    for ref, score in zip(cm["ref_outputs"], scores, strict=True)
+                )
+                rows.append((cand, cells))
+            views.append(
+                CrossMatchView(
+                    self.display(cm["ref_backend"]),
+                    self.display(cm["cand_backend"]),
+                    tuple(cm["ref_outputs"]),
+                    tuple(rows),
+                    tuple(cm.get("mismatches", [])),
+                    tuple(cm.get("unmatched", [])),
+                    int(cm.get("samples", 0)),
+                )
+            )
+        return views
+
+    @property
+    def mismatches(self) -> list[str]:
+        return [m for cm in self.crossmatches for m in cm.mismatches]
+
+    # --- stages, surgery, build, environment -------------------------------------------------
+
+    def artifacts_of(self, stage: Mapping[str, Any]) -> list[str]:
+        return [
+            f"{a['path']} ({fmt.size(a.get('size_bytes'))})" for a in (stage.get("artifacts") or {}).values()
+        ]
+
+    @property
+    def surgery_passes(self) -> list[dict[str, Any]]:
+        return self.details("surgery").get("passes", [])
+
+    @property
+    def op_count_columns(self) -> list[str]:
+        return ["export", *(p["name"] for p in self.surgery_passes)]
+
+    @property
+    def op_count_rows(self) -> list[OpCountRow]:
+        passes = self.surgery_passes
+        if not passes:
+            return []
+        snapshots = [passes[0].get("op_counts_before", {}), *(p.get("op_counts_after", {}) for p in passes)]
+        ops = sorted({op for snapshot in snapshots for op in snapshot})
+        rows = []
+        for op in [*ops, "all nodes"]:
+            counts = tuple(
+                sum(snapshot.values()) if op == "all nodes" else int(snapshot.get(op, 0))
+                for snapshot in snapshots
+            )
+            changed = (False, *(counts[i] != counts[i - 1] for i in range(1, len(counts))))
+            rows.append(OpCountRow(op, counts, changed))
+        return rows
+
+    @property
+    def build_facts(self) -> list[Fact]:
+        build = self.details("build")
+        facts = []
+        flavor = build.get("flavor")
+        if flavor:
+            facts.append(
+                Fact(
+                    "flavor", f"{flavor.get('name')} {flavor.get('version')} (module {flavor.get('module')})"
+                )
+            )
+        if "engine" in build:
+            facts.append(Fact("engine file", str(build["engine"]), True))
+            facts.append(Fact("targets", ", ".join(build.get("targets", [])) or fmt.MISSING, True))
+            facts.append(Fact("network layers", fmt.number(build.get("network_layers"))))
+            facts.append(Fact("plan size", fmt.size(build.get("plan_size_bytes"))))
+            if "build_seconds" in build:
+                facts.append(Fact("build time", fmt.duration(build["build_seconds"])))
+            if "workspace_bytes" in build:
+                facts.append(Fact("workspace", fmt.size(build["workspace_bytes"])))
+            for name, profile in (build.get("profile") or {}).items():
+                facts.append(
+                    Fact(
+                        f"profile of {name}",
+                        f"min {profile.get('min')} · opt {profile.get('opt')} · max {profile.get('max')}",
+                        True,
+                    )
+                )
+        if "phase" in build:
+            facts.append(Fact("failed in phase", str(build["phase"])))
+        return facts
+
+    @property
+    def build_messages(self) -> list[str]:
+        return [str(m) for m in self.details("build").get("messages", [])]
+
+    @property
+    def environment_facts(self) -> list[Fact]:
+        env = self.environment
+        gpus = env.get("gpus") or []
+        gpu_text = "; ".join(f"{g.get('name')} (sm {g.get('compute_capability')})" for g in gpus) or "none"
+        facts = [
+            Fact("python", str(env.get("python", fmt.MISSING))),
+            Fact("platform", str(env.get("platform", fmt.MISSING)), True),
+            Fact("CPUs", fmt.number(env.get("processor_count"))),
+            Fact("GPUs", gpu_text),
+        ]
+        facts += [Fact(name, str(version), True) for name, version in (env.get("packages") or {}).items()]
+        return facts
+
+    def sections(self) -> Iterator[tuple[str, str]]:
+        """(anchor, title) of the page's sections, for the contents line."""
+        yield "outputs", "Outputs"
+        yield "io-order", "I/O order"
+        yield "crossmatch", "Cross-match"
+        yield "backends", "Backends"
+        yield "stages", "Stages"
+        yield "surgery", "Graph surgery"
+        yield "build", "TensorRT build"
+        yield "environment", "Environment"

@@ -1,0 +1,101 @@
+"""JUnit XML of one run, so CI lists each stage, backend, output comparison and ordering check.
+
+One <testsuite> per recipe (classname `harness.<recipe>`), with test cases:
+
+- `stage:<name>` per ledger stage: failed -> <failure>, skipped -> <skipped>;
+- `backend:<name>` per backend: not executed (TensorRT "built, not executed" included) -> <skipped>;
+- `<output>[<ref>-vs-<cand>]` per output and backend pair: out of tolerance or missing -> <failure>,
+  a pair with a backend that did not run (or a compare stage that did not) -> <skipped>;
+- `crossmatch[<ref>-vs-<cand>]` per compared pair: an ordering mismatch -> <failure>.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from harness.artifacts import write_text_atomic
+from reports.view import ReportView
+
+# Characters XML 1.0 cannot hold even escaped; ElementTree would write them and produce invalid XML.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _clean(text: Any) -> str:
+    return _NOT_XML.sub("\ufffd", str(text))
+
+
+def _case(suite: ET.Element, classname: str, name: str, seconds: float = 0.0) -> ET.Element:
+    return ET.SubElement(
+        suite, "testcase", name=_clean(name), classname=_clean(classname), time=f"{seconds:.3f}"
+    )
+
+
+def _fail(case: ET.Element, message: str, text: str = "", kind: str = "failure") -> None:
+    element = ET.SubElement(case, "failure", message=_clean(message), type=kind)
+    element.text = _clean(text or message)
+
+
+def _skip(case: ET.Element, message: str) -> None:
+    ET.SubElement(case, "skipped", message=_clean(message))
+
+
+def junit_tree(results: dict[str, Any]) -> ET.ElementTree:
+    view = ReportView(results)
+    recipe = str(view.recipe["name"])
+    classname = f"harness.{recipe}"
+    suite = ET.Element("testsuite", name=_clean(recipe))
+
+    for stage in view.stages:
+        case = _case(suite, classname, f"stage:{stage['name']}", float(stage.get("duration_s") or 0.0))
+        if stage["status"] == "failed":
+            _fail(case, stage.get("reason") or "stage failed", kind="StageFailed")
+        elif stage["status"] == "skipped":
+            _skip(case, stage.get("reason") or "stage skipped")
+
+    for backend in view.backends:
+        case = _case(suite, classname, f"backend:{backend.name}")
+        if not backend.executed:
+            _skip(case, f"{backend.display_name} {backend.state}: {backend.reason or 'no reason recorded'}")
+
+    for output in view.outputs:
+        for pair in output.pairs:
+            case = _case(suite, classname, f"{output.name}[{pair.ref}-vs-{pair.cand}]")
+            comparison = pair.comparison
+            if pair.state == "skipped":
+                _skip(case, pair.summary)
+            elif pair.state == "fail":
+                message = comparison["reason"] if comparison else pair.summary
+                detail = f"{pair.label}: {pair.summary}" + (f"\n{message}" if comparison else "")
+                _fail(case, message, detail, kind="AccuracyFailed" if comparison else "MissingOutput")
+
+    for crossmatch in view.details("compare").get("crossmatch", []):
+        ref, cand = crossmatch["ref_backend"], crossmatch["cand_backend"]
+        case = _case(suite, classname, f"crossmatch[{ref}-vs-{cand}]")
+        if crossmatch.get("mismatches"):
+            _fail(case, "; ".join(crossmatch["mismatches"]), kind="OrderingMismatch")
+
+    cases = suite.findall("testcase")
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
+    suite.set("errors", "0")
+    suite.set("skipped", str(sum(1 for c in cases if c.find("skipped") is not None)))
+    suite.set("time", f"{sum(float(s.get('duration_s') or 0.0) for s in view.stages):.3f}")
+    root = ET.Element("testsuites", name="harness")
+    for key in ("tests", "failures", "errors", "skipped", "time"):
+        root.set(key, suite.get(key, "0"))
+    root.append(suite)
+    ET.indent(root)
+    return ET.ElementTree(root)
+
+
+def junit_xml(results: dict[str, Any]) -> str:
+    root = junit_tree(results).getroot()
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_junit(results: dict[str, Any], path: Path) -> None:
+    """Write the JUnit XML of `results` (one run) to `path`."""
+    write_text_atomic(path, junit_xml(results))

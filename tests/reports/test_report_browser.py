@@ -1,0 +1,132 @@
+"""The reports as a person sees them: headless Chromium at 1280 px, offline, no script errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reports.index import write_index
+from reports.render import write_reports
+from reports.view import slugify
+from tests.reports import browser as chromium
+from tests.reports import results_fixtures as fixtures
+
+pytestmark = pytest.mark.skipif(
+    chromium.unavailable_reason() is not None, reason=str(chromium.unavailable_reason())
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium.chromium() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, Any]]]:
+    root = tmp_path_factory.mktemp("artifacts")
+    built = {}
+    for name, results in (("yolov5", fixtures.yolov5_results()), ("multi", fixtures.multi_output_results())):
+        run_dir = root / name
+        run_dir.mkdir()
+        (run_dir / "results.json").write_text(json.dumps(results))
+        write_reports(results, run_dir)
+        built[name] = (run_dir / "report.html", results)
+    return built
+
+
+class Visit:
+    """A page opened on a file, with everything the browser reported while loading it."""
+
+    def __init__(self, browser: Any, path: Path) -> None:
+        self.page = chromium.new_page(browser)
+        self.console_errors: list[str] = []
+        self.page_errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.url = path.resolve().as_uri()
+        self.page.goto(self.url, wait_until="networkidle")
+
+    def close(self) -> None:
+        self.page.close()
+
+
+@pytest.mark.parametrize("name", ["yolov5", "multi"])
+def test_report_loads_offline_without_errors_and_fits_1280px(
+    browser: Any, reports: dict[str, tuple[Path, dict[str, Any]]], name: str
+) -> None:
+    path, results = reports[name]
+    visit = Visit(browser, path)
+    page = visit.page
+    try:
+        assert visit.console_errors == [] and visit.page_errors == []
+        # The file itself and nothing else: no network, no other file (data: images are not requests).
+        assert [u for u in visit.requests if not u.startswith("data:")] == [visit.url]
+        assert page.evaluate("document.scripts.length") == 0
+        assert page.locator("#verdict").is_visible()
+        verdict_word = "PASS" if results["verdict"]["passed"] else "FAIL"
+        assert verdict_word in page.locator("#verdict").inner_text()
+        for output in results["recipe"]["output_names"]:
+            section = page.locator(f"#output-{slugify(output)}")
+            assert section.is_visible()
+            assert section.locator("h3").inner_text().startswith(output)
+            histograms = section.locator("svg.histogram")
+            assert histograms.count() >= 1
+            for i in range(histograms.count()):
+                box = histograms.nth(i).bounding_box()
+                assert box is not None and box["width"] > 300 and box["height"] > 100
+            assert section.locator(".badge").first.is_visible()
+        width = page.evaluate("window.innerWidth")
+        assert width == chromium.WINDOW_WIDTH
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= width
+        if name == "yolov5" and (target := chromium.requested_screenshot("yolov5-report.png")) is not None:
+            shot = chromium.save_screenshot(page, path.with_name("report.png"))
+            if target.resolve() != shot.resolve():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(shot, target)
+    finally:
+        visit.close()
+
+
+def test_hostile_name_shows_as_text_not_as_an_element(
+    browser: Any, reports: dict[str, tuple[Path, dict[str, Any]]]
+) -> None:
+    path, _ = reports["multi"]
+    visit = Visit(browser, path)
+    page = visit.page
+    try:
+        assert page.locator("img").count() == 0
+        heading = page.locator(f"#output-{slugify(fixtures.INJECTED_NAME)} h3 .name")
+        assert heading.inner_text() == fixtures.INJECTED_NAME
+        assert heading.evaluate("e => e.children.length") == 0
+        assert page.get_by_text(fixtures.INJECTED_REASON).first.is_visible()
+        assert page.locator("#mismatch-alert").is_visible()
+        heatmaps = page.locator(f"#output-{slugify(fixtures.SPATIAL_OUTPUT)} svg.heatmap")
+        assert heatmaps.count() == 3 and heatmaps.first.is_visible()
+    finally:
+        visit.close()
+
+
+def test_index_links_to_each_report_and_fits_1280px(
+    browser: Any, reports: dict[str, tuple[Path, dict[str, Any]]]
+) -> None:
+    index = write_index(reports["yolov5"][0].parent.parent)
+    visit = Visit(browser, index)
+    page = visit.page
+    try:
+        assert visit.console_errors == [] and visit.page_errors == []
+        links = page.locator("#runs a")
+        assert links.count() == 2
+        page.locator("#runs a", has_text="multi-head").click()
+        page.wait_for_load_state()
+        assert page.url == reports["multi"][0].resolve().as_uri()
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= page.evaluate("window.innerWidth")
+    finally:
+        visit.close()
