@@ -10,7 +10,7 @@ import contextlib
 import io
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ class BuildResult:
     plan_size_bytes: int
     build_seconds: float
     workspace_bytes: int
+    precision: str
+    network_io: Mapping[str, list[str]] = field(default_factory=dict)
     profile: Mapping[str, ShapeRange] = field(default_factory=dict)
     builder_log: tuple[str, ...] = ()
 
@@ -51,6 +53,8 @@ class BuildResult:
             "network_layers": self.network_layers,
             "plan_size_bytes": self.plan_size_bytes,
             "build_seconds": round(self.build_seconds, 3),
+            "precision": self.precision,
+            "network_io": dict(self.network_io),
             "workspace_bytes": self.workspace_bytes,
             "profile": {k: {"min": v.min, "opt": v.opt, "max": v.max} for k, v in self.profile.items()},
         }
@@ -93,9 +97,9 @@ def build_target_tag(flavor: TensorRTFlavor, options: BuildOptions) -> tuple[str
     return f"sm{major}{minor}-{gpu}", (f"sm{major}{minor} ({torch.cuda.get_device_name()})",)
 
 
-def engine_path_for(out_dir: Path, stem: str, flavor: TensorRTFlavor, options: BuildOptions) -> Path:
+def engine_path_for(out_dir: Path, stem: str, flavor: TensorRTFlavor, options: BuildOptions, precision: str) -> Path:
     target, _ = build_target_tag(flavor, options)
-    return out_dir / f"{stem}.{flavor.slug}.{target}.{options.precision}.engine"
+    return out_dir / f"{stem}.{flavor.slug}.{target}.{precision}.engine"
 
 
 def engine_from_onnx(
@@ -103,8 +107,15 @@ def engine_from_onnx(
     out_dir: Path,
     options: BuildOptions,
     shape_ranges: Mapping[str, ShapeRange],
+    precision: str = "fp32",
+    calibration_feeds: Sequence[Mapping[str, Any]] = (),
 ) -> BuildResult:
-    """Parse `onnx_path`, build an engine with one optimization profile, write it atomically."""
+    """Parse `onnx_path`, build an engine with one optimization profile, write it atomically.
+
+    Strongly typed flavors (TensorRT for RTX) take precision from the model itself: pass the FP16 or
+    Q/DQ variant. Full TensorRT takes it as builder flags on the FP32 model: FP16, TF32, or INT8 with
+    a calibrator fed `calibration_feeds` and a calibration cache beside the engine.
+    """
     flavor = select_flavor()
     if flavor is None:
         raise HarnessError(
@@ -125,26 +136,44 @@ def engine_from_onnx(
     if flavor.is_rtx:
         from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
 
-        config = CreateConfigRTX(compute_capabilities=list(options.compute_capabilities), **config_kwargs)
-    else:
-        from polygraphy.backend.trt import CreateConfig
+        from polygraphy.backend.trt import PostprocessConfig
 
-        config = CreateConfig(tf32=options.precision == "tf32", **config_kwargs)
+        config = CreateConfigRTX(compute_capabilities=list(options.compute_capabilities), **config_kwargs)
+        if precision != "tf32":
+            # TensorRT for RTX enables TF32 by default; an "fp32" engine must really compute in FP32
+            config = PostprocessConfig(config, lambda builder, network, cfg: cfg.clear_flag(trt.BuilderFlag.TF32))
+    else:
+        from polygraphy.backend.trt import Calibrator, CreateConfig
+
+        calibrator = None
+        if precision == "int8" and not flavor.strongly_typed:
+            cache = out_dir / f"{onnx_path.stem}.{flavor.slug}.calibration.cache"
+            calibrator = Calibrator(list(calibration_feeds), cache=str(cache))
+        flags = {"tf32": precision == "tf32"}
+        if not flavor.strongly_typed:
+            flags.update(fp16=precision == "fp16", int8=precision == "int8", calibrator=calibrator)
+        config = CreateConfig(**flags, **config_kwargs)
 
     start = time.perf_counter()
     with _captured_polygraphy_log() as log:
         try:
-            builder, network, parser = NetworkFromOnnxPath(str(onnx_path))()
+            # TensorRT 11 takes precision from the model; TensorRT for RTX is strongly typed already
+            typed = {"strongly_typed": True} if flavor.strongly_typed and not flavor.is_rtx else {}
+            builder, network, parser = NetworkFromOnnxPath(str(onnx_path), **typed)()
         except Exception as e:
             raise TensorRTBuildFailed("ONNX parse", _errors_from(log.getvalue()) or [str(e)], flavor) from e
         network_layers = network.num_layers
+        network_io = {
+            "inputs": [network.get_input(i).name for i in range(network.num_inputs)],
+            "outputs": [network.get_output(i).name for i in range(network.num_outputs)],
+        }
         try:
             plan = EngineBytesFromNetwork((builder, network, parser), config=config)()
         except Exception as e:
             raise TensorRTBuildFailed("engine build", _errors_from(log.getvalue()) or [str(e)], flavor) from e
     build_seconds = time.perf_counter() - start
     data = bytes(plan)
-    engine_path = engine_path_for(out_dir, onnx_path.stem, flavor, options)
+    engine_path = engine_path_for(out_dir, onnx_path.stem, flavor, options, precision)
     write_bytes_atomic(engine_path, data)
     return BuildResult(
         flavor=flavor,
@@ -154,6 +183,8 @@ def engine_from_onnx(
         plan_size_bytes=len(data),
         build_seconds=build_seconds,
         workspace_bytes=options.workspace_bytes,
+        precision=precision,
+        network_io=network_io,
         profile=dict(shape_ranges),
         builder_log=tuple(log.getvalue().splitlines()[-50:]),
     )

@@ -30,6 +30,12 @@ class TensorRTFlavor:
     def is_rtx(self) -> bool:
         return self.module_name == "tensorrt_rtx"
 
+    @property
+    def strongly_typed(self) -> bool:
+        """Precision comes from the model (FP16 tensors, Q/DQ nodes), not from builder flags:
+        TensorRT for RTX, and TensorRT from 11 on."""
+        return self.is_rtx or int(self.version.split(".")[0]) >= 11
+
     def module(self) -> ModuleType:
         return importlib.import_module(self.module_name)
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import ExitCode, HarnessError, UsageError
+from models.recipe import PRECISIONS
 
 DEFAULT_ARTIFACTS = Path("artifacts")
 
@@ -36,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", type=Path, default=None, help="run directory (default: artifacts/<recipe>)")
     convert.add_argument("--backends", nargs="+", default=None, help="backends to run (default: all)")
     convert.add_argument("--no-cache", action="store_true", help="re-run every stage; do not read or write the cache")
+    convert.add_argument(
+        "--precision", nargs="+", choices=PRECISIONS, default=None,
+        help="precisions to build and compare, one column each (default: the recipe's, usually fp32)",
+    )
+    convert.add_argument(
+        "--no-fp16-block-list", action="store_true",
+        help="convert every node to FP16, even those whose FP32 values overflow or underflow FP16",
+    )
     _add_tolerance_flags(convert)
 
     compare = sub.add_parser("compare", help="re-run comparison and report from saved outputs, no model is run")
@@ -79,6 +88,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         overrides=overrides,
         backends=tuple(args.backends) if args.backends else None,
         cache_dir=None if args.no_cache else cache_dir_from_env(),
+        precisions=tuple(args.precision) if args.precision else None,
+        fp16_auto_block_list=not args.no_fp16_block_list,
     )
     with StageProgress(f"convert {recipe.name}") as progress:
         results = run_pipeline(config, progress)

@@ -12,12 +12,18 @@ from harness.tolerances import ToleranceOverrides
 from models.recipe import Tolerance
 
 
-def tolerance_resolver(recipe_json: Mapping[str, Any], overrides: ToleranceOverrides) -> Callable[[str], Tolerance]:
-    """Per-output tolerance: command-line override, else the recipe's per-output value, else its default."""
+def tolerance_resolver(
+    recipe_json: Mapping[str, Any], overrides: ToleranceOverrides, precision: str = "fp32"
+) -> Callable[[str], Tolerance]:
+    """Per-output tolerance: command-line override, else the recipe's tolerance for a reduced precision,
+    else its per-output value, else its default."""
     default = Tolerance(**recipe_json["default_tolerance"])
     per_output = {name: Tolerance(**tol) for name, tol in recipe_json.get("tolerances", {}).items()}
+    per_precision = recipe_json.get("precision_tolerances", {})
 
     def tolerance_for(output: str) -> Tolerance:
+        if precision in per_precision:
+            return overrides.apply(output, Tolerance(**per_precision[precision]))
         return overrides.apply(output, per_output.get(output, default))
 
     return tolerance_for
@@ -26,7 +32,9 @@ def tolerance_resolver(recipe_json: Mapping[str, Any], overrides: ToleranceOverr
 def iterate_saved_outputs(paths: Mapping[str, Path]) -> Iterator[dict[str, dict[str, Any]]]:
     """Yield, sample by sample, {backend: {output: array}} from saved Polygraphy RunResults files."""
     from polygraphy.comparator.struct import RunResults
+    from polygraphy.logger import G_LOGGER
 
+    G_LOGGER.module_severity = G_LOGGER.WARNING  # one "[I] Loading ..." line per file is noise here
     streams = {name: RunResults.load_streaming(str(path)) for name, path in paths.items()}
     while True:
         sample: dict[str, dict[str, Any]] = {}
@@ -40,34 +48,119 @@ def iterate_saved_outputs(paths: Mapping[str, Path]) -> Iterator[dict[str, dict[
 
 
 def compare_saved_outputs(
-    recipe_json: Mapping[str, Any], outputs: Mapping[str, Path], overrides: ToleranceOverrides
+    recipe_json: Mapping[str, Any],
+    outputs: Mapping[str, Path],
+    pairs: list[tuple[str, str]],
+    tolerance_for: Callable[[str], Tolerance],
+    *,
+    with_crossmatch: bool = False,
 ) -> dict[str, Any]:
-    """Compare every executed backend pair by output name, and cross-match outputs to catch mislabelling."""
-    from harness.comparison import compare_runs, default_pairs
+    """Compare the given (reference, candidate) runner pairs by output name, streaming over samples;
+    optionally cross-match outputs to catch mislabelling, and accumulate error heatmaps."""
+    from harness.comparison import compare_runs
     from harness.crossmatch import cross_match
+    from harness.heatmap import ErrorHeatmap
 
-    tolerance_for = tolerance_resolver(recipe_json, overrides)
-    pairs = default_pairs(outputs)
     first_samples: list[dict[str, dict[str, Any]]] = []
+    heatmaps = {
+        (output, ref, cand): ErrorHeatmap(tuple(axes))
+        for output, axes in recipe_json.get("spatial_axes", {}).items()
+        for ref, cand in pairs
+    }
 
     def samples() -> Iterator[dict[str, dict[str, Any]]]:
         for sample in iterate_saved_outputs(outputs):
             if not first_samples:
                 first_samples.append(sample)
+            for (output, ref, cand), heatmap in heatmaps.items():
+                if output in sample[ref] and output in sample[cand]:
+                    heatmap.update(sample[ref][output], sample[cand][output])
             yield sample
 
     report = compare_runs(
         samples(), pairs=pairs, tolerance_for=tolerance_for, class_axes=recipe_json.get("class_axes", {})
     )
-    crossmatches = [
-        cross_match(first_samples[0][ref], first_samples[0][cand], ref_backend=ref, cand_backend=cand).to_json()
-        for ref, cand in pairs
-    ]
-    return {
-        **report.to_json(),
-        "crossmatch": crossmatches,
-        "tolerances": {c.output: c.tolerance.to_json() for c in report.comparisons},
-    }
+    result: dict[str, Any] = report.to_json()
+    if with_crossmatch:
+        result["crossmatch"] = [
+            cross_match(first_samples[0][ref], first_samples[0][cand], ref_backend=ref, cand_backend=cand).to_json()
+            for ref, cand in pairs
+        ]
+    result["heatmaps"] = {}
+    for (output, ref, cand), heatmap in heatmaps.items():
+        if heatmap.samples:
+            result["heatmaps"].setdefault(output, {})[f"{ref}-{cand}"] = heatmap.to_json()
+    return result
+
+
+def comparison_groups(run_details: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Which runner pairs to compare on which sample set, at which precision.
+
+    FP32: every pair of FP32 runners, on every sample set they ran. A reduced precision P: the FP32
+    Torch reference against each P runner, and the P runners against each other, on the samples.
+    """
+    from harness.comparison import default_pairs
+    from harness.pipeline import SAMPLES
+
+    runners = {name: info for name, info in run_details.get("backends", {}).items() if info.get("executed")}
+    groups = []
+    sample_sets = run_details.get("sample_sets", {SAMPLES: {}})
+    for sample_set in sample_sets:
+        fp32 = [n for n, i in runners.items() if i["precision"] == "fp32" and sample_set in i.get("sample_sets", [SAMPLES])]
+        if len(fp32) >= 2:
+            groups.append({"sample_set": sample_set, "precision": "fp32", "pairs": default_pairs(fp32)})
+    precisions = sorted({i["precision"] for i in runners.values()} - {"fp32"})
+    for precision in precisions:
+        variant = [n for n, i in runners.items() if i["precision"] == precision]
+        pairs = [("torch", v) for v in variant if "torch" in runners]
+        pairs += [(a, b) for i, a in enumerate(variant) for b in variant[i + 1 :]]
+        if pairs:
+            groups.append({"sample_set": SAMPLES, "precision": precision, "pairs": pairs})
+    return groups
+
+
+def compare_run_outputs(
+    recipe_json: Mapping[str, Any],
+    run_details: Mapping[str, Any],
+    paths: Mapping[str, Path],
+    overrides: ToleranceOverrides,
+) -> dict[str, Any]:
+    """Every comparison group of a run; comparisons are tagged with their sample set and precision."""
+    from harness.errors import HarnessError
+    from harness.pipeline import SAMPLES, artifact_key
+
+    groups = comparison_groups(run_details)
+    if not groups:
+        executed = [n for n, i in run_details.get("backends", {}).items() if i.get("executed")]
+        from harness.ledger import StageSkipped
+
+        raise StageSkipped(f"fewer than two backends executed ({', '.join(executed) or 'none'})")
+    details: dict[str, Any] = {"comparisons": [], "missing": [], "crossmatch": [], "heatmaps": {}, "groups": []}
+    for group in groups:
+        sample_set, precision = group["sample_set"], group["precision"]
+        runners = sorted({r for pair in group["pairs"] for r in pair})
+        try:
+            outputs = {r: paths[artifact_key(r, sample_set)] for r in runners}
+        except KeyError as e:
+            raise HarnessError(f"saved outputs {e} are missing from the run; re-run `harness convert`") from e
+        primary = sample_set == SAMPLES and precision == "fp32"
+        result = compare_saved_outputs(
+            recipe_json,
+            outputs,
+            group["pairs"],
+            tolerance_resolver(recipe_json, overrides, precision),
+            with_crossmatch=primary,
+        )
+        tags = {"sample_set": sample_set, "precision": precision}
+        details["comparisons"] += [{**c, **tags} for c in result["comparisons"]]
+        details["missing"] += [{**m, **tags} for m in result["missing"]]
+        details["groups"].append({**tags, "pairs": [list(p) for p in group["pairs"]], "samples": result["samples"]})
+        if primary:
+            details["crossmatch"] = result["crossmatch"]
+            details["heatmaps"] = result["heatmaps"]
+    details["passed"] = all(c["passed"] for c in details["comparisons"]) and not details["missing"]
+    details["tolerances"] = {c["output"]: c["tolerance"] for c in details["comparisons"] if c["precision"] == "fp32"}
+    return details
 
 
 def recompare_run(run_dir: Path, overrides: ToleranceOverrides) -> dict[str, Any]:
@@ -86,21 +179,21 @@ def recompare_run(run_dir: Path, overrides: ToleranceOverrides) -> dict[str, Any
     if unknown:
         raise UsageError(f"tolerance given for unknown output(s) {unknown}; outputs: {results['recipe']['output_names']}")
     stages = {s["name"]: s for s in results["stages"]}
-    run_stage = stages.get("run", {})
-    executed = {
-        name: run_dir / run_stage["artifacts"][f"outputs_{name}"]["path"]
-        for name, info in run_stage.get("details", {}).get("backends", {}).items()
-        if info["executed"]
-    }
-    compare = stages.get("compare")
-    if compare is None or len(executed) < 2:
-        raise UsageError(f"{run_dir}: the run has fewer than two executed backends' outputs to compare")
+    run_stage, compare = stages.get("run", {}), stages.get("compare")
+    if compare is None or run_stage.get("status") not in ("ok", "cached"):
+        raise UsageError(f"{run_dir}: the run did not get as far as running the backends; nothing to compare")
     from harness.artifacts import Artifact
 
-    for name, path in executed.items():
-        recorded = run_stage["artifacts"][f"outputs_{name}"]
-        Artifact(path, recorded["sha256"], recorded["size_bytes"]).verified()
-    compare["details"] = compare_saved_outputs(results["recipe"], executed, overrides)
+    paths = {}
+    for key, recorded in run_stage["artifacts"].items():
+        if key.startswith("outputs_"):
+            paths[key] = Artifact(run_dir / recorded["path"], recorded["sha256"], recorded["size_bytes"]).verified()
+    from harness.ledger import StageSkipped
+
+    try:
+        compare["details"] = compare_run_outputs(results["recipe"], run_stage["details"], paths, overrides)
+    except StageSkipped as e:
+        raise UsageError(f"{run_dir}: {e}") from e
     compare["status"], compare["reason"] = "ok", None
     results["overrides"] = overrides.to_json()
     results["verdict"] = verdict_for(results)

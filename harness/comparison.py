@@ -598,6 +598,18 @@ class OutputAccumulator:
                 f"(NaN/Inf: {ref_name} {self._ref_nan}/{self._ref_inf}, "
                 f"{cand_name} {self._cand_nan}/{self._cand_inf}){where if first else ''}"
             )
+        if tol.min_argmax_agreement is not None:
+            agreement = stats.get("argmax_agreement")
+            if agreement is None:
+                reasons.append(
+                    f"the tolerance asks for argmax agreement >= {tol.min_argmax_agreement:g} but output "
+                    f"'{self.output}' has no class axis; set it in the recipe's class_axes"
+                )
+            elif agreement < tol.min_argmax_agreement:
+                reasons.append(
+                    f"argmax agrees at {_fmt_pct(agreement)} of {self._argmax_positions} positions, "
+                    f"below the required {_fmt_pct(tol.min_argmax_agreement)}"
+                )
         if not self._finite:
             return reasons
         check = tol.check

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,3 +63,54 @@ def letterboxed_batches(size: int, batch: int = 1) -> list[np.ndarray]:
     n_batches = -(-count // batch)
     ordered = [images[i % len(images)] for i in range(n_batches * batch)]
     return [np.stack(ordered[i : i + batch]) for i in range(0, len(ordered), batch)]
+
+
+def center_cropped_batches(
+    size: int, mean: tuple[float, float, float], std: tuple[float, float, float], batch: int = 1
+) -> list[np.ndarray]:
+    """The sample photos the way torchvision classifiers are fed: shorter side to size*8/7, centre crop
+    `size`, scaled to [0, 1] and normalized per channel; as (batch, 3, size, size) float32 arrays."""
+    from PIL import Image
+
+    resize_to = round(size * 8 / 7)  # 256 for 224, torchvision's evaluation transform
+    crops = []
+    for photo in sample_photos():
+        image = Image.fromarray(photo.rgb)
+        scale = resize_to / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        rgb = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / np.float32(255.0)
+        normalized = (rgb - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+        crops.append(np.ascontiguousarray(normalized.transpose(2, 0, 1)))
+    count = -(-len(crops) // batch) * batch
+    ordered = [crops[i % len(crops)] for i in range(count)]
+    return [np.stack(ordered[i : i + batch]) for i in range(0, count, batch)]
+
+
+def profile_feeds(recipe: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, list[dict[str, np.ndarray]]]:
+    """One feed at each distinct min/opt/max shape of the recipe's optimization profile.
+
+    Only dynamic axes along which samples can be stacked (batch-like: the samples' own size there is
+    the profile's, or 1) are resized, by cycling through the samples' entries; named "batch8" etc.
+    Shapes no profile entry changes give no extra set.
+    """
+    sets: dict[str, list[dict[str, np.ndarray]]] = {}
+    for level in ("min", "opt", "max"):
+        feed: dict[str, np.ndarray] = {}
+        label_parts: dict[str, int] = {}
+        for spec in recipe.inputs:
+            pool = np.concatenate([f[spec.name] for f in feeds], axis=0)
+            array = pool
+            ranges = recipe.shape_ranges.get(spec.name)
+            if ranges is None or 0 not in spec.dynamic_axes:
+                array = feeds[0][spec.name]
+            else:
+                size = getattr(ranges, level)[0]
+                array = pool[np.arange(size) % pool.shape[0]]
+                label_parts[spec.dynamic_axes[0]] = size
+            feed[spec.name] = np.ascontiguousarray(array)
+        if not label_parts:
+            return {}
+        label = "-".join(f"{dim}{size}" for dim, size in sorted(label_parts.items()))
+        sets.setdefault(label, [feed])
+    return sets

@@ -23,6 +23,7 @@ from models.recipe import Feed, Recipe
 
 RESULTS_SCHEMA = "trt-harness/results"
 RESULTS_SCHEMA_VERSION = 1
+SAMPLES = "samples"  # the recipe's own sample set; others are named after profile shapes
 
 
 @dataclass
@@ -33,6 +34,8 @@ class RunConfig:
     overrides: ToleranceOverrides = field(default_factory=ToleranceOverrides)
     backends: tuple[str, ...] | None = None  # None: every registered backend
     cache_dir: Path | None = None  # None: no cache
+    precisions: tuple[str, ...] | None = None  # None: the recipe's
+    fp16_auto_block_list: bool = True  # keep tensors that overflow/underflow FP16 in FP32
 
 
 class PipelineRun:
@@ -45,12 +48,39 @@ class PipelineRun:
         self.ledger: list[StageRecord] = []
         self.artifacts: dict[str, Artifact] = {}
         self._feeds: list[Feed] | None = None
+        self._model: Any = None
+        self._sample_sets: dict[str, list[Feed]] | None = None
+
+    @property
+    def model(self) -> Any:
+        """The recipe's Torch model, built once per run (scan and export share it)."""
+        if self._model is None:
+            self._model = self.recipe.build_model(self.config.weights)
+        return self._model
 
     @property
     def feeds(self) -> list[Feed]:
         if self._feeds is None:
             self._feeds = self.recipe.sample_inputs()
         return self._feeds
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        from models.recipe import PRECISIONS
+
+        wanted = set(self.config.precisions or self.recipe.precisions)
+        return tuple(p for p in PRECISIONS if p in wanted)
+
+    @property
+    def sample_sets(self) -> dict[str, list[Feed]]:
+        """The recipe's samples, plus one batch at each distinct min/opt/max shape of the profile."""
+        if self._sample_sets is None:
+            from harness.inputs import profile_feeds
+
+            self._sample_sets = {SAMPLES: self.feeds}
+            if self.recipe.compare_profile_shapes:
+                self._sample_sets.update(profile_feeds(self.recipe, self.feeds))
+        return self._sample_sets
 
     def record(self, name: str) -> StageRecord | None:
         return next((r for r in self.ledger if r.name == name), None)
@@ -76,14 +106,24 @@ class Stage:
 # --- stages -------------------------------------------------------------------------------------
 
 
+def scan_stage(run: PipelineRun, record: StageRecord) -> None:
+    """List ops the exporter or TensorRT would reject; informs, never fails the run by itself."""
+    from harness.scanning import findings_to_json, scan_recipe
+
+    findings = findings_to_json(run.recipe, scan_recipe(run.recipe, run.model))
+    record.details["findings"] = findings
+    unfixed = [f["op"] for f in findings if not f["fixed_by_recipe"]]
+    if unfixed:
+        record.reason = f"not replaced by the recipe: {', '.join(sorted(set(unfixed)))}"
+
+
 def export_stage(run: PipelineRun, record: StageRecord) -> None:
     from conversions.export import ExportFailed, onnx_from_torch
     from conversions.onnx_passes import op_counts
 
-    model = run.recipe.build_model(run.config.weights)
     onnx_path = run.out_dir / "model.onnx"
     try:
-        result = onnx_from_torch(model, run.recipe, run.feeds[0], onnx_path)
+        result = onnx_from_torch(run.model, run.recipe, run.feeds[0], onnx_path)
     except ExportFailed as e:
         raise StageFailed(str(e)) from e
     import onnx
@@ -119,7 +159,38 @@ def final_onnx(run: PipelineRun) -> Artifact:
     return run.artifacts.get("onnx_final") or run.artifacts["onnx"]
 
 
+def onnx_for(run: PipelineRun, precision: str) -> Artifact:
+    """The ONNX model a precision runs from: its variant if one was made, else the final FP32 model."""
+    return run.artifacts.get(f"onnx_{precision}") or final_onnx(run)
+
+
+def precision_stage(run: PipelineRun, record: StageRecord) -> None:
+    """FP16 and INT8 variants of the final model: strongly typed TensorRT reads precision from them,
+    and ONNX Runtime runs exactly what TensorRT would consume."""
+    from conversions.precision import fp16_onnx, fp16_range_check, int8_qdq_onnx
+
+    reduced = [p for p in run.precisions if p in ("fp16", "int8")]
+    if not reduced:
+        raise StageSkipped("no reduced precision requested (FP32/TF32 run from the final model)")
+    source = final_onnx(run).verified()
+    variants = {}
+    for precision in reduced:
+        target = run.out_dir / f"{source.stem}.{precision}.onnx"
+        if precision == "fp16":
+            ranges = fp16_range_check(source, run.feeds)
+            record.details["fp16_range"] = ranges.to_json()
+            block_list = ranges.block_list if run.config.fp16_auto_block_list else ()
+            result = fp16_onnx(source, target, block_list=block_list)
+        else:
+            result = int8_qdq_onnx(source, target, calibration_feeds=run.feeds)
+        record.artifacts[f"onnx_{precision}"] = Artifact.from_file(target)
+        variants[precision] = result.to_json()
+    record.details["variants"] = variants
+
+
 def build_stage(run: PipelineRun, record: StageRecord) -> None:
+    """One engine per precision. The first precision failing fails the stage; a later one refused by
+    the builder (e.g. INT8 on a flavor without it) is recorded with TensorRT's message."""
     from conversions.tensorrt_build import TensorRTBuildFailed, engine_from_onnx
     from conversions.tensorrt_flavor import select_flavor
 
@@ -127,12 +198,59 @@ def build_stage(run: PipelineRun, record: StageRecord) -> None:
     if flavor is None:
         raise StageSkipped("no TensorRT installed: `pip install .[rtx]` builds on any machine")
     record.details["flavor"] = flavor.to_json()
-    try:
-        result = engine_from_onnx(final_onnx(run).verified(), run.out_dir, run.recipe.build, run.recipe.shape_ranges)
-    except TensorRTBuildFailed as e:
-        raise StageFailed(str(e), {"phase": e.phase, "messages": e.messages}) from e
-    record.artifacts["engine"] = Artifact.from_file(result.engine_path)
-    record.details.update(result.to_json())
+    engines: dict[str, dict[str, Any]] = {}
+    record.details["engines"] = engines
+    for index, precision in enumerate(run.precisions):
+        # builder-flag TensorRT builds every precision from the FP32 model
+        source = onnx_for(run, precision) if flavor.strongly_typed else final_onnx(run)
+        try:
+            result = engine_from_onnx(
+                source.verified(), run.out_dir, run.recipe.build, run.recipe.shape_ranges, precision, run.feeds
+            )
+        except TensorRTBuildFailed as e:
+            refusal = {"built": False, "phase": e.phase, "messages": e.messages}
+            if index == 0:
+                raise StageFailed(str(e), refusal) from e
+            engines[precision] = {
+                **refusal,
+                "reason": f"{precision.upper()} not supported by {flavor.display_name} {flavor.version}: "
+                + ("; ".join(e.messages[-3:]) or "no message"),
+            }
+            continue
+        record.artifacts[f"engine_{precision}"] = Artifact.from_file(result.engine_path)
+        engines[precision] = {"built": True, **result.to_json()}
+        if index == 0:
+            record.details.update(result.to_json())  # the primary engine's facts, at the top level
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One backend running one precision variant, e.g. 'onnxrt-fp16'."""
+
+    backend: str
+    precision: str
+
+    @property
+    def name(self) -> str:
+        return self.backend if self.precision == "fp32" else f"{self.backend}-{self.precision}"
+
+
+def runners_for(run: PipelineRun, backends: list[str]) -> list[Runner]:
+    """Torch is the FP32 reference; ORT runs every variant model (TF32 changes nothing on ORT's CPU
+    kernels, so it has no ORT column); TensorRT runs every engine."""
+    runners = []
+    for backend in backends:
+        for precision in run.precisions:
+            if backend == "torch" and precision != "fp32":
+                continue
+            if backend == "onnxrt" and precision == "tf32":
+                continue
+            runners.append(Runner(backend, precision))
+    return runners
+
+
+def outputs_file(runner: str, sample_set: str) -> str:
+    return f"{runner}_outputs.json" if sample_set == SAMPLES else f"{runner}_{sample_set}_outputs.json"
 
 
 def run_stage(run: PipelineRun, record: StageRecord) -> None:
@@ -140,60 +258,69 @@ def run_stage(run: PipelineRun, record: StageRecord) -> None:
     from polygraphy.json import save_json
 
     from harness.backends import BackendContext, backend_names, get_backend
+    from harness.backends.base import display_name
 
     build = run.record("build")
-    ctx = BackendContext(
-        recipe=run.recipe,
-        weights=run.config.weights,
-        onnx_path=final_onnx(run).verified(),
-        engine_path=run.artifacts["engine"].verified() if "engine" in run.artifacts else None,
-        engine_targets=tuple(build.details.get("targets", ())) if build else (),
-    )
+    targets = tuple(build.details.get("targets", ())) if build else ()
     inputs_path = run.out_dir / "inputs.json"
     save_json(run.feeds, str(inputs_path))
     record.artifacts["inputs"] = Artifact.from_file(inputs_path)
-    backends: dict[str, Any] = {}
-    for name in run.config.backends or backend_names():
-        cls = get_backend(name)
+    record.details["sample_sets"] = {
+        name: {"samples": len(feeds), "shapes": {k: list(v.shape) for k, v in feeds[0].items()}}
+        for name, feeds in run.sample_sets.items()
+    }
+    runners: dict[str, Any] = {}
+    for runner in runners_for(run, list(run.config.backends or backend_names())):
+        cls = get_backend(runner.backend)
+        engine = run.artifacts.get(f"engine_{runner.precision}")
+        ctx = BackendContext(
+            recipe=run.recipe,
+            weights=run.config.weights,
+            onnx_path=onnx_for(run, runner.precision).verified(),
+            engine_path=engine.verified() if engine else None,
+            engine_targets=targets,
+        )
+        info: dict[str, Any] = {"display_name": display_name(runner.name), "backend": runner.backend, "precision": runner.precision}
+        runners[runner.name] = info
         reason = cls.unavailable_reason(ctx)
         if reason is not None:
-            backends[name] = {"display_name": cls.display_name, "executed": False, "reason": reason}
+            info.update(executed=False, reason=reason)
             continue
-        iterations = []
+        # reduced precisions are compared on the recipe's samples; FP32 on every shape of the profile too
+        sets = run.sample_sets if runner.precision == "fp32" else {SAMPLES: run.feeds}
         with cls(ctx) as backend:
-            for feed in run.feeds:
-                iterations.append(IterationResult(backend.infer(feed), runner_name=name))
+            for sample_set, feeds in sets.items():
+                iterations = [IterationResult(backend.infer(feed), runner_name=runner.name) for feed in feeds]
+                results = RunResults()
+                results.append((runner.name, iterations))
+                path = run.out_dir / outputs_file(runner.name, sample_set)
+                with atomic_path(path) as tmp:
+                    results.save(str(tmp))
+                record.artifacts[artifact_key(runner.name, sample_set)] = Artifact.from_file(path)
             io = backend.io_order()
             latencies = backend.inference_seconds
-        outputs_path = run.out_dir / f"{name}_outputs.json"
-        results = RunResults()
-        results.append((name, iterations))
-        with atomic_path(outputs_path) as tmp:
-            results.save(str(tmp))
-        record.artifacts[f"outputs_{name}"] = Artifact.from_file(outputs_path)
-        backends[name] = {
-            "display_name": cls.display_name,
-            "executed": True,
-            "samples": len(iterations),
-            "io_order": io.to_json(),
-            "median_latency_s": statistics.median(latencies),
-        }
-    record.details["backends"] = backends
+        info.update(
+            executed=True,
+            samples=len(run.feeds),
+            sample_sets=list(sets),
+            io_order=io.to_json(),
+            median_latency_s=statistics.median(latencies),
+        )
+    record.details["backends"] = runners
     record.details["samples"] = len(run.feeds)
 
 
-def compare_stage(run: PipelineRun, record: StageRecord) -> None:
-    from harness.comparing import compare_saved_outputs
+def artifact_key(runner: str, sample_set: str) -> str:
+    return f"outputs_{runner}" if sample_set == SAMPLES else f"outputs_{runner}@{sample_set}"
 
-    executed = {
-        name: run.artifacts[f"outputs_{name}"].verified()
-        for name, info in run.details("run").get("backends", {}).items()
-        if info["executed"]
-    }
-    if len(executed) < 2:
-        raise StageSkipped(f"fewer than two backends executed ({', '.join(executed) or 'none'})")
+
+def compare_stage(run: PipelineRun, record: StageRecord) -> None:
+    from harness.comparing import compare_run_outputs
+
+    run_details = run.details("run")
+    paths = {key: artifact.verified() for key, artifact in run.artifacts.items() if key.startswith("outputs_")}
     recipe_json = recipe_to_json(run.recipe, run.config.weights)
-    record.details.update(compare_saved_outputs(recipe_json, executed, run.config.overrides))
+    record.details.update(compare_run_outputs(recipe_json, run_details, paths, run.config.overrides))
 
 
 # --- cache keys: everything each stage's output depends on ------------------------------------------
@@ -231,6 +358,10 @@ def export_key(run: PipelineRun) -> dict[str, Any]:
     }
 
 
+def scan_key(run: PipelineRun) -> dict[str, Any]:
+    return {**export_key(run), "code": source_hash("conversions/scan.py", "conversions/replacements", "models")}
+
+
 def surgery_key(run: PipelineRun) -> dict[str, Any]:
     recipe = run.recipe
     return {
@@ -243,13 +374,25 @@ def surgery_key(run: PipelineRun) -> dict[str, Any]:
     }
 
 
+def precision_key(run: PipelineRun) -> dict[str, Any]:
+    return {
+        "onnx": final_onnx(run).sha256,
+        "precisions": run.precisions,
+        "feeds": run.feeds,
+        "fp16_auto_block_list": run.config.fp16_auto_block_list,
+        "code": source_hash("conversions/precision"),
+        "versions": _versions("onnx", "onnxruntime", "onnx-graphsurgeon"),
+    }
+
+
 def build_key(run: PipelineRun) -> dict[str, Any]:
     from conversions.tensorrt_flavor import select_flavor
     from harness.gpu import cuda_devices
 
     flavor = select_flavor()
     return {
-        "onnx": final_onnx(run).sha256,
+        "onnx": {p: onnx_for(run, p).sha256 for p in run.precisions},
+        "precisions": run.precisions,
         "build": run.recipe.build,
         "shape_ranges": run.recipe.shape_ranges,
         "flavor": flavor.to_json() if flavor else None,
@@ -264,10 +407,11 @@ def run_key(run: PipelineRun) -> dict[str, Any]:
 
     return {
         "recipe": _recipe_fingerprint(run),
-        "onnx": final_onnx(run).sha256,
-        "engine": run.artifacts["engine"].sha256 if "engine" in run.artifacts else None,
+        "onnx": {p: onnx_for(run, p).sha256 for p in run.precisions},
+        "engines": {k: a.sha256 for k, a in run.artifacts.items() if k.startswith("engine_")},
+        "precisions": run.precisions,
+        "sample_sets": run.sample_sets,
         "weights": _weights_hash(run),
-        "feeds": run.feeds,
         "backends": run.config.backends,
         "gpus": [d.name for d in cuda_devices()],
         "code": source_hash("models", "harness/backends", "harness/gpu.py"),
@@ -280,13 +424,18 @@ def compare_key(run: PipelineRun) -> dict[str, Any]:
         "outputs": {k: a.sha256 for k, a in run.artifacts.items() if k.startswith("outputs_")},
         "recipe": recipe_to_json(run.recipe, None),
         "overrides": run.config.overrides.to_json(),
-        "code": source_hash("harness/comparison.py", "harness/crossmatch.py", "harness/comparing.py"),
+        "code": source_hash(
+            "harness/comparison.py", "harness/crossmatch.py", "harness/comparing.py", "harness/heatmap.py",
+            "models/detection.py",
+        ),
     }
 
 
 STAGES: tuple[Stage, ...] = (
+    Stage("scan", scan_stage, "Scan for unsupported ops", scan_key),
     Stage("export", export_stage, "Torch -> ONNX", export_key),
     Stage("surgery", surgery_stage, "ONNX graph surgery", surgery_key),
+    Stage("precision", precision_stage, "FP16/INT8 variants", precision_key),
     Stage("build", build_stage, "TensorRT build", build_key),
     Stage("run", run_stage, "Run backends", run_key),
     Stage("compare", compare_stage, "Compare outputs", compare_key),
@@ -360,6 +509,9 @@ def recipe_to_json(recipe: Recipe, weights: Path | None) -> dict[str, Any]:
         "default_tolerance": recipe.default_tolerance.to_json(),
         "tolerances": {k: v.to_json() for k, v in recipe.tolerances.items()},
         "class_axes": dict(recipe.class_axes),
+        "precisions": list(recipe.precisions),
+        "precision_tolerances": {k: v.to_json() for k, v in recipe.precision_tolerances.items()},
+        "spatial_axes": {k: list(v) for k, v in recipe.spatial_axes.items()},
         "weights": str(weights) if weights else None,
     }
 

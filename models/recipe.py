@@ -63,6 +63,8 @@ class Tolerance:
     rtol: float = 1e-5
     check: ErrorStat = "elemwise"
     quantile: float = 0.99
+    # for class-score outputs (see Recipe.class_axes): also require this fraction of equal argmaxes
+    min_argmax_agreement: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,7 +85,10 @@ class BuildOptions:
     workspace_bytes: int = 1 << 30
     # TensorRT for RTX on a machine without a GPU builds ahead of time for these targets
     compute_capabilities: tuple[tuple[int, int], ...] = ((8, 6), (8, 9), (12, 0))
-    precision: Literal["fp32", "tf32", "fp16", "int8"] = "fp32"
+
+
+Precision = Literal["fp32", "tf32", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -103,13 +108,23 @@ class Recipe:
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     # outputs holding class scores: output name -> class axis, for the argmax-agreement statistic
     class_axes: Mapping[str, int] = field(default_factory=dict)
+    # precisions built and compared by default (`--precision` overrides), and the tolerance of each
+    # reduced precision against the FP32 Torch reference (every output; per-output values win for fp32)
+    precisions: tuple[Precision, ...] = ("fp32",)
+    precision_tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    # also compare at the min/opt/max shapes of the optimization profile (batch dims), one row each
+    compare_profile_shapes: bool = True
+    # outputs that are images: output name -> (height axis, width axis), for the error heatmap
+    spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def input_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.inputs)
 
-    def tolerance_for(self, output: str) -> Tolerance:
+    def tolerance_for(self, output: str, precision: str = "fp32") -> Tolerance:
+        if precision in self.precision_tolerances:
+            return self.precision_tolerances[precision]
         return self.tolerances.get(output, self.default_tolerance)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.artifacts import write_text_atomic
-from reports.view import ReportView
+from reports.view import SAMPLES, ReportView
 
 # Characters XML 1.0 cannot hold even escaped; ElementTree would write them and produce invalid XML.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -62,7 +62,8 @@ def junit_tree(results: dict[str, Any]) -> ET.ElementTree:
 
     for output in view.outputs:
         for pair in output.pairs:
-            case = _case(suite, classname, f"{output.name}[{pair.ref}-vs-{pair.cand}]")
+            at = "" if pair.sample_set == SAMPLES else f"@{pair.sample_set}"
+            case = _case(suite, classname, f"{output.name}[{pair.ref}-vs-{pair.cand}{at}]")
             comparison = pair.comparison
             if pair.state == "skipped":
                 _skip(case, pair.summary)

@@ -21,7 +21,8 @@ from reports.svg import heatmap_svg, histogram_svg
 
 BACKEND_DISPLAY = {"torch": "Torch", "onnxrt": "ORT", "tensorrt": "TensorRT"}
 EXECUTED, BUILT_NOT_EXECUTED, NOT_EXECUTED = "executed", "built, not executed", "not executed"
-DONE = ("ok", "cached")  # stage statuses whose details hold results (cached: reused from an earlier run)
+DONE = ("ok", "cached")
+SAMPLES = "samples"  # the recipe's own sample set (harness.pipeline.SAMPLES; reports import no harness code)  # stage statuses whose details hold results (cached: reused from an earlier run)
 
 
 def display_name(backend: str, run_backends: Mapping[str, Any] | None = None) -> str:
@@ -75,9 +76,11 @@ class BackendStatus:
 def backend_statuses(results: Mapping[str, Any]) -> list[BackendStatus]:
     run_backends = _details(results, "run").get("backends", {})
     build = _stages(results).get("build", {})
-    engine_built = build.get("status") in DONE and bool((build.get("details") or {}).get("engine"))
+    build_details = build.get("details") or {}
+    engines = build_details.get("engines") or {"fp32": {"built": bool(build_details.get("engine"))}}
     statuses = []
     for name, info in run_backends.items():
+        engine_built = build.get("status") in DONE and bool(engines.get(info.get("precision", "fp32"), {}).get("built"))
         display = display_name(name, run_backends)
         if info.get("executed"):
             statuses.append(
@@ -85,7 +88,7 @@ def backend_statuses(results: Mapping[str, Any]) -> list[BackendStatus]:
                     name, display, EXECUTED, None, info.get("samples"), info.get("median_latency_s")
                 )
             )
-        elif name == "tensorrt" and engine_built:
+        elif info.get("backend", name) == "tensorrt" and engine_built:
             statuses.append(BackendStatus(name, display, BUILT_NOT_EXECUTED, info.get("reason")))
         else:
             statuses.append(BackendStatus(name, display, NOT_EXECUTED, info.get("reason")))
@@ -145,6 +148,7 @@ class PairResult:
     uid: str = ""  # unique within the page, for ids inside charts
     comparison: dict[str, Any] | None = None
     heatmap: dict[str, Any] | None = None
+    sample_set: str = SAMPLES
 
     @property
     def key(self) -> str:
@@ -420,11 +424,23 @@ class ReportView:
         return f"{self.display(ref)} vs {self.display(cand)}"
 
     @property
-    def pairs(self) -> list[tuple[str, str]]:
-        """Every pair of the run's backends, executed or not (compared pairs first in their order)."""
-        compared = [(str(ref), str(cand)) for ref, cand in self.details("compare").get("pairs", [])]
-        every = expected_pairs(list(self.run_backends))
+    def pairs(self) -> list[tuple[str, str, str]]:
+        """(reference, candidate, sample set) rows: every compared pair in its group's order, then the
+        FP32 pairs of the run's backends that were not compared (e.g. TensorRT built, not executed)."""
+        groups = self.details("compare").get("groups") or [
+            {"sample_set": SAMPLES, "pairs": self.details("compare").get("pairs", [])}
+        ]
+        compared = [(str(ref), str(cand), g["sample_set"]) for g in groups for ref, cand in g["pairs"]]
+        fp32 = [name for name, info in self.run_backends.items() if info.get("precision", "fp32") == "fp32"]
+        every = [(ref, cand, SAMPLES) for ref, cand in expected_pairs(fp32)]
         return [*compared, *(p for p in every if p not in compared)]
+
+    def sample_set_label(self, sample_set: str) -> str:
+        if sample_set == SAMPLES:
+            return ""
+        shapes = self.details("run").get("sample_sets", {}).get(sample_set, {}).get("shapes", {})
+        shown = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes.items())
+        return f"at {shown}" if shown else f"at {sample_set}"
 
     @property
     def output_names(self) -> list[str]:
@@ -450,9 +466,13 @@ class ReportView:
     def outputs(self) -> list[OutputSection]:
         compare = self.details("compare")
         comparisons = {
-            (c["output"], c["ref_backend"], c["cand_backend"]): c for c in compare.get("comparisons", [])
+            (c["output"], c["ref_backend"], c["cand_backend"], c.get("sample_set", SAMPLES)): c
+            for c in compare.get("comparisons", [])
         }
-        missing = {(m["output"], m["ref_backend"], m["cand_backend"]): m for m in compare.get("missing", [])}
+        missing = {
+            (m["output"], m["ref_backend"], m["cand_backend"], m.get("sample_set", SAMPLES)): m
+            for m in compare.get("missing", [])
+        }
         heatmaps = compare.get("heatmaps", {})
         sections = []
         used_slugs: set[str] = set()
@@ -462,8 +482,8 @@ class ReportView:
                 slug = f"{slug}-{index}"
             used_slugs.add(slug)
             pairs = [
-                self._pair_result(output, ref, cand, comparisons, missing, heatmaps, slug)
-                for ref, cand in self.pairs
+                self._pair_result(output, ref, cand, sample_set, comparisons, missing, heatmaps, slug)
+                for ref, cand, sample_set in self.pairs
             ]
             note = None
             if not any(p.comparison for p in pairs):
@@ -477,13 +497,14 @@ class ReportView:
         output: str,
         ref: str,
         cand: str,
-        comparisons: Mapping[tuple[str, str, str], dict[str, Any]],
-        missing: Mapping[tuple[str, str, str], dict[str, Any]],
+        sample_set: str,
+        comparisons: Mapping[tuple[str, str, str, str], dict[str, Any]],
+        missing: Mapping[tuple[str, str, str, str], dict[str, Any]],
         heatmaps: Mapping[str, Mapping[str, Any]],
         slug: str,
     ) -> PairResult:
-        label = self.pair_label(ref, cand)
-        comparison = comparisons.get((output, ref, cand))
+        label = " ".join(filter(None, (self.pair_label(ref, cand), self.sample_set_label(sample_set))))
+        comparison = comparisons.get((output, ref, cand, sample_set))
         if comparison is not None:
             passed = bool(comparison["passed"])
             summary = f"{worst_error_text(comparison)} (tol {tolerance_text(comparison['tolerance'])})"
@@ -494,11 +515,11 @@ class ReportView:
                 summary += (
                     f", {comparison['out_of_tolerance']:,} of {comparison['elements']:,} out of tolerance"
                 )
-            heatmap = (heatmaps.get(output) or {}).get(pair_key(ref, cand))
+            heatmap = (heatmaps.get(output) or {}).get(pair_key(ref, cand)) if sample_set == SAMPLES else None
             state = "pass" if passed else "fail"
-            uid = f"{slug}-{pair_key(ref, cand)}"
-            return PairResult(ref, cand, label, state, summary, output, uid, comparison, heatmap)
-        gone = missing.get((output, ref, cand))
+            uid = f"{slug}-{pair_key(ref, cand)}-{slugify(sample_set)}"
+            return PairResult(ref, cand, label, state, summary, output, uid, comparison, heatmap, sample_set)
+        gone = missing.get((output, ref, cand, sample_set))
         if gone is not None:
             absent_from = self.display(gone["missing_from"])
             return PairResult(
@@ -507,8 +528,9 @@ class ReportView:
                 label,
                 "fail",
                 f"missing from {absent_from} in {gone['samples_missing']} of {gone['samples']} samples",
+                sample_set=sample_set,
             )
-        return PairResult(ref, cand, label, "skipped", self._not_compared_reason(ref, cand))
+        return PairResult(ref, cand, label, "skipped", self._not_compared_reason(ref, cand), sample_set=sample_set)
 
     @property
     def failing_outputs(self) -> list[OutputSection]:

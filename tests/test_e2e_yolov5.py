@@ -46,7 +46,7 @@ def stage(results: dict, name: str) -> dict:
 def test_every_stage_ran_and_wrote_its_artifacts(run_dir):
     results = json.loads((run_dir / "results.json").read_text())
     assert [(s["name"], s["status"]) for s in results["stages"]] == [
-        ("export", "ok"), ("surgery", "ok"), ("build", "ok"), ("run", "ok"), ("compare", "ok"),
+        ("scan", "ok"), ("export", "ok"), ("surgery", "ok"), ("build", "ok"), ("run", "ok"), ("compare", "ok"),
     ]
     for s in results["stages"]:
         for artifact in s["artifacts"].values():
@@ -103,7 +103,7 @@ def test_same_run_with_zero_tolerance_fails_and_reruns_only_compare(run_dir, cac
     strict = harness(*CONVERT, "--out", str(run_dir), "--atol", "0", "--rtol", "0", env=cache_env)
     assert strict.returncode == ExitCode.ACCURACY_FAILED, strict.stdout + strict.stderr
     results = json.loads((run_dir / "results.json").read_text())
-    assert [s["status"] for s in results["stages"]] == ["cached", "cached", "cached", "cached", "ok"]
+    assert [s["status"] for s in results["stages"]] == ["cached", "cached", "cached", "cached", "cached", "ok"]
     assert results["verdict"]["passed"] is False
 
 

@@ -124,6 +124,10 @@ def get_backend(name: str) -> type[Backend]:
 
 
 def display_name(name: str) -> str:
-    cls = _BACKENDS.get(name)
-    return cls.display_name if cls else name
+    """'onnxrt' -> 'ORT'; a precision variant 'onnxrt-fp16' -> 'ORT FP16'."""
+    backend, _, precision = name.partition("-")
+    cls = _BACKENDS.get(backend)
+    if cls is None:
+        return name
+    return cls.display_name + (f" {precision.upper()}" if precision else "")
 

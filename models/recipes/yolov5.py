@@ -27,7 +27,9 @@ def build_yolov5s(weights: Path | None) -> torch.nn.Module:
 
 
 @register_recipe
-def yolov5(image_size: int = 640, batch: int = 1, max_batch: int = 8, exporter: str = "dynamo") -> Recipe:
+def yolov5(
+    image_size: int = 640, batch: int = 1, opt_batch: int = 4, max_batch: int = 8, exporter: str = "dynamo"
+) -> Recipe:
     from harness.inputs import letterboxed_batches
 
     if image_size % 32:
@@ -44,7 +46,7 @@ def yolov5(image_size: int = 640, batch: int = 1, max_batch: int = 8, exporter: 
         shape_ranges={
             "images": ShapeRange(
                 min=(1, 3, image_size, image_size),
-                opt=(batch, 3, image_size, image_size),
+                opt=(opt_batch, 3, image_size, image_size),
                 max=(max_batch, 3, image_size, image_size),
             )
         },
@@ -57,4 +59,13 @@ def yolov5(image_size: int = 640, batch: int = 1, max_batch: int = 8, exporter: 
         # photos). 1e-3 + 3e-3*|ref| leaves ~2x headroom and stays far below what changes a detection:
         # 0.001 on a score (thresholds are ~0.25), 0.3% of a box side.
         default_tolerance=Tolerance(atol=1e-3, rtol=3e-3),
+        # Reduced precisions against the FP32 Torch reference. With seeded weights the network amplifies
+        # rounding layer by layer (relative error ~1e-3 at the stem, ~0.1 at the head), so a few boxes
+        # move far while almost all elements stay close: a quantile check says what users see. Measured
+        # on the sample photos at 320: FP16 p99 |err| 0.11, INT8 median |err| 1.4e-3 (p99 6.1, SQNR ~27 dB).
+        # Trained weights give much smaller errors; tighten these when --weights is given.
+        precision_tolerances={
+            "fp16": Tolerance(atol=0.25, rtol=0.25, check="quantile", quantile=0.99),
+            "int8": Tolerance(atol=1e-2, rtol=0.5, check="median"),
+        },
     )

@@ -418,3 +418,23 @@ def test_accumulator_matches_numpy_property(data, shape, samples, chunk, atol, r
     expected_worst = np.sort(abs_err[abs_err > 0])[::-1][:3]
     assert [w.abs_err for w in result.worst] == expected_worst.tolist()
     assert bool(result) == (result.out_of_tolerance == 0)
+
+
+def test_min_argmax_agreement_is_an_extra_criterion():
+    from harness.comparison import OutputAccumulator
+    from models.recipe import Tolerance
+
+    ref = np.array([[0.0, 1.0, 0.5], [2.0, 0.0, 1.0]], dtype=np.float32)
+    cand = np.array([[0.0, 1.0, 1.1], [2.0, 0.0, 1.0]], dtype=np.float32)  # row 0 argmax flips to class 2
+    loose = Tolerance(atol=1.0, rtol=0.0)
+    acc = OutputAccumulator("logits", "torch", "onnxrt", loose, class_axis=1)
+    acc.update(ref, cand)
+    assert acc.result()
+    strict = Tolerance(atol=1.0, rtol=0.0, min_argmax_agreement=1.0)
+    acc = OutputAccumulator("logits", "torch", "onnxrt", strict, class_axis=1)
+    acc.update(ref, cand)
+    result = acc.result()
+    assert not result and "argmax agrees at 50" in result.reason
+    no_axis = OutputAccumulator("logits", "torch", "onnxrt", strict)
+    no_axis.update(ref, ref)
+    assert not no_axis.result() and "class_axes" in no_axis.result().reason

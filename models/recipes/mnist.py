@@ -1,0 +1,49 @@
+"""The CNN of TensorRT's classic MNIST sample: 1x28x28 digits in, 10 logits out, argmax agreement gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance, register_recipe
+
+if TYPE_CHECKING:
+    import torch
+
+SEED = 0
+
+
+def build_mnist(weights: Path | None) -> torch.nn.Module:
+    from models.architectures.mnist import init_mnist_seeded, mnist_net
+
+    model = mnist_net()
+    if weights is None:
+        init_mnist_seeded(model, SEED)
+    else:
+        from models.weights import load_weights
+
+        load_weights(model, weights)
+    return model.eval()
+
+
+@register_recipe
+def mnist(digits: int = 20, batch: int = 10) -> Recipe:
+    from models.architectures.mnist import mnist_digits
+
+    def sample_inputs() -> list[dict]:
+        images = mnist_digits(digits, seed=SEED)
+        return [{"image": images[i : i + batch]} for i in range(0, digits, batch)]
+
+    return Recipe(
+        name="mnist",
+        description="MNIST CNN of the TensorRT sample (conv-pool-conv-pool-fc-relu-fc), rendered digits",
+        build_model=build_mnist,
+        sample_inputs=sample_inputs,
+        inputs=(TensorSpec("image", ("batch", 1, 28, 28)),),
+        output_names=("logits",),
+        shape_ranges={"image": ShapeRange((1, 1, 28, 28), (batch, 1, 28, 28), (32, 1, 28, 28))},
+        # what a classifier user checks is the predicted digit; logits of a 4-layer FP32 net differ
+        # between backends by ~1e-6, so 1e-4 only guards against gross breakage
+        default_tolerance=Tolerance(atol=1e-4, rtol=1e-4, min_argmax_agreement=1.0),
+        class_axes={"logits": 1},
+    )

@@ -1,0 +1,52 @@
+"""ResNet-50 (torchvision-compatible state_dict), 224x224 photos, dynamic batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance, register_recipe
+
+if TYPE_CHECKING:
+    import torch
+
+SEED = 0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_resnet50(weights: Path | None) -> torch.nn.Module:
+    from models.architectures.resnet import init_resnet_seeded, resnet50
+
+    model = resnet50()
+    if weights is None:
+        init_resnet_seeded(model, SEED)
+    else:
+        from models.weights import load_weights
+
+        load_weights(model, weights)
+    return model.eval()
+
+
+@register_recipe
+def resnet50(image_size: int = 224, batch: int = 1, max_batch: int = 8) -> Recipe:
+    from harness.inputs import center_cropped_batches
+
+    return Recipe(
+        name="resnet50",
+        description="ResNet-50 classifier (torchvision state_dict keys), centre-cropped photos",
+        build_model=build_resnet50,
+        sample_inputs=lambda: [
+            {"images": b} for b in center_cropped_batches(image_size, IMAGENET_MEAN, IMAGENET_STD, batch)
+        ],
+        inputs=(TensorSpec("images", ("batch", 3, image_size, image_size)),),
+        output_names=("logits",),
+        shape_ranges={
+            "images": ShapeRange(
+                (1, 3, image_size, image_size), (batch, 3, image_size, image_size), (max_batch, 3, image_size, image_size)
+            )
+        },
+        # 53 convolutions in FP32: reordered sums move logits (spread ~2) by ~1e-5; top-1 must not change
+        default_tolerance=Tolerance(atol=1e-3, rtol=1e-3, min_argmax_agreement=1.0),
+        class_axes={"logits": 1},
+    )

@@ -1,0 +1,48 @@
+"""Anchor-free YOLOv8n-style detector with 12 classes: (N,3,640,640) -> (N,16,8400)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance, register_recipe
+
+if TYPE_CHECKING:
+    import torch
+
+SEED = 0
+NUM_CLASSES = 12
+
+
+def build_yolov8n(weights: Path | None) -> torch.nn.Module:
+    from models.architectures.yolov8 import init_yolov8_seeded, yolov8n
+
+    model = yolov8n(NUM_CLASSES)
+    if weights is None:
+        init_yolov8_seeded(model, SEED)
+    else:
+        from models.weights import load_weights
+
+        load_weights(model, weights)
+    return model.eval()
+
+
+@register_recipe
+def yolov8(image_size: int = 640, batch: int = 1, max_batch: int = 8) -> Recipe:
+    from harness.inputs import letterboxed_batches
+
+    return Recipe(
+        name="yolov8",
+        description=f"YOLOv8n-style anchor-free detector ({NUM_CLASSES} classes), letterboxed photos, DFL decode",
+        build_model=build_yolov8n,
+        sample_inputs=lambda: [{"images": b} for b in letterboxed_batches(image_size, batch)],
+        inputs=(TensorSpec("images", ("batch", 3, image_size, image_size)),),
+        output_names=("output0",),
+        shape_ranges={
+            "images": ShapeRange(
+                (1, 3, image_size, image_size), (batch, 3, image_size, image_size), (max_batch, 3, image_size, image_size)
+            )
+        },
+        # rows 0-3 are box xywh in pixels, rows 4-15 sigmoid class scores: same reasoning as yolov5
+        default_tolerance=Tolerance(atol=1e-3, rtol=1e-3),
+    )
