@@ -8,6 +8,7 @@ index, and HARNESS_EXTRAS=gpu for full TensorRT and onnxruntime-gpu.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -54,10 +55,19 @@ def convert_all(session: nox.Session) -> None:
         session.error(f"recipes failed: {', '.join(failed)}")
 
 
+def ensure_chromium(session: nox.Session) -> None:
+    """The report's browser test needs Debian's Chromium; install it where we may (root, apt)."""
+    if shutil.which("chromium") or not shutil.which("apt-get") or os.geteuid() != 0:
+        return
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", external=True)
+
+
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """The whole test suite, end-to-end recipe runs included (marked slow, still run here)."""
     install(session, "test")
+    ensure_chromium(session)
     session.run("pytest", *session.posargs)
 
 

@@ -46,7 +46,8 @@ def stage(results: dict, name: str) -> dict:
 def test_every_stage_ran_and_wrote_its_artifacts(run_dir):
     results = json.loads((run_dir / "results.json").read_text())
     assert [(s["name"], s["status"]) for s in results["stages"]] == [
-        ("scan", "ok"), ("export", "ok"), ("surgery", "ok"), ("build", "ok"), ("run", "ok"), ("compare", "ok"),
+        ("scan", "ok"), ("export", "ok"), ("surgery", "ok"), ("precision", "skipped"), ("build", "ok"),
+        ("run", "ok"), ("compare", "ok"),
     ]
     for s in results["stages"]:
         for artifact in s["artifacts"].values():
@@ -95,6 +96,7 @@ def test_tensorrt_built_but_not_executed_without_a_gpu(run_dir):
     assert tensorrt["executed"] is False and tensorrt["reason"]
     compared = {(c["ref_backend"], c["cand_backend"], c["output"]) for c in stage(results, "compare")["details"]["comparisons"]}
     assert compared == {("torch", "onnxrt", "output0")}, "no TensorRT number that was not measured"
+    assert "tensorrt" not in json.dumps(stage(results, "compare")["details"]["comparisons"])
     html = (run_dir / "report.html").read_text()
     assert "built, not executed" in html and tensorrt["reason"] in html
 
@@ -103,7 +105,11 @@ def test_same_run_with_zero_tolerance_fails_and_reruns_only_compare(run_dir, cac
     strict = harness(*CONVERT, "--out", str(run_dir), "--atol", "0", "--rtol", "0", env=cache_env)
     assert strict.returncode == ExitCode.ACCURACY_FAILED, strict.stdout + strict.stderr
     results = json.loads((run_dir / "results.json").read_text())
-    assert [s["status"] for s in results["stages"]] == ["cached", "cached", "cached", "cached", "cached", "ok"]
+    statuses = {s["name"]: s["status"] for s in results["stages"]}
+    assert statuses == {
+        "scan": "cached", "export": "cached", "surgery": "cached", "precision": "skipped",
+        "build": "cached", "run": "cached", "compare": "ok",
+    }
     assert results["verdict"]["passed"] is False
 
 
@@ -142,3 +148,41 @@ def test_a_run_killed_during_the_build_rebuilds_next_time(run_dir, cache_env, tm
     build = next(s for s in results["stages"] if s["name"] == "build")
     engine = next(out.glob("*.engine"))
     assert engine.stat().st_size == build["details"]["plan_size_bytes"]
+
+
+def test_scan_finds_nothing_to_replace_in_yolov5(run_dir):
+    results = json.loads((run_dir / "results.json").read_text())
+    assert stage(results, "scan")["details"]["findings"] == []
+
+
+def test_one_dynamic_model_is_compared_at_the_three_profile_batch_sizes(run_dir):
+    results = json.loads((run_dir / "results.json").read_text())
+    rows = [c for c in stage(results, "compare")["details"]["comparisons"] if c["sample_set"] != "samples"]
+    sample_sets = stage(results, "run")["details"]["sample_sets"]
+    batches = sorted(sample_sets[c["sample_set"]]["shapes"]["images"][0] for c in rows)
+    assert batches == [1, 4, 8]
+    assert all(c["passed"] for c in rows)
+    html = (run_dir / "report.html").read_text()
+    for batch in (1, 4, 8):
+        assert f"images {batch}x3x320x320" in html
+
+
+def test_reduced_precisions_are_built_and_measured_on_ort_against_torch_fp32(run_dir, cache_env, tmp_path):
+    out = tmp_path / "precisions"
+    proc = harness(*CONVERT, "--out", str(out), "--precision", "fp32", "fp16", "int8", env=cache_env)
+    assert proc.returncode == ExitCode.PASSED, proc.stdout + proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    engines = stage(results, "build")["details"]["engines"]
+    assert set(engines) == {"fp32", "fp16", "int8"}
+    for precision, engine in engines.items():
+        assert engine["built"] or engine["reason"].startswith(f"{precision.upper()} not supported"), engine
+    by_precision = {
+        c["precision"]: c
+        for c in stage(results, "compare")["details"]["comparisons"]
+        if c["sample_set"] == "samples" and c["ref_backend"] == "torch"
+    }
+    assert by_precision["fp16"]["cand_backend"] == "onnxrt-fp16" and by_precision["int8"]["cand_backend"] == "onnxrt-int8"
+    assert by_precision["fp32"]["rmse"] < by_precision["fp16"]["rmse"] < by_precision["int8"]["rmse"]
+    assert all(c["passed"] for c in by_precision.values())
+    html = (out / "report.html").read_text()
+    assert "ORT FP16" in html and "ORT INT8" in html

@@ -459,7 +459,7 @@ def test_tensorrt_builds_the_fp16_variant_with_fp16_convolutions(conv_model: Pat
     convs = _layer_output_types(network, trt.LayerType.CONVOLUTION)
     assert len(convs) == 3 and set(convs.values()) == {trt.DataType.HALF}
 
-    built = engine_from_onnx(fp16.path, tmp_path, BuildOptions(precision="fp16"), {})
+    built = engine_from_onnx(fp16.path, tmp_path, BuildOptions(), {}, "fp16")
     assert built.engine_path.is_file() and built.plan_size_bytes > 0
 
 
@@ -476,7 +476,7 @@ def test_tensorrt_keeps_the_block_list_in_fp32(tmp_path: Path) -> None:
     assert {output_types[name] for name in report.block_list} == {trt.DataType.FLOAT}
     assert output_types["square"] == trt.DataType.HALF
 
-    built = engine_from_onnx(fixed.path, tmp_path, BuildOptions(precision="fp16"), {})
+    built = engine_from_onnx(fixed.path, tmp_path, BuildOptions(), {}, "fp16")
     assert built.plan_size_bytes > 0
 
 
@@ -490,7 +490,7 @@ def test_tensorrt_builds_the_int8_qdq_variant(torchscript_model: Path, tmp_path:
     assert quantize and set(quantize.values()) == {trt.DataType.INT8}
 
     try:
-        built = engine_from_onnx(int8.path, tmp_path, BuildOptions(precision="int8"), {})
+        built = engine_from_onnx(int8.path, tmp_path, BuildOptions(), {}, "int8")
     except TensorRTBuildFailed as e:  # the message the report needs if a TensorRT version drops INT8
         pytest.fail(f"INT8 Q/DQ not supported by {e}")
     assert built.plan_size_bytes > 0
