@@ -186,3 +186,19 @@ def test_reduced_precisions_are_built_and_measured_on_ort_against_torch_fp32(run
     assert all(c["passed"] for c in by_precision.values())
     html = (out / "report.html").read_text()
     assert "ORT FP16" in html and "ORT INT8" in html
+
+
+def test_polygraphy_reproduces_the_torch_vs_ort_comparison_from_saved_files(run_dir, cache_env):
+    polygraphy = Path(sys.executable).with_name("polygraphy")
+    env = {**cache_env, "POLYGRAPHY_USE_TENSORRT_RTX": "0"}
+    args = [
+        str(polygraphy), "run", str(run_dir / "model.final.onnx"), "--onnxrt",
+        "--load-inputs", str(run_dir / "inputs.json"), "--load-outputs", str(run_dir / "torch_outputs.json"),
+        "--atol", "1e-3", "--rtol", "3e-3",
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "PASSED" in proc.stdout
+    # and it really compares: with zero tolerance Polygraphy fails too
+    strict = subprocess.run([*args[:-4], "--atol", "0", "--rtol", "0"], capture_output=True, text=True, timeout=600, env=env)
+    assert strict.returncode != 0
