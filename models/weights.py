@@ -7,7 +7,7 @@ dict whose 'model' or 'state_dict' entry is one) and `.safetensors`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,15 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
             + ". Export the state_dict of the same architecture (and number of classes)."
         )
     model.load_state_dict(state_dict, strict=True)
+
+
+def weighted(model: torch.nn.Module, weights: Path | None, seeded_init: Callable[[torch.nn.Module], Any]) -> torch.nn.Module:
+    """`model` with the user's weights file when given, else its seeded deterministic init; in eval mode."""
+    if weights is None:
+        seeded_init(model)
+    else:
+        load_weights(model, weights)
+    return model.eval()
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

@@ -15,15 +15,9 @@ SEED = 0
 
 def build_mnist(weights: Path | None) -> torch.nn.Module:
     from models.architectures.mnist import init_mnist_seeded, mnist_net
+    from models.weights import weighted
 
-    model = mnist_net()
-    if weights is None:
-        init_mnist_seeded(model, SEED)
-    else:
-        from models.weights import load_weights
-
-        load_weights(model, weights)
-    return model.eval()
+    return weighted(mnist_net(), weights, lambda model: init_mnist_seeded(model, SEED))
 
 
 @register_recipe

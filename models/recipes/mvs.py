@@ -21,15 +21,9 @@ REPLACEMENTS = ("inverse", "grid_sample", "einsum", "einops", "pad", "interpolat
 
 def build_mvs(weights: Path | None) -> torch.nn.Module:
     from models.architectures.mvs import init_mvs_seeded, mvs_net
+    from models.weights import weighted
 
-    model = mvs_net()
-    if weights is None:
-        init_mvs_seeded(model, SEED)
-    else:
-        from models.weights import load_weights
-
-        load_weights(model, weights)
-    return model.eval()
+    return weighted(mvs_net(), weights, lambda model: init_mvs_seeded(model, SEED))
 
 
 @register_recipe

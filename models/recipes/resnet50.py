@@ -17,15 +17,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def build_resnet50(weights: Path | None) -> torch.nn.Module:
     from models.architectures.resnet import init_resnet_seeded, resnet50
+    from models.weights import weighted
 
-    model = resnet50()
-    if weights is None:
-        init_resnet_seeded(model, SEED)
-    else:
-        from models.weights import load_weights
-
-        load_weights(model, weights)
-    return model.eval()
+    return weighted(resnet50(), weights, lambda model: init_resnet_seeded(model, SEED))
 
 
 @register_recipe
