@@ -160,6 +160,9 @@ def compare_run_outputs(
             details["heatmaps"] = result["heatmaps"]
     details["passed"] = all(c["passed"] for c in details["comparisons"]) and not details["missing"]
     details["tolerances"] = {c["output"]: c["tolerance"] for c in details["comparisons"] if c["precision"] == "fp32"}
+    from harness.detections import compare_run_detections
+
+    details["detections"] = compare_run_detections(recipe_json, run_details, paths)
     return details
 
 

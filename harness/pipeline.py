@@ -321,6 +321,8 @@ def compare_stage(run: PipelineRun, record: StageRecord) -> None:
     paths = {key: artifact.verified() for key, artifact in run.artifacts.items() if key.startswith("outputs_")}
     recipe_json = recipe_to_json(run.recipe, run.config.weights)
     record.details.update(compare_run_outputs(recipe_json, run_details, paths, run.config.overrides))
+    if images := (record.details.get("detections") or {}).get("images_file"):
+        record.artifacts["detection_images"] = Artifact.from_file(run.out_dir / images)
 
 
 # --- cache keys: everything each stage's output depends on ------------------------------------------
@@ -512,6 +514,7 @@ def recipe_to_json(recipe: Recipe, weights: Path | None) -> dict[str, Any]:
         "precisions": list(recipe.precisions),
         "precision_tolerances": {k: v.to_json() for k, v in recipe.precision_tolerances.items()},
         "spatial_axes": {k: list(v) for k, v in recipe.spatial_axes.items()},
+        "detection": recipe.detection.to_json() if recipe.detection else None,
         "weights": str(weights) if weights else None,
     }
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.errors import UsageError
+from models.detection import DetectionTolerance
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,6 +92,79 @@ Precision = Literal["fp32", "tf32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "int8")
 
 
+DetectionLayout = Literal["yolov5", "anchor_free"]
+DETECTION_LAYOUTS: tuple[str, ...] = ("yolov5", "anchor_free")
+
+
+@dataclass(frozen=True)
+class DetectionSpec:
+    """How to read boxes from a detector's output, and when two backends' detections agree.
+
+    `layout` "yolov5": (N, anchors, 5 + classes) rows with objectness; "anchor_free": YOLOv8-style
+    (N, 4 + classes, anchors). Boxes narrower or lower than `min_wh` pixels are dropped before NMS
+    (YOLOv5 up to v5.0 did so with 2 px): the IoU of a box a fraction of a pixel wide swings between
+    0 and 1 under float noise, so such a box cannot be matched between backends. Pairs of runners at
+    a precision in `gated_precisions` decide the verdict; the others are reported only.
+    """
+
+    output: str
+    layout: DetectionLayout
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    max_det: int = 300
+    iou_match: float = 0.5
+    class_names: tuple[str, ...] = ()
+    tolerance: DetectionTolerance = DetectionTolerance()
+    gated_precisions: tuple[str, ...] = ("fp32",)
+    min_wh: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.layout not in DETECTION_LAYOUTS:
+            raise UsageError(
+                f"DetectionSpec layout '{self.layout}' is unknown; use one of {list(DETECTION_LAYOUTS)}"
+            )
+        unknown = sorted(set(self.gated_precisions) - set(PRECISIONS))
+        if unknown:
+            raise UsageError(
+                f"DetectionSpec gated_precisions {unknown} are not precisions; use some of {list(PRECISIONS)}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "layout": self.layout,
+            "conf_thres": self.conf_thres,
+            "iou_thres": self.iou_thres,
+            "max_det": self.max_det,
+            "iou_match": self.iou_match,
+            "class_names": list(self.class_names),
+            "tolerance": self.tolerance.to_json(),
+            "gated_precisions": list(self.gated_precisions),
+            "min_wh": self.min_wh,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DetectionSpec:
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise UsageError(
+                f"DetectionSpec JSON lacks {missing}; expected the keys {names} as written by DetectionSpec.to_json()"
+            )
+        return cls(
+            output=str(data["output"]),
+            layout=data["layout"],
+            conf_thres=float(data["conf_thres"]),
+            iou_thres=float(data["iou_thres"]),
+            max_det=int(data["max_det"]),
+            iou_match=float(data["iou_match"]),
+            class_names=tuple(str(name) for name in data["class_names"]),
+            tolerance=DetectionTolerance.from_json(data["tolerance"]),
+            gated_precisions=tuple(str(p) for p in data["gated_precisions"]),
+            min_wh=float(data["min_wh"]),
+        )
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -116,6 +190,8 @@ class Recipe:
     compare_profile_shapes: bool = True
     # outputs that are images: output name -> (height axis, width axis), for the error heatmap
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # detectors: how to post-process an output into boxes, compared per image between backends
+    detection: DetectionSpec | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -6,7 +6,10 @@ One <testsuite> per recipe (classname `harness.<recipe>`), with test cases:
 - `backend:<name>` per backend: not executed (TensorRT "built, not executed" included) -> <skipped>;
 - `<output>[<ref>-vs-<cand>]` per output and backend pair: out of tolerance or missing -> <failure>,
   a pair with a backend that did not run (or a compare stage that did not) -> <skipped>;
-- `crossmatch[<ref>-vs-<cand>]` per compared pair: an ordering mismatch -> <failure>.
+- `crossmatch[<ref>-vs-<cand>]` per compared pair: an ordering mismatch -> <failure>;
+- `detections:<output>[<ref>-vs-<cand>][image <i>]` per image of a pair at a gated precision:
+  disagreeing boxes -> <failure>; `detections:<output>[<ref>-vs-<cand>]` per informational pair
+  (reduced precision), always <skipped> with how many images differ.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ def junit_tree(results: dict[str, Any]) -> ET.ElementTree:
         if crossmatch.get("mismatches"):
             _fail(case, "; ".join(crossmatch["mismatches"]), kind="OrderingMismatch")
 
+    if view.detections is not None:
+        _detection_cases(suite, classname, view)
+
     cases = suite.findall("testcase")
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
@@ -90,6 +96,29 @@ def junit_tree(results: dict[str, Any]) -> ET.ElementTree:
     root.append(suite)
     ET.indent(root)
     return ET.ElementTree(root)
+
+
+def _detection_cases(suite: ET.Element, classname: str, view: ReportView) -> None:
+    detections = view.detections
+    assert detections is not None
+    output = detections.spec["output"]
+    informational: dict[tuple[str, str], list[bool]] = {}
+    for row in detections.rows:
+        if not row.gated:
+            informational.setdefault((row.ref, row.cand), []).append(row.passed)
+            continue
+        case = _case(suite, classname, f"detections:{output}[{row.ref}-vs-{row.cand}][image {row.image}]")
+        if not row.passed:
+            message = f"{row.label} on image {row.image}: " + "; ".join(row.failures)
+            _fail(case, message, kind="DetectionsDisagree")
+    for (ref, cand), passed in informational.items():
+        case = _case(suite, classname, f"detections:{output}[{ref}-vs-{cand}]")
+        differing = passed.count(False)
+        _skip(
+            case,
+            f"informational ({view.pair_label(ref, cand)} is not at a gated precision): "
+            f"detections differ on {differing} of {len(passed)} image(s)",
+        )
 
 
 def junit_xml(results: dict[str, Any]) -> str:

@@ -35,15 +35,16 @@ def environment() -> Any:
     return env
 
 
-def render_html(results: dict[str, Any]) -> str:
+def render_html(results: dict[str, Any], run_dir: Path | None = None) -> str:
+    """The HTML report of `results`; images the run saved (detections) are drawn from `run_dir`."""
     from reports.view import ReportView
 
-    return environment().get_template("report.html.j2").render(view=ReportView(results))
+    return environment().get_template("report.html.j2").render(view=ReportView(results, run_dir))
 
 
 def write_reports(results: dict[str, Any], out_dir: Path) -> None:
     """Write report.html and junit.xml of `results` into `out_dir`."""
     from reports.junit import write_junit
 
-    write_text_atomic(out_dir / "report.html", render_html(results))
+    write_text_atomic(out_dir / "report.html", render_html(results, out_dir))
     write_junit(results, out_dir / "junit.xml")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime
 import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup
@@ -80,7 +81,9 @@ def backend_statuses(results: Mapping[str, Any]) -> list[BackendStatus]:
     engines = build_details.get("engines") or {"fp32": {"built": bool(build_details.get("engine"))}}
     statuses = []
     for name, info in run_backends.items():
-        engine_built = build.get("status") in DONE and bool(engines.get(info.get("precision", "fp32"), {}).get("built"))
+        engine_built = build.get("status") in DONE and bool(
+            engines.get(info.get("precision", "fp32"), {}).get("built")
+        )
         display = display_name(name, run_backends)
         if info.get("executed"):
             statuses.append(
@@ -345,9 +348,296 @@ class Fact:
     mono: bool = False
 
 
+# --- detections -------------------------------------------------------------------------------------
+
+# The report draws at most this many images (failing ones first), each once per runner, to stay small.
+MAX_DRAWN_IMAGES = 8
+DRAWN_IMAGE_SIDE = 400
+# Boxes listed by name per side in the agreement table; the counts say how many there are in all.
+LISTED_BOXES = 4
+
+
+def class_label(class_id: int, class_names: Sequence[str]) -> str:
+    return class_names[class_id] if 0 <= class_id < len(class_names) else f"class {class_id}"
+
+
+def _box_labels(dets: Mapping[str, Any], class_names: Sequence[str]) -> tuple[str, ...]:
+    labels = [
+        f"{class_label(int(c), class_names)} {float(s):.2f}"
+        for c, s in zip(dets["classes"], dets["scores"], strict=True)
+    ]
+    if len(labels) > LISTED_BOXES:
+        labels = [*labels[:LISTED_BOXES], f"+{len(labels) - LISTED_BOXES} more"]
+    return tuple(labels)
+
+
+@dataclass(frozen=True)
+class DetectionRow:
+    """The agreement of one runner pair on one image."""
+
+    ref: str
+    cand: str
+    label: str
+    precision: str
+    image: int
+    gated: bool
+    passed: bool
+    num_ref: int | None
+    num_cand: int | None
+    matched: str
+    mean_iou: str
+    max_score_delta: str
+    bad: frozenset[str]  # the criteria that failed: "matched", "iou", "score"
+    only_ref_count: int | None
+    only_cand_count: int | None
+    # "class score" of the boxes without a match on each side, the first few
+    only_ref: tuple[str, ...]
+    only_cand: tuple[str, ...]
+    failures: tuple[str, ...]
+
+    @property
+    def state(self) -> str:
+        """The badge: pass or fail for a gated pair; an informational pair that disagrees is "info"."""
+        if self.passed:
+            return "pass"
+        return "fail" if self.gated else "info"
+
+
+@dataclass(frozen=True)
+class DetectionPairRows:
+    """The rows of one runner pair, one per image."""
+
+    label: str
+    precision: str
+    gated: bool
+    rows: tuple[DetectionRow, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(row.passed for row in self.rows)
+
+
+@dataclass(frozen=True)
+class DetectionPanel:
+    title: str
+    src: str  # data: URI of the drawn JPEG
+    caption: str
+
+
+@dataclass(frozen=True)
+class DetectionImage:
+    index: int
+    state: str  # "fail" when a gated pair disagrees on it
+    panels: tuple[DetectionPanel, ...]
+
+
+@dataclass
+class DetectionsView:
+    """The detection section: agreement per runner pair and image, and the images drawn per runner."""
+
+    detections: dict[str, Any]
+    display: Callable[[str], str]  # runner name -> display name
+    run_dir: Path | None
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.detections["spec"]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.spec.get("class_names", ()))
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.detections["passed"])
+
+    @property
+    def gated_precisions(self) -> str:
+        return ", ".join(p.upper() for p in self.spec["gated_precisions"]) or "none"
+
+    @property
+    def informational_precisions(self) -> str:
+        gated = set(self.spec["gated_precisions"])
+        shown = dict.fromkeys(
+            p["precision"].upper() for p in self.detections["pairs"] if p["precision"] not in gated
+        )
+        return ", ".join(shown)
+
+    @property
+    def postprocessing(self) -> str:
+        spec = self.spec
+        text = (
+            f"{spec['layout']} layout, score > {fmt.compact(spec['conf_thres'])}, class-aware NMS at IoU "
+            f"{fmt.compact(spec['iou_thres'])}, at most {spec['max_det']} boxes per image"
+        )
+        if spec.get("min_wh"):
+            text += f", boxes under {fmt.compact(spec['min_wh'])} px wide or high dropped"
+        return text
+
+    @property
+    def criterion(self) -> str:
+        tol = self.spec["tolerance"]
+        return (
+            f"same class and IoU ≥ {fmt.compact(self.spec['iou_match'])}, one to one; an image agrees with "
+            f"matched ≥ {fmt.percent(tol['min_matched_fraction'])}, mean IoU ≥ {fmt.compact(tol['min_mean_iou'])} "
+            f"and max |score delta| ≤ {fmt.compact(tol['max_score_delta'])}"
+        )
+
+    @functools.cached_property
+    def pairs(self) -> list[DetectionPairRows]:
+        pairs = []
+        for pair in self.detections["pairs"]:
+            ref, cand = pair["ref_backend"], pair["cand_backend"]
+            label = f"{self.display(ref)} vs {self.display(cand)}"
+            rows = tuple(self._row(pair, ref, cand, label, image) for image in pair["images"])
+            pairs.append(DetectionPairRows(label, pair["precision"], bool(pair["gated"]), rows))
+        return pairs
+
+    @property
+    def rows(self) -> list[DetectionRow]:
+        return [row for pair in self.pairs for row in pair.rows]
+
+    def _row(
+        self, pair: Mapping[str, Any], ref: str, cand: str, label: str, image: Mapping[str, Any]
+    ) -> DetectionRow:
+        common = {
+            "ref": ref,
+            "cand": cand,
+            "label": label,
+            "precision": pair["precision"],
+            "image": int(image["image"]),
+            "gated": bool(pair["gated"]),
+            "passed": bool(image["passed"]),
+            "failures": tuple(image.get("failures", ())),
+        }
+        if image.get("missing_from"):
+            return DetectionRow(
+                **common, num_ref=None, num_cand=None, matched=fmt.MISSING, mean_iou=fmt.MISSING,
+                max_score_delta=fmt.MISSING, bad=frozenset({"matched"}), only_ref_count=None,
+                only_cand_count=None, only_ref=(), only_cand=(),
+            )  # fmt: skip
+        tol = image["tolerance"]
+        bad = {
+            name
+            for name, failed in (
+                ("matched", not image["matched_fraction"] >= tol["min_matched_fraction"]),
+                ("iou", image["mean_iou"] is not None and not image["mean_iou"] >= tol["min_mean_iou"]),
+                (
+                    "score",
+                    image["max_score_delta"] is not None
+                    and not image["max_score_delta"] <= tol["max_score_delta"],
+                ),
+            )
+            if failed
+        }
+        matches = len(image["pairs"])
+        return DetectionRow(
+            **common,
+            num_ref=int(image["num_ref"]),
+            num_cand=int(image["num_cand"]),
+            matched=f"{fmt.percent(image['matched_fraction'])} ({matches})",
+            mean_iou=fmt.MISSING if image["mean_iou"] is None else f"{image['mean_iou']:.4f}",
+            max_score_delta=fmt.sci(image["max_score_delta"], 2),
+            bad=frozenset(bad),
+            only_ref_count=len(image["only_ref"]["scores"]),
+            only_cand_count=len(image["only_cand"]["scores"]),
+            only_ref=_box_labels(image["only_ref"], self.class_names),
+            only_cand=_box_labels(image["only_cand"], self.class_names),
+        )
+
+    @property
+    def failing_rows(self) -> list[DetectionRow]:
+        return [row for row in self.rows if row.state == "fail"]
+
+    @property
+    def found_boxes(self) -> bool:
+        """Whether any runner found any box; if none did, agreement says nothing about the boxes."""
+        return any(
+            dets is not None and len(dets["scores"]) > 0
+            for per_image in self.detections["runners"].values()
+            for dets in per_image
+        )
+
+    @property
+    def image_count(self) -> int:
+        return int(self.detections["images"])
+
+    @functools.cached_property
+    def drawn_indices(self) -> list[int]:
+        """The images drawn: those a gated pair disagrees on first, then the rest, in order, up to the cap."""
+        failing = {row.image for row in self.failing_rows}
+        ordered = sorted(range(self.image_count), key=lambda i: (i not in failing, i))
+        return sorted(ordered[:MAX_DRAWN_IMAGES])
+
+    @property
+    def images_note(self) -> str | None:
+        """Why no image is drawn, or None when they are."""
+        name = self.detections.get("images_file")
+        if not name:
+            return "the run saved no input images (no inputs.json)"
+        if self.run_dir is None:
+            return "the report was rendered without its run directory"
+        if not (self.run_dir / name).is_file():
+            return f"{name} is missing from the run directory; re-run `harness compare`"
+        return None
+
+    @functools.cached_property
+    def images(self) -> list[DetectionImage]:
+        """Each drawn image once per runner, side by side: boxes, class and score, as inline JPEGs."""
+        if self.images_note is not None or self.run_dir is None:
+            return []
+        import numpy as np
+
+        failing = {row.image for row in self.failing_rows}
+        drawn = []
+        with np.load(self.run_dir / self.detections["images_file"]) as archive:
+            for index in self.drawn_indices:
+                if f"image_{index}" in archive.files:
+                    picture = archive[f"image_{index}"]
+                    panels = tuple(
+                        self._panel(runner, picture, index) for runner in self.detections["runners"]
+                    )
+                    drawn.append(DetectionImage(index, "fail" if index in failing else "pass", panels))
+        return drawn
+
+    def _panel(self, runner: str, picture: Any, index: int) -> DetectionPanel:
+        """`runner`'s detections drawn on image `index`, captioned with its agreement with the first runner."""
+        from models.detection import Detections
+        from reports.drawing import draw_detections, jpeg_data_uri
+
+        title = self.display(runner)
+        per_image = self.detections["runners"][runner]
+        if index >= len(per_image) or per_image[index] is None:
+            return DetectionPanel(title, "", f"no {self.spec['output']} for this image")
+        dets = Detections.from_json(per_image[index])
+        jpeg = draw_detections(
+            picture, dets, self.class_names, title, max_side=DRAWN_IMAGE_SIDE, image_format="JPEG"
+        )
+        caption = f"{len(dets)} box{'es' if len(dets) != 1 else ''}"
+        reference = next(iter(self.detections["runners"]))
+        versus = next(
+            (
+                pair["images"][index]
+                for pair in self.detections["pairs"]
+                if (pair["ref_backend"], pair["cand_backend"]) == (reference, runner)
+            ),
+            {},
+        )
+        if versus.get("num_ref") == 0 and versus.get("num_cand") == 0:
+            caption += f", as {self.display(reference)}"
+        elif "matched_fraction" in versus:
+            caption += (
+                f"; {len(versus['pairs'])} matched with {self.display(reference)} "
+                f"({fmt.percent(versus['matched_fraction'])})"
+            )
+        return DetectionPanel(title, jpeg_data_uri(jpeg), caption)
+
+
 @dataclass
 class ReportView:
     results: dict[str, Any]
+    # where the run's files are (the drawn detection images come from there); None: results only
+    run_dir: Path | None = None
     _stages: dict[str, dict[str, Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -530,11 +820,18 @@ class ReportView:
                 f"missing from {absent_from} in {gone['samples_missing']} of {gone['samples']} samples",
                 sample_set=sample_set,
             )
-        return PairResult(ref, cand, label, "skipped", self._not_compared_reason(ref, cand), sample_set=sample_set)
+        return PairResult(
+            ref, cand, label, "skipped", self._not_compared_reason(ref, cand), sample_set=sample_set
+        )
 
     @property
     def failing_outputs(self) -> list[OutputSection]:
         return [o for o in self.outputs if o.state == "fail"]
+
+    @functools.cached_property
+    def detections(self) -> DetectionsView | None:
+        found = self.details("compare").get("detections")
+        return DetectionsView(found, self.display, self.run_dir) if found else None
 
     # --- I/O order and cross-match ----------------------------------------------------------
 
@@ -749,6 +1046,8 @@ class ReportView:
     def sections(self) -> Iterator[tuple[str, str]]:
         """(anchor, title) of the page's sections, for the contents line."""
         yield "outputs", "Outputs"
+        if self.detections is not None:
+            yield "detections", "Detections"
         yield "io-order", "I/O order"
         yield "crossmatch", "Cross-match"
         yield "backends", "Backends"
