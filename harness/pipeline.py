@@ -335,10 +335,16 @@ def _versions(*distributions: str) -> dict[str, str | None]:
     return {d: installed.get(d) for d in distributions}
 
 
+# what judges outputs (tolerances, detection criteria) is left out: changing it re-runs compare only
+_JUDGING_FIELDS = ("default_tolerance", "tolerances", "precision_tolerances", "detection", "class_axes", "spatial_axes")
+
+
 def _recipe_fingerprint(run: PipelineRun) -> dict[str, Any]:
+    """The recipe as far as it determines models and outputs."""
     recipe = run.recipe
+    described = {k: v for k, v in recipe_to_json(recipe, None).items() if k not in _JUDGING_FIELDS}
     return {
-        **recipe_to_json(recipe, None),
+        **described,
         "shape_ranges": recipe.shape_ranges,
         "export": recipe.export,
         "surgery_passes": recipe.surgery_passes,
@@ -428,7 +434,7 @@ def compare_key(run: PipelineRun) -> dict[str, Any]:
         "overrides": run.config.overrides.to_json(),
         "code": source_hash(
             "harness/comparison.py", "harness/crossmatch.py", "harness/comparing.py", "harness/heatmap.py",
-            "models/detection.py",
+            "harness/detections.py", "models/detection.py",
         ),
     }
 

@@ -107,7 +107,7 @@ CASES = [
     (_change_export_option, {"export", "run"}),
     (_change_build_target, {"export", "build", "run"}),
     (_change_workspace, {"export", "build", "run"}),
-    (_change_tolerance, {"export", "run", "compare"}),
+    (_change_tolerance, {"compare"}),
     (_change_pass_code, {"surgery"}),
     (_change_library_version("torch"), {"export", "run"}),
     (_change_library_version("onnxruntime"), {"surgery", "run"}),

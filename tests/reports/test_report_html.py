@@ -128,7 +128,7 @@ def test_report_is_self_contained(name: str, request: pytest.FixtureRequest) -> 
         for attribute in ("src", "href", "xlink:href"):
             value = element.attrs.get(attribute)
             if value is not None:
-                assert value.startswith(("#", "data:image/png;base64,")), (
+                assert value.startswith(("#", "data:image/png;base64,", "data:image/jpeg;base64,")), (
                     f"<{element.tag} {attribute}={value[:60]}>"
                 )
     assert all(u.startswith("url(#") for u in re.findall(r"url\([^)]*\)", html))
