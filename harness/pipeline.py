@@ -134,8 +134,12 @@ def export_stage(run: PipelineRun, record: StageRecord) -> None:
 
 
 def surgery_stage(run: PipelineRun, record: StageRecord) -> None:
+    import onnxruntime
+
     from conversions.onnx_passes import run_passes
 
+    # onnx-graphsurgeon's constant folding opens ORT sessions of its own; their optimizer warnings are noise
+    onnxruntime.set_default_logger_severity(3)
     if not run.recipe.surgery_passes:
         raise StageSkipped("the recipe lists no surgery passes")
     source = run.artifacts["onnx"].verified()

@@ -67,6 +67,9 @@ def _inferred_shapes(graph: gs.Graph, static_dims: Mapping[str, Mapping[int, int
         for tensor in owner.tensors().values():
             if isinstance(tensor, gs.Constant) and math.prod(tensor.shape) > _WEIGHT_ELEMENTS:
                 tensor.to_variable(dtype=tensor.dtype, shape=list(tensor.shape))
+                if not hasattr(tensor, "type"):
+                    # onnx-graphsurgeon 0.6's Constant.to_variable leaves Variable.type unset, and export needs it
+                    tensor.type = "tensor_type"
                 skeleton.inputs.append(tensor)
             elif isinstance(tensor, gs.Variable) and tensor.name not in input_names:
                 # stale annotations (e.g. an exporter's dim_params) would shadow what the static dims imply
