@@ -73,7 +73,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    install(session, "test", "bench")
+    """Benchmarks -> artifacts/bench/bench.{json,md}; exits 1 if a target is missed; `-- --quick` for a smoke run."""
+    install(session)
     session.run("python", "-m", "harness.bench", *session.posargs)
 
 
