@@ -1,0 +1,39 @@
+"""Torch-level op replacements: exportable stand-ins for ops that an exporter or TensorRT rejects.
+
+Each replacement is one module here, registered with `@register_replacement`. They are patched in
+only inside `applied(names)`, around the export, and restored afterwards (also on error):
+
+    with applied(["grid_sample", "einsum"]) as record:
+        torch.onnx.export(model, args, ...)
+    record.to_json()  # which calls were rewritten where
+
+Registered: grid_sample, einsum, einops, inverse, pad, squeeze_static, interpolate_size.
+"""
+
+from __future__ import annotations
+
+from conversions.replacements._registry import (
+    Replacement,
+    get_replacement,
+    register_replacement,
+    replacement_names,
+)
+from conversions.replacements._session import (
+    AppliedReplacements,
+    ReplacementCall,
+    ReplacementContext,
+    ReplacementUnsupported,
+    applied,
+)
+
+__all__ = [
+    "AppliedReplacements",
+    "Replacement",
+    "ReplacementCall",
+    "ReplacementContext",
+    "ReplacementUnsupported",
+    "applied",
+    "get_replacement",
+    "register_replacement",
+    "replacement_names",
+]

@@ -1,0 +1,200 @@
+"""Replacements in force for one export: patch the targets, record each rewritten call, restore everything."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NoReturn
+
+from conversions.replacements._callsite import call_site, torch_internal_caller
+from conversions.replacements._patching import Patcher, resolve
+from conversions.replacements._registry import get_replacement
+from harness.errors import HarnessError, UsageError
+
+Action = Literal["replaced", "kept original"]
+
+
+class ReplacementUnsupported(HarnessError):
+    """A replacement met a call it cannot rewrite faithfully; the message names op, option and call site."""
+
+
+@dataclass(frozen=True)
+class ReplacementCall:
+    """Calls of one replacement at one call site, with what the replacement did about them."""
+
+    replacement: str
+    location: str
+    action: Action
+    detail: str
+    count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "replacement": self.replacement,
+            "location": self.location,
+            "action": self.action,
+            "detail": self.detail,
+            "count": self.count,
+        }
+
+
+@dataclass
+class AppliedReplacements:
+    """What `applied()` did: the replacements in force and every call they saw."""
+
+    names: tuple[str, ...]
+    static_dims: dict[str, dict[int, int]]
+    # targets whose package is not installed (e.g. einops): nothing can call them, nothing was patched
+    unavailable_targets: list[str] = field(default_factory=list)
+    errors: list[ReplacementUnsupported] = field(default_factory=list)
+    # calls handed to the original op so far; the stand-in records "replaced" only for the others
+    handed_back: int = 0
+    _counts: dict[tuple[str, str, Action, str], int] = field(default_factory=dict)
+
+    def record(self, replacement: str, action: Action, detail: str = "") -> None:
+        key = (replacement, call_site(), action, detail)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    @property
+    def calls(self) -> list[ReplacementCall]:
+        return [ReplacementCall(*key, count) for key, count in self._counts.items()]
+
+    @property
+    def unused(self) -> list[str]:
+        """Replacements that saw no call: the model does not use the op, or a tracer bypassed the patch."""
+        seen = {key[0] for key in self._counts}
+        return [name for name in self.names if name not in seen]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "replacements": list(self.names),
+            "static_dims": {
+                name: {str(a): s for a, s in axes.items()} for name, axes in self.static_dims.items()
+            },
+            "unavailable_targets": list(self.unavailable_targets),
+            "unused": self.unused,
+            "calls": [call.to_json() for call in self.calls],
+        }
+
+
+class ReplacementContext:
+    """Handed to a replacement's builder: the original callables and the way to report and fail."""
+
+    def __init__(self, name: str, originals: Mapping[str, Callable[..., Any]], session: AppliedReplacements):
+        self.name = name
+        self.originals = dict(originals)
+        self.session = session
+
+    def original(self, target: str) -> Callable[..., Any]:
+        return self.originals[target]
+
+    def keep_original(self, target: str, reason: str, *args: Any, **kwargs: Any) -> Any:
+        """Run the original op for this call (it is exact and exportable as it is) and record why."""
+        self.session.record(self.name, "kept original", reason)
+        return self.untouched(target, *args, **kwargs)
+
+    def untouched(self, target: str, *args: Any, **kwargs: Any) -> Any:
+        """Run the original op for a call this replacement is not about (not recorded)."""
+        self.session.handed_back += 1
+        return self.originals[target](*args, **kwargs)
+
+    def reject(self, target: str, what: str, *args: Any, **kwargs: Any) -> NoReturn:
+        """Arguments the stand-in refuses: let the original raise torch's own error for them.
+
+        If torch accepts them after all, the stand-in cannot rewrite the call and says so.
+        """
+        self.originals[target](*args, **kwargs)
+        self.fail(
+            what, f"remove '{self.name}' from the recipe's export replacements to export the original op"
+        )
+
+    def fail(self, problem: str, fix: str) -> NoReturn:
+        error = ReplacementUnsupported(
+            f"replacement '{self.name}' cannot rewrite the call at {call_site()}: {problem}. Fix: {fix}"
+        )
+        self.session.errors.append(error)
+        raise error
+
+
+def _stand_in(
+    context: ReplacementContext, original: Callable[..., Any], function: Callable[..., Any]
+) -> Callable[..., Any]:
+    def stand_in(*args: Any, **kwargs: Any) -> Any:
+        if torch_internal_caller(sys._getframe(1)):
+            return original(*args, **kwargs)
+        handed_back = context.session.handed_back
+        result = function(*args, **kwargs)
+        if context.session.handed_back == handed_back:
+            context.session.record(context.name, "replaced")
+        return result
+
+    # name and docstring only: a __wrapped__ would let unwrapping code reach the original
+    stand_in.__name__ = getattr(original, "__name__", stand_in.__name__)
+    stand_in.__doc__ = getattr(original, "__doc__", None)
+    return stand_in
+
+
+def _checked_static_dims(static_dims: Mapping[str, Mapping[int, int]] | None) -> dict[str, dict[int, int]]:
+    checked: dict[str, dict[int, int]] = {}
+    for name, axes in (static_dims or {}).items():
+        if not isinstance(name, str) or not isinstance(axes, Mapping):
+            raise UsageError(f"static_dims must map input names to {{axis: size}}, got {name!r}: {axes!r}")
+        for axis, size in axes.items():
+            valid = all(isinstance(v, int) and not isinstance(v, bool) for v in (axis, size))
+            if not valid or axis < 0 or size < 1:
+                raise UsageError(
+                    f"static_dims['{name}'] must map axis (int >= 0) to size (int >= 1), got {axis!r}: {size!r}"
+                )
+        checked[name] = dict(axes)
+    return checked
+
+
+@contextlib.contextmanager
+def applied(
+    names: Sequence[str], static_dims: Mapping[str, Mapping[int, int]] | None = None
+) -> Iterator[AppliedReplacements]:
+    """Swap in the named replacements for the duration of the block; restore all originals afterwards.
+
+    Patched: each replacement's targets (e.g. `torch.nn.functional.pad`, `torch.Tensor.squeeze`) and
+    every module-level alias of them outside torch/onnx (what `from einops import rearrange` or
+    `from torch.nn.functional import grid_sample` bound at import time). Calls from torch's own
+    internals (not torch.nn) still reach the original op. The originals come back when the block
+    ends, also on error. If a replacement refused a call and the exporter wrapped that error in its
+    own, the replacement's error is raised instead, so its message reaches the user.
+
+    `static_dims` (input name -> axis -> size) is validated and recorded in the result; the
+    replacements read sizes from the traced tensors themselves.
+    """
+    if isinstance(names, str):
+        raise UsageError(f"replacements must be a list of names, got the string {names!r}")
+    replacements = [get_replacement(name) for name in dict.fromkeys(names)]
+    session = AppliedReplacements(tuple(r.name for r in replacements), _checked_static_dims(static_dims))
+    patcher = Patcher()
+    try:
+        for replacement in replacements:
+            found = {target: resolve(target) for target in replacement.targets}
+            session.unavailable_targets.extend(t for t, place in found.items() if place is None)
+            places = {t: place for t, place in found.items() if place is not None}
+            originals = {t: getattr(owner, attribute) for t, (owner, attribute) in places.items()}
+            context = ReplacementContext(replacement.name, originals, session)
+            functions = replacement.build(context)
+            for target, (owner, attribute) in places.items():
+                patcher.swap(owner, attribute, _stand_in(context, originals[target], functions[target]))
+        patcher.swap_aliases()
+        yield session
+    except HarnessError:
+        raise
+    except Exception as error:
+        if session.errors:
+            # a fresh error: re-raising the recorded one would close a cycle in the __cause__ chain
+            raise ReplacementUnsupported(str(session.errors[0])) from error
+        raise
+    else:
+        if session.errors:
+            # the exporter caught the refusal and retried another way (torch.export's strict mode
+            # does not see Python-level patches), so whatever it produced still has the original op
+            raise ReplacementUnsupported(str(session.errors[0]))
+    finally:
+        patcher.restore()
