@@ -312,3 +312,18 @@ def _calibrate(model: YOLOv5, batch: torch.Tensor) -> None:
         for handle in handles:
             handle.remove()
         model.train(was_training)
+
+
+class BatchSqueezed(nn.Module):
+    """The batch-1 deployment head many YOLO export scripts add: `model(x)[...]` -> `.squeeze(0)`.
+
+    With the batch exported as a dynamic axis, the TorchScript exporter turns this squeeze into a
+    Shape->Gather->Equal->If subgraph (the stray If the `remove_stray_if` pass removes).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).squeeze(0)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 SEED = 0
 REPLACEMENTS = ("inverse", "grid_sample", "einsum", "einops", "pad", "interpolate_size", "squeeze_static")
+SURGERY_PASSES = ("fold_constants", "remove_stray_if", "squeeze_to_reshape", "drop_identity", "cleanup", "toposort")
 
 
 def build_mvs(weights: Path | None) -> torch.nn.Module:
@@ -35,8 +36,10 @@ def mvs(
     scenes: int = 4,
     exporter: str = "torchscript",
     replacements: str = ",".join(REPLACEMENTS),
+    passes: str = ",".join(SURGERY_PASSES),
 ) -> Recipe:
-    """`-p replacements=` (empty) exports the model as its authors wrote it, to see what breaks."""
+    """`-p replacements=` (empty) exports the model as its authors wrote it, to see what breaks;
+    `-p passes=...` chooses the surgery passes (comma-separated)."""
     from models.architectures.mvs import MVS_OUTPUT_NAMES
     from models.mvs_scenes import make_scenes
 
@@ -68,14 +71,7 @@ def mvs(
             opset=17 if exporter == "torchscript" else 18,
             replacements=tuple(r for r in replacements.split(",") if r),
         ),
-        surgery_passes=(
-            "fold_constants",
-            "remove_stray_if",
-            "squeeze_to_reshape",
-            "drop_identity",
-            "cleanup",
-            "toposort",
-        ),
+        surgery_passes=tuple(p for p in passes.split(",") if p),
         # depths are 2.5..6 scene units and confidences in (0, 1); the replacements are exact up to float
         # rounding, so what remains is FP32 reordering through a soft-argmin over 32 candidates
         default_tolerance=Tolerance(atol=1e-4, rtol=1e-4),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,28 +38,38 @@ COCO_CLASSES = (
 
 def build_yolov5s(weights: Path | None) -> torch.nn.Module:
     from models.architectures.yolov5 import init_yolov5_seeded, yolov5s
+    from models.weights import weighted
 
-    model = yolov5s()
-    if weights is None:
-        init_yolov5_seeded(model, SEED)
-    else:
-        from models.weights import load_weights
+    return weighted(yolov5s(), weights, lambda model: init_yolov5_seeded(model, SEED))
 
-        load_weights(model, weights)
-    return model.eval()
+
+def build_yolov5s_batch_squeezed(weights: Path | None) -> torch.nn.Module:
+    from models.architectures.yolov5 import BatchSqueezed
+
+    return BatchSqueezed(build_yolov5s(weights)).eval()
 
 
 @register_recipe
 def yolov5(
-    image_size: int = 640, batch: int = 1, opt_batch: int = 4, max_batch: int = 8, exporter: str = "dynamo"
+    image_size: int = 640,
+    batch: int = 1,
+    opt_batch: int = 4,
+    max_batch: int = 8,
+    exporter: str = "dynamo",
+    squeeze_batch: int = 0,
 ) -> Recipe:
+    """`-p squeeze_batch=1`: the batch-1 deployment variant whose output is squeezed to (25200, 85);
+    exported with a dynamic batch axis as such scripts do, deployed at batch 1 (static_dims), so the
+    TorchScript exporter's stray If is decidable and the `remove_stray_if` pass inlines it."""
     from harness.inputs import letterboxed_batches
 
     if image_size % 32:
         from harness.errors import UsageError
 
         raise UsageError(f"yolov5: image_size must be a multiple of 32 (the largest stride), got {image_size}")
-    return Recipe(
+    if squeeze_batch:
+        batch = opt_batch = max_batch = 1
+    recipe = Recipe(
         name="yolov5",
         description="YOLOv5s detector (80 classes), letterboxed photos, in-graph box decode",
         build_model=build_yolov5s,
@@ -114,4 +125,14 @@ def yolov5(
             gated_precisions=("fp32",),
             min_wh=2.0,
         ),
+    )
+    if not squeeze_batch:
+        return recipe
+    return dataclasses.replace(
+        recipe,
+        description=recipe.description + ", batch-1 deployment head (output squeezed to 25200x85)",
+        build_model=build_yolov5s_batch_squeezed,
+        export=dataclasses.replace(recipe.export, static_dims={"images": {0: 1}}),
+        surgery_passes=("fold_constants", "remove_stray_if", "squeeze_to_reshape", "cleanup", "toposort"),
+        detection=None,  # the detection post-processing expects the batched (N, 25200, 85) layout
     )

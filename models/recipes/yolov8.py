@@ -18,15 +18,9 @@ CLASS_NAMES = tuple(f"class {i}" for i in range(NUM_CLASSES))
 
 def build_yolov8n(weights: Path | None) -> torch.nn.Module:
     from models.architectures.yolov8 import init_yolov8_seeded, yolov8n
+    from models.weights import weighted
 
-    model = yolov8n(NUM_CLASSES)
-    if weights is None:
-        init_yolov8_seeded(model, SEED)
-    else:
-        from models.weights import load_weights
-
-        load_weights(model, weights)
-    return model.eval()
+    return weighted(yolov8n(NUM_CLASSES), weights, lambda model: init_yolov8_seeded(model, SEED))
 
 
 @register_recipe
