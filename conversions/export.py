@@ -33,6 +33,9 @@ class ExportResult:
     output_names: tuple[str, ...]
     replacements: tuple[str, ...]
     torch_version: str
+    # which calls each replacement rewrote, where; and requested replacements that saw no call
+    replacement_calls: tuple[dict[str, Any], ...] = ()
+    unused_replacements: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +45,8 @@ class ExportResult:
             "inputs": list(self.input_names),
             "outputs": list(self.output_names),
             "replacements": list(self.replacements),
+            "replacement_calls": list(self.replacement_calls),
+            "unused_replacements": list(self.unused_replacements),
             "torch": self.torch_version,
         }
 
@@ -150,7 +155,7 @@ def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path
     with atomic_path(out_path) as tmp:
         try:
             with (
-                _replacements_applied(recipe),
+                _replacements_applied(recipe) as applied,
                 torch.no_grad(),
                 warnings.catch_warnings(),
                 contextlib.redirect_stdout(None),
@@ -188,4 +193,6 @@ def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path
         output_names=actual_outputs,
         replacements=options.replacements,
         torch_version=torch.__version__,
+        replacement_calls=tuple(applied.to_json()["calls"]) if applied is not None else (),
+        unused_replacements=tuple(applied.unused) if applied is not None else (),
     )
