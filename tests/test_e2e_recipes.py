@@ -1,0 +1,45 @@
+"""Every classic recipe through every stage on CPU, TensorRT for RTX build included (what convert-all runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harness.errors import ExitCode
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    return {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), "CI": "true"}
+
+
+@pytest.mark.parametrize("recipe", ["mnist", "resnet50", "yolov8"])
+def test_recipe_passes_end_to_end(recipe, tmp_path, env):
+    out = tmp_path / recipe
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "convert", recipe, "--out", str(out)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert proc.returncode == ExitCode.PASSED, proc.stdout + proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    ledger = {s["name"]: s for s in results["stages"]}
+    assert ledger["build"]["status"] == "ok"
+    comparisons = ledger["compare"]["details"]["comparisons"]
+    assert comparisons and all(c["passed"] for c in comparisons)
+    if recipe in ("mnist", "resnet50"):
+        # classifiers gate on the predicted class too
+        assert all(c["argmax_agreement"] == 1.0 for c in comparisons)
+    if recipe == "yolov8":
+        detections = ledger["compare"]["details"]["detections"]
+        assert detections["passed"] and any(p["gated"] for p in detections["pairs"])
+
+    index = subprocess.run(
+        [sys.executable, "-m", "harness", "index", str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert index.returncode == 0 and recipe in (tmp_path / "index.html").read_text()
