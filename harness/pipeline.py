@@ -303,6 +303,7 @@ def run_stage(run: PipelineRun, record: StageRecord) -> None:
                 record.artifacts[artifact_key(runner.name, sample_set)] = Artifact.from_file(path)
             io = backend.io_order()
             latencies = backend.inference_seconds
+            info.update(backend.describe())
         info.update(
             executed=True,
             samples=len(run.feeds),

@@ -101,6 +101,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def io_order(self) -> IOOrder: ...
 
+    def describe(self) -> dict[str, Any]:
+        """Facts about where and how this backend ran (device, providers), recorded with its results."""
+        return {}
+
 
 _BACKENDS: dict[str, type[Backend]] = {}
 

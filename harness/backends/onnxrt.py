@@ -37,5 +37,8 @@ class OnnxRuntimeBackend(Backend):
     def deactivate_impl(self) -> None:
         del self.session
 
+    def describe(self) -> dict[str, object]:
+        return {"providers": list(self.providers)}
+
     def io_order(self) -> IOOrder:
         return self._io

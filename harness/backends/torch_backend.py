@@ -35,6 +35,9 @@ class TorchBackend(Backend):
 
         self._torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # the reference must be FP32: PyTorch lets cuDNN convolutions use TF32 on Ampere and newer
+        self._tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         self.model = self.ctx.recipe.build_model(self.ctx.weights).to(self.device).eval()
         self._returned_order: tuple[str, ...] = ()
 
@@ -48,6 +51,12 @@ class TorchBackend(Backend):
 
     def deactivate_impl(self) -> None:
         del self.model
+        self._torch.backends.cuda.matmul.allow_tf32, self._torch.backends.cudnn.allow_tf32 = self._tf32
+
+    def describe(self) -> dict[str, Any]:
+        torch = self._torch
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
+        return {"device": f"{self.device.type} ({name})", "torch": torch.__version__, "tf32": False}
 
     def io_order(self) -> IOOrder:
         return IOOrder(self.ctx.recipe.input_names, self._returned_order)
