@@ -348,6 +348,185 @@ class Fact:
     mono: bool = False
 
 
+# --- scan, replacements, precision variants, engines -------------------------------------------------
+
+# What conversions.scan writes for a finding no replacement covers.
+NO_REPLACEMENT = "no replacement known"
+_LOCATION = re.compile(r"^(?P<file>.+):(?P<line>\d+) in (?P<function>.+)$")
+
+
+@dataclass(frozen=True)
+class CallSite:
+    line: str  # "" when the location names no line
+    function: str
+    count: int
+
+
+@dataclass(frozen=True)
+class SourceSites:
+    """The call sites of one op or replacement in one source file, by line."""
+
+    file: str
+    sites: tuple[CallSite, ...]
+
+
+def source_sites(located: Sequence[tuple[str, int]]) -> tuple[SourceSites, ...]:
+    """("path:line in function", count) pairs grouped per file, so a long list of sites stays short."""
+    files: dict[str, dict[tuple[str, str], int]] = {}
+    for location, count in located:
+        match = _LOCATION.match(location)
+        file, line, function = (
+            (match["file"], match["line"], match["function"]) if match else (location, "", "")
+        )
+        sites = files.setdefault(file, {})
+        sites[line, function] = sites.get((line, function), 0) + int(count)
+    return tuple(
+        SourceSites(
+            file,
+            tuple(
+                CallSite(line, function, count)
+                for (line, function), count in sorted(sites.items(), key=lambda s: int(s[0][0] or 0))
+            ),
+        )
+        for file, sites in files.items()
+    )
+
+
+@dataclass(frozen=True)
+class FindingGroup:
+    """One problem op of the scan, with every call site where it was found."""
+
+    op: str
+    reason: str
+    replacement: str | None  # None: no replacement known
+    fixed_by_recipe: bool
+    count: int
+    sources: tuple[SourceSites, ...]
+
+
+@dataclass(frozen=True)
+class ReplacementCallGroup:
+    """The calls one replacement handled the same way during export (replaced, or kept for one reason)."""
+
+    replacement: str
+    action: str  # "replaced" or "kept original"
+    detail: str
+    count: int
+    sources: tuple[SourceSites, ...]
+
+
+@dataclass(frozen=True)
+class PrecisionVariant:
+    precision: str
+    path: str
+    library: str
+    library_version: str
+    block_list: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TensorRangeRow:
+    name: str
+    producer: str
+    max_abs: str
+    subnormal: str
+    flush: str
+    nonfinite: int
+    flags: tuple[str, ...]
+
+
+def _tensor_range_row(tensor: Mapping[str, Any]) -> TensorRangeRow:
+    producer = tensor.get("producer")
+    op_type = tensor.get("op_type")
+    return TensorRangeRow(
+        name=str(tensor["name"]),
+        producer=f"{producer} ({op_type})" if producer else "graph input or initializer",
+        max_abs=fmt.compact(tensor.get("max_abs")),
+        subnormal=fmt.percent(tensor.get("subnormal_fraction")),
+        flush=fmt.percent(tensor.get("flush_fraction")),
+        nonfinite=int(tensor.get("nonfinite") or 0),
+        flags=tuple(map(str, tensor.get("flags", ()))),
+    )
+
+
+@dataclass(frozen=True)
+class Fp16RangeView:
+    """The FP16 range check of the precision stage: which tensors FP16 cannot hold, and the block list."""
+
+    checked: str
+    thresholds: tuple[Fact, ...]
+    flagged: tuple[TensorRangeRow, ...]
+    top: tuple[TensorRangeRow, ...]
+    block_list: tuple[str, ...]  # the nodes the check says must stay FP32
+    applied: bool | None  # whether the FP16 variant keeps them in FP32; None: no FP16 variant
+
+
+def fp16_range_view(ranges: Mapping[str, Any], fp16_variant: Mapping[str, Any] | None) -> Fp16RangeView:
+    thresholds = ranges.get("thresholds", {})
+    overflow = fmt.as_float(thresholds.get("overflow_above"))
+    block_list = tuple(map(str, ranges.get("block_list", ())))
+    applied = None
+    if fp16_variant is not None:
+        applied = set(block_list) <= set(fp16_variant.get("block_list", ()))
+    return Fp16RangeView(
+        checked=(
+            f"{fmt.number(ranges.get('tensors_checked'))} tensors of {ranges.get('model', 'the FP32 model')} "
+            f"over {fmt.number(ranges.get('feeds'))} feed(s)"
+        ),
+        thresholds=(
+            Fact(
+                "overflow", f"flagged where max |x| > {fmt.MISSING if overflow is None else f'{overflow:g}'}"
+            ),
+            Fact(
+                "underflow",
+                f"flagged where more than {fmt.percent(thresholds.get('underflow_fraction'))} of the nonzero "
+                f"values are below {fmt.sci(thresholds.get('min_normal'), 2)}, FP16's smallest normal "
+                "(FP16 holds them as subnormals, with fewer significant bits)",
+            ),
+            Fact("flushed to 0", f"|x| < {fmt.sci(thresholds.get('min_subnormal'), 2)}: FP16 rounds it to 0"),
+        ),
+        flagged=tuple(_tensor_range_row(t) for t in ranges.get("flagged", ())),
+        top=tuple(_tensor_range_row(t) for t in ranges.get("top", ())),
+        block_list=block_list,
+        applied=applied,
+    )
+
+
+@dataclass(frozen=True)
+class EngineRow:
+    """One precision's TensorRT engine, or the builder's refusal of it."""
+
+    precision: str
+    built: bool
+    engine: str
+    plan_size: str
+    network_layers: str
+    build_time: str
+    reason: str | None = None
+    phase: str | None = None
+    messages: tuple[str, ...] = ()  # TensorRT's messages not already quoted in the reason
+
+
+def engine_row(precision: str, engine: Mapping[str, Any]) -> EngineRow:
+    if engine.get("built"):
+        return EngineRow(
+            precision,
+            True,
+            str(engine.get("engine", fmt.MISSING)),
+            fmt.size(engine.get("plan_size_bytes")),
+            fmt.number(engine.get("network_layers")),
+            fmt.duration(engine.get("build_seconds")),
+        )
+    reason = str(engine.get("reason") or "the builder refused it")
+    messages = tuple(str(m) for m in engine.get("messages", ()) if str(m) not in reason)
+    missing = fmt.MISSING
+    phase = engine.get("phase")
+    return EngineRow(
+        precision, False, missing, missing, missing, missing, reason, phase and str(phase), messages
+    )
+
+
 # --- detections -------------------------------------------------------------------------------------
 
 # The report draws at most this many images (failing ones first), each once per runner, to stay small.
@@ -969,6 +1148,144 @@ class ReportView:
         ]
 
     @property
+    def has_scan_section(self) -> bool:
+        """Whether the scan stage ran or the export recorded what its replacements did."""
+        export = self.details("export")
+        return self.stage("scan").get("status") != "skipped" or bool(
+            export.get("replacement_calls") or export.get("unused_replacements")
+        )
+
+    @property
+    def finding_groups(self) -> list[FindingGroup]:
+        """The scan's findings, one group per op and fix; those the recipe leaves unfixed first."""
+        groups: dict[tuple[str, str, str | None, bool], list[dict[str, Any]]] = {}
+        for finding in self.details("scan").get("findings", []):
+            replacement = finding.get("replacement")
+            key = (
+                str(finding["op"]),
+                str(finding.get("reason", "")),
+                None if replacement in (None, NO_REPLACEMENT) else str(replacement),
+                bool(finding.get("fixed_by_recipe")),
+            )
+            groups.setdefault(key, []).append(finding)
+        found = [
+            FindingGroup(
+                op,
+                reason,
+                replacement,
+                fixed,
+                sum(int(f.get("count", 1)) for f in findings),
+                source_sites([(str(f.get("location", "")), int(f.get("count", 1))) for f in findings]),
+            )
+            for (op, reason, replacement, fixed), findings in groups.items()
+        ]
+        return sorted(found, key=lambda g: g.fixed_by_recipe)
+
+    @property
+    def finding_sites(self) -> int:
+        return len(self.details("scan").get("findings", []))
+
+    @property
+    def requested_replacements(self) -> list[str]:
+        return [str(r) for r in self.details("export").get("replacements", [])]
+
+    @property
+    def replacement_call_groups(self) -> list[ReplacementCallGroup]:
+        groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for call in self.details("export").get("replacement_calls", []):
+            key = (str(call["replacement"]), str(call.get("action", "")), str(call.get("detail") or ""))
+            groups.setdefault(key, []).append(call)
+        return [
+            ReplacementCallGroup(
+                replacement,
+                action,
+                detail,
+                sum(int(c.get("count", 1)) for c in calls),
+                source_sites([(str(c.get("location", "")), int(c.get("count", 1))) for c in calls]),
+            )
+            for (replacement, action, detail), calls in groups.items()
+        ]
+
+    @property
+    def unused_replacements(self) -> list[str]:
+        return [str(r) for r in self.details("export").get("unused_replacements", [])]
+
+    @property
+    def has_precision_section(self) -> bool:
+        return self.stage("precision").get("status") != "skipped"
+
+    @property
+    def precision_variants(self) -> list[PrecisionVariant]:
+        return [
+            PrecisionVariant(
+                str(variant.get("precision", precision)),
+                str(variant.get("path", fmt.MISSING)),
+                str(variant.get("library", fmt.MISSING)),
+                str(variant.get("library_version", fmt.MISSING)),
+                tuple(map(str, variant.get("block_list", ()))),
+                tuple(map(str, variant.get("notes", ()))),
+            )
+            for precision, variant in (self.details("precision").get("variants") or {}).items()
+        ]
+
+    @property
+    def _final_op_counts(self) -> dict[str, int] | None:
+        """Node count per op type of the FP32 model the variants were made from."""
+        surgery = self.stage("surgery")
+        if surgery.get("status") in DONE and "op_counts_after" in (surgery.get("details") or {}):
+            return surgery["details"]["op_counts_after"]
+        return self.details("export").get("op_counts")
+
+    @property
+    def variant_op_columns(self) -> list[str]:
+        variants = [v.precision.upper() for v in self.precision_variants]
+        return variants if self._final_op_counts is None else ["FP32 (final)", *variants]
+
+    @property
+    def variant_op_rows(self) -> list[OpCountRow]:
+        """Node counts of the ops a variant adds or removes (all ops when the FP32 counts are unknown)."""
+        variants = (self.details("precision").get("variants") or {}).values()
+        snapshots = [v.get("op_counts", {}) for v in variants]
+        baseline = self._final_op_counts
+        if baseline is not None:
+            snapshots = [baseline, *snapshots]
+        ops = sorted({op for snapshot in snapshots for op in snapshot})
+        rows = []
+        for op in [*ops, "all nodes"]:
+            counts = tuple(
+                sum(snapshot.values()) if op == "all nodes" else int(snapshot.get(op, 0))
+                for snapshot in snapshots
+            )
+            changed = tuple(baseline is not None and i > 0 and n != counts[0] for i, n in enumerate(counts))
+            if baseline is None or any(changed) or op == "all nodes":
+                rows.append(OpCountRow(op, counts, changed))
+        return rows
+
+    @property
+    def unchanged_op_types(self) -> int:
+        """How many op types the op count table leaves out, because no variant changed their count."""
+        shown = {row.op for row in self.variant_op_rows}
+        ops = {
+            op
+            for v in (self.details("precision").get("variants") or {}).values()
+            for op in v.get("op_counts", {})
+        }
+        return len((ops | set(self._final_op_counts or {})) - shown)
+
+    @property
+    def fp16_range(self) -> Fp16RangeView | None:
+        precision = self.details("precision")
+        ranges = precision.get("fp16_range")
+        if not ranges:
+            return None
+        return fp16_range_view(ranges, (precision.get("variants") or {}).get("fp16"))
+
+    @property
+    def engine_rows(self) -> list[EngineRow]:
+        engines = self.details("build").get("engines") or {}
+        return [engine_row(precision, engine) for precision, engine in engines.items()]
+
+    @property
     def surgery_passes(self) -> list[dict[str, Any]]:
         return self.details("surgery").get("passes", [])
 
@@ -1052,6 +1369,10 @@ class ReportView:
         yield "crossmatch", "Cross-match"
         yield "backends", "Backends"
         yield "stages", "Stages"
+        if self.has_scan_section:
+            yield "scan", "Scan & replacements"
         yield "surgery", "Graph surgery"
+        if self.has_precision_section:
+            yield "precision", "Precision variants"
         yield "build", "TensorRT build"
         yield "environment", "Environment"

@@ -16,10 +16,13 @@ import numpy as np
 from harness.comparison import compare_runs, default_pairs
 from harness.crossmatch import cross_match
 from harness.heatmap import ErrorHeatmap
+from harness.pipeline import STAGES
 from harness.verdict import verdict_for
 from models.recipe import Tolerance
 
 YOLOV5_RESULTS = Path(__file__).parents[1] / "fixtures" / "results_yolov5.json"
+# Stages of real runs, trimmed by tests/fixtures/make_report_sections.py
+SECTIONS_RESULTS = Path(__file__).parents[1] / "fixtures" / "results_sections.json"
 INJECTED_NAME = "<img src=x onerror=alert(1)>"
 INJECTED_REASON = "pass crashed: <script>alert('reason')</script> & more"
 SPATIAL_OUTPUT = "depth"
@@ -34,6 +37,28 @@ DISPLAY = {"torch": "Torch", "onnxrt": "ORT", "tensorrt": "TensorRT"}
 
 def yolov5_results() -> dict[str, Any]:
     return json.loads(YOLOV5_RESULTS.read_text())
+
+
+def _with_stages(results: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """`results` with `stages` in place of those of the same name (or added), in pipeline order."""
+    by_name = {s["name"]: s for s in results["stages"]}
+    by_name.update({s["name"]: copy.deepcopy(s) for s in stages})
+    results["stages"] = [by_name[stage.name] for stage in STAGES if stage.name in by_name]
+    return results
+
+
+def precision_results() -> dict[str, Any]:
+    """The saved YOLOv5 results with the scan-to-build stages of a real `yolov5 --precision fp32 fp16 int8`
+    run: FP16 and INT8 variants, the FP16 range check (nothing flagged) and an engine per precision."""
+    sections = json.loads(SECTIONS_RESULTS.read_text())
+    return _with_stages(yolov5_results(), sections["precision_run"]["stages"])
+
+
+def scan_results() -> dict[str, Any]:
+    """The saved YOLOv5 results with the scan and export stages of a real MVS run (findings at 26 call
+    sites, every one replaced or kept by the recipe's replacements) and its skipped precision stage."""
+    sections = json.loads(SECTIONS_RESULTS.read_text())
+    return _with_stages(yolov5_results(), sections["scan_run"]["stages"])
 
 
 def _synthetic_outputs(samples: int, seed: int = 0) -> list[dict[str, dict[str, np.ndarray]]]:
@@ -150,4 +175,64 @@ def failed_build_results() -> dict[str, Any]:
         elif stage["name"] in ("run", "compare"):
             stage.update(status="skipped", reason="not run: stage 'build' failed", details={}, artifacts={})
     results["verdict"] = verdict_for(results)
+    return results
+
+
+INJECTED_TENSOR = "<script>alert('tensor')</script>"
+INJECTED_LOCATION = "models/<script>alert('site')</script>.py:12 in forward"
+INT8_REFUSAL = ["INT8 is not supported on this platform", "builder returned no engine for <int8>"]
+
+
+def _stage(results: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in results["stages"] if s["name"] == name)
+
+
+def flagged_precision_results() -> dict[str, Any]:
+    """`precision_results` where the FP16 range check flagged two tensors (one with a hostile name) and
+    put their nodes on the FP16 variant's block list, and the builder refused INT8."""
+    from conversions.precision.range_check import TensorRange
+
+    results = precision_results()
+    precision = _stage(results, "precision")["details"]
+    overflow = TensorRange(
+        INJECTED_TENSOR, "node_mul_682", "Mul", ("node_cat_15",), 1.2e5, 9600, 9600, 0, 0, 0, ("overflow",)
+    )
+    underflow = TensorRange(
+        "var_norm", "node_div_7", "Div", ("node_sqrt_8",), 3e-3, 4800, 4800, 2400, 480, 0, ("underflow",)
+    )
+    block_list = ["node_mul_682", "node_cat_15", "node_div_7", "node_sqrt_8"]
+    ranges = precision["fp16_range"]
+    ranges["flagged"] = [overflow.to_json(), underflow.to_json()]
+    ranges["top"] = [overflow.to_json(), *ranges["top"][:-1]]
+    ranges["block_list"] = block_list
+    precision["variants"]["fp16"]["block_list"] = block_list
+    build = _stage(results, "build")["details"]
+    flavor = build["flavor"]
+    # as harness.pipeline.build_stage records a later precision the builder refuses
+    build["engines"]["int8"] = {
+        "built": False,
+        "phase": "engine build",
+        "messages": INT8_REFUSAL,
+        "reason": f"INT8 not supported by {flavor['name']} {flavor['version']}: "
+        + "; ".join(INT8_REFUSAL[-3:]),
+    }
+    return results
+
+
+def unfixed_scan_results() -> dict[str, Any]:
+    """`scan_results` with a finding at a hostile location that no replacement fixes, and a requested
+    replacement that saw no call during export."""
+    results = scan_results()
+    findings = _stage(results, "scan")["details"]["findings"]
+    findings.append(
+        {
+            "op": "torch.linalg.det",
+            "reason": "exports as ONNX Det, which TensorRT's ONNX parser does not support",
+            "replacement": "no replacement known",
+            "location": INJECTED_LOCATION,
+            "count": 2,
+            "fixed_by_recipe": False,
+        }
+    )
+    _stage(results, "export")["details"]["unused_replacements"] = ["squeeze_static"]
     return results
