@@ -35,9 +35,7 @@ def _convert(session: nox.Session, recipe: str) -> None:
 
 
 for _recipe in RECIPES:
-    nox.session(name=f"convert-{_recipe}", python="3.11")(
-        lambda session, _r=_recipe: _convert(session, _r)
-    )
+    nox.session(name=f"convert-{_recipe}", python="3.11")(lambda session, _r=_recipe: _convert(session, _r))
 
 
 @nox.session(name="convert-all", python="3.11")

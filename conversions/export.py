@@ -104,7 +104,11 @@ def _dynamo_dynamic_shapes(recipe: Recipe) -> tuple[dict[int, Any], ...]:
             if dim_name not in dims:
                 bounds = recipe.shape_ranges.get(spec.name)
                 max_size = bounds.max[axis] if bounds else None
-                dims[dim_name] = torch.export.Dim(dim_name, min=1, max=max_size) if max_size else torch.export.Dim(dim_name)
+                dims[dim_name] = (
+                    torch.export.Dim(dim_name, min=1, max=max_size)
+                    if max_size
+                    else torch.export.Dim(dim_name)
+                )
             entry[axis] = dims[dim_name]
         shapes.append(entry)
     return tuple(shapes)

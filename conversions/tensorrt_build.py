@@ -97,7 +97,9 @@ def build_target_tag(flavor: TensorRTFlavor, options: BuildOptions) -> tuple[str
     return f"sm{major}{minor}-{gpu}", (f"sm{major}{minor} ({torch.cuda.get_device_name()})",)
 
 
-def engine_path_for(out_dir: Path, stem: str, flavor: TensorRTFlavor, options: BuildOptions, precision: str) -> Path:
+def engine_path_for(
+    out_dir: Path, stem: str, flavor: TensorRTFlavor, options: BuildOptions, precision: str
+) -> Path:
     target, _ = build_target_tag(flavor, options)
     return out_dir / f"{stem}.{flavor.slug}.{target}.{precision}.engine"
 
@@ -135,13 +137,14 @@ def engine_from_onnx(
     _, targets = build_target_tag(flavor, options)
     if flavor.is_rtx:
         from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
-
         from polygraphy.backend.trt import PostprocessConfig
 
         config = CreateConfigRTX(compute_capabilities=list(options.compute_capabilities), **config_kwargs)
         if precision != "tf32":
             # TensorRT for RTX enables TF32 by default; an "fp32" engine must really compute in FP32
-            config = PostprocessConfig(config, lambda builder, network, cfg: cfg.clear_flag(trt.BuilderFlag.TF32))
+            config = PostprocessConfig(
+                config, lambda builder, network, cfg: cfg.clear_flag(trt.BuilderFlag.TF32)
+            )
     else:
         from polygraphy.backend.trt import Calibrator, CreateConfig
 

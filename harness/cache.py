@@ -44,7 +44,11 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     if hasattr(value, "tobytes") and hasattr(value, "dtype"):
-        return {"dtype": str(value.dtype), "shape": list(value.shape), "sha256": hashlib.sha256(value.tobytes()).hexdigest()}
+        return {
+            "dtype": str(value.dtype),
+            "shape": list(value.shape),
+            "sha256": hashlib.sha256(value.tobytes()).hexdigest(),
+        }
     if hasattr(value, "__dataclass_fields__"):
         import dataclasses
 
@@ -90,7 +94,11 @@ class StageCache:
             return None
         for artifact in record["artifacts"].values():
             file = entry_dir / artifact["file"]
-            if not file.is_file() or file.stat().st_size != artifact["size_bytes"] or sha256_file(file) != artifact["sha256"]:
+            if (
+                not file.is_file()
+                or file.stat().st_size != artifact["size_bytes"]
+                or sha256_file(file) != artifact["sha256"]
+            ):
                 # a damaged entry is never trusted; drop it so the stage re-runs and rewrites it
                 shutil.rmtree(entry_dir, ignore_errors=True)
                 return None
@@ -107,14 +115,21 @@ class StageCache:
             artifacts[name] = Artifact(target, info["sha256"], info["size_bytes"])
         return artifacts
 
-    def store(self, stage: str, key: str, artifacts: Mapping[str, Artifact], details: Mapping[str, Any]) -> None:
+    def store(
+        self, stage: str, key: str, artifacts: Mapping[str, Artifact], details: Mapping[str, Any]
+    ) -> None:
         final = self.root / stage / key
         if final.exists():
             return
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", suffix=".partial", dir=final.parent))
         try:
-            record: dict[str, Any] = {"stage": stage, "key": key, "created_unix": time.time(), "artifacts": {}}
+            record: dict[str, Any] = {
+                "stage": stage,
+                "key": key,
+                "created_unix": time.time(),
+                "artifacts": {},
+            }
             for name, artifact in artifacts.items():
                 _link_or_copy(artifact.path, staging / artifact.path.name)
                 record["artifacts"][name] = {
@@ -142,7 +157,14 @@ class StageCache:
             except (OSError, json.JSONDecodeError):
                 continue
             size = sum(a["size_bytes"] for a in record["artifacts"].values())
-            rows.append({"stage": record["stage"], "key": record["key"], "size_bytes": size, "created_unix": record["created_unix"]})
+            rows.append(
+                {
+                    "stage": record["stage"],
+                    "key": record["key"],
+                    "size_bytes": size,
+                    "created_unix": record["created_unix"],
+                }
+            )
         return rows
 
     def clean(self, stages: Iterable[str] = ()) -> int:

@@ -16,11 +16,17 @@ DEFAULT_ARTIFACTS = Path("artifacts")
 
 def _add_tolerance_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--atol", action="append", default=[], metavar="[OUTPUT=]X",
+        "--atol",
+        action="append",
+        default=[],
+        metavar="[OUTPUT=]X",
         help="absolute tolerance for every output, or OUTPUT=X for one; repeatable; overrides the recipe",
     )
     parser.add_argument(
-        "--rtol", action="append", default=[], metavar="[OUTPUT=]X",
+        "--rtol",
+        action="append",
+        default=[],
+        metavar="[OUTPUT=]X",
         help="relative tolerance for every output, or OUTPUT=X for one; repeatable; overrides the recipe",
     )
 
@@ -31,24 +37,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = sub.add_parser("convert", help="run a recipe through every stage and gate on accuracy")
     convert.add_argument("recipe")
-    convert.add_argument("--weights", type=Path, help="state_dict file (.pt/.pth/.safetensors); default: seeded init")
-    convert.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                         help="recipe parameter, e.g. -p image_size=320")
+    convert.add_argument(
+        "--weights", type=Path, help="state_dict file (.pt/.pth/.safetensors); default: seeded init"
+    )
+    convert.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe parameter, e.g. -p image_size=320",
+    )
     convert.add_argument("--out", type=Path, default=None, help="run directory (default: artifacts/<recipe>)")
     convert.add_argument("--backends", nargs="+", default=None, help="backends to run (default: all)")
-    convert.add_argument("--no-cache", action="store_true", help="re-run every stage; do not read or write the cache")
     convert.add_argument(
-        "--precision", nargs="+", choices=PRECISIONS, default=None,
+        "--no-cache", action="store_true", help="re-run every stage; do not read or write the cache"
+    )
+    convert.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=None,
         help="precisions to build and compare, one column each (default: the recipe's, usually fp32)",
     )
     convert.add_argument(
-        "--no-fp16-block-list", action="store_true",
+        "--no-fp16-block-list",
+        action="store_true",
         help="convert every node to FP16, even those whose FP32 values overflow or underflow FP16",
     )
     _add_tolerance_flags(convert)
 
-    compare = sub.add_parser("compare", help="re-run comparison and report from saved outputs, no model is run")
-    compare.add_argument("run_dir", type=Path, help="a run directory holding results.json, e.g. artifacts/yolov5")
+    compare = sub.add_parser(
+        "compare", help="re-run comparison and report from saved outputs, no model is run"
+    )
+    compare.add_argument(
+        "run_dir", type=Path, help="a run directory holding results.json, e.g. artifacts/yolov5"
+    )
     _add_tolerance_flags(compare)
 
     scan = sub.add_parser("scan", help="list ops the exporter or TensorRT will reject, with their fixes")
@@ -57,9 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list the recipes")
 
-    cache = sub.add_parser("cache", help="list or clean the stage cache (HARNESS_CACHE_DIR, default .harness/cache)")
+    cache = sub.add_parser(
+        "cache", help="list or clean the stage cache (HARNESS_CACHE_DIR, default .harness/cache)"
+    )
     cache.add_argument("action", choices=("list", "clean"))
-    cache.add_argument("--stage", action="append", default=[], help="clean only this stage's entries; repeatable")
+    cache.add_argument(
+        "--stage", action="append", default=[], help="clean only this stage's entries; repeatable"
+    )
 
     index = sub.add_parser("index", help="write the index page over all runs in an artifacts folder")
     index.add_argument("artifacts", type=Path, nargs="?", default=DEFAULT_ARTIFACTS)
@@ -77,7 +105,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     overrides = ToleranceOverrides.parse(args.atol, args.rtol)
     unknown = overrides.unknown_outputs(recipe.output_names)
     if unknown:
-        raise UsageError(f"tolerance given for unknown output(s) {unknown}; recipe outputs: {list(recipe.output_names)}")
+        raise UsageError(
+            f"tolerance given for unknown output(s) {unknown}; recipe outputs: {list(recipe.output_names)}"
+        )
     if args.weights is not None:
         _check_weights(recipe, args.weights)
     out_dir = args.out or DEFAULT_ARTIFACTS / recipe.name
@@ -185,7 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception:
         traceback.print_exc()
-        print("harness: internal error (a bug in the harness, not a verdict on the model); please report the traceback above", file=sys.stderr)
+        print(
+            "harness: internal error (a bug in the harness, not a verdict on the model); please report the traceback above",
+            file=sys.stderr,
+        )
         return int(ExitCode.INTERNAL_ERROR)
 
 

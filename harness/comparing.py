@@ -43,7 +43,10 @@ def iterate_saved_outputs(paths: Mapping[str, Path]) -> Iterator[dict[str, dict[
             if step is None:
                 return
             ((_, iterations),) = step.items()
-            sample[name] = {output: array.load() if hasattr(array, "load") else array for output, array in iterations[0].items()}
+            sample[name] = {
+                output: array.load() if hasattr(array, "load") else array
+                for output, array in iterations[0].items()
+            }
         yield sample
 
 
@@ -83,7 +86,9 @@ def compare_saved_outputs(
     result: dict[str, Any] = report.to_json()
     if with_crossmatch:
         result["crossmatch"] = [
-            cross_match(first_samples[0][ref], first_samples[0][cand], ref_backend=ref, cand_backend=cand).to_json()
+            cross_match(
+                first_samples[0][ref], first_samples[0][cand], ref_backend=ref, cand_backend=cand
+            ).to_json()
             for ref, cand in pairs
         ]
     result["heatmaps"] = {}
@@ -106,7 +111,11 @@ def comparison_groups(run_details: Mapping[str, Any]) -> list[dict[str, Any]]:
     groups = []
     sample_sets = run_details.get("sample_sets", {SAMPLES: {}})
     for sample_set in sample_sets:
-        fp32 = [n for n, i in runners.items() if i["precision"] == "fp32" and sample_set in i.get("sample_sets", [SAMPLES])]
+        fp32 = [
+            n
+            for n, i in runners.items()
+            if i["precision"] == "fp32" and sample_set in i.get("sample_sets", [SAMPLES])
+        ]
         if len(fp32) >= 2:
             groups.append({"sample_set": sample_set, "precision": "fp32", "pairs": default_pairs(fp32)})
     precisions = sorted({i["precision"] for i in runners.values()} - {"fp32"})
@@ -135,7 +144,13 @@ def compare_run_outputs(
         from harness.ledger import StageSkipped
 
         raise StageSkipped(f"fewer than two backends executed ({', '.join(executed) or 'none'})")
-    details: dict[str, Any] = {"comparisons": [], "missing": [], "crossmatch": [], "heatmaps": {}, "groups": []}
+    details: dict[str, Any] = {
+        "comparisons": [],
+        "missing": [],
+        "crossmatch": [],
+        "heatmaps": {},
+        "groups": [],
+    }
     for group in groups:
         sample_set, precision = group["sample_set"], group["precision"]
         runners = sorted({r for pair in group["pairs"] for r in pair})
@@ -154,12 +169,16 @@ def compare_run_outputs(
         tags = {"sample_set": sample_set, "precision": precision}
         details["comparisons"] += [{**c, **tags} for c in result["comparisons"]]
         details["missing"] += [{**m, **tags} for m in result["missing"]]
-        details["groups"].append({**tags, "pairs": [list(p) for p in group["pairs"]], "samples": result["samples"]})
+        details["groups"].append(
+            {**tags, "pairs": [list(p) for p in group["pairs"]], "samples": result["samples"]}
+        )
         if primary:
             details["crossmatch"] = result["crossmatch"]
             details["heatmaps"] = result["heatmaps"]
     details["passed"] = all(c["passed"] for c in details["comparisons"]) and not details["missing"]
-    details["tolerances"] = {c["output"]: c["tolerance"] for c in details["comparisons"] if c["precision"] == "fp32"}
+    details["tolerances"] = {
+        c["output"]: c["tolerance"] for c in details["comparisons"] if c["precision"] == "fp32"
+    }
     from harness.detections import compare_run_detections
 
     details["detections"] = compare_run_detections(recipe_json, run_details, paths)
@@ -173,14 +192,18 @@ def recompare_run(run_dir: Path, overrides: ToleranceOverrides) -> dict[str, Any
 
     results_path = run_dir / "results.json"
     if not results_path.is_file():
-        raise UsageError(f"{results_path} not found: run `harness convert <recipe>` first, or pass a run directory")
+        raise UsageError(
+            f"{results_path} not found: run `harness convert <recipe>` first, or pass a run directory"
+        )
     try:
         results = json.loads(results_path.read_text())
     except json.JSONDecodeError as e:
         raise UsageError(f"{results_path} is not valid JSON ({e}); re-run `harness convert`") from e
     unknown = overrides.unknown_outputs(results["recipe"]["output_names"])
     if unknown:
-        raise UsageError(f"tolerance given for unknown output(s) {unknown}; outputs: {results['recipe']['output_names']}")
+        raise UsageError(
+            f"tolerance given for unknown output(s) {unknown}; outputs: {results['recipe']['output_names']}"
+        )
     stages = {s["name"]: s for s in results["stages"]}
     run_stage, compare = stages.get("run", {}), stages.get("compare")
     if compare is None or run_stage.get("status") not in ("ok", "cached"):
@@ -190,7 +213,9 @@ def recompare_run(run_dir: Path, overrides: ToleranceOverrides) -> dict[str, Any
     paths = {}
     for key, recorded in run_stage["artifacts"].items():
         if key.startswith("outputs_"):
-            paths[key] = Artifact(run_dir / recorded["path"], recorded["sha256"], recorded["size_bytes"]).verified()
+            paths[key] = Artifact(
+                run_dir / recorded["path"], recorded["sha256"], recorded["size_bytes"]
+            ).verified()
     from harness.ledger import StageSkipped
 
     try:

@@ -48,8 +48,10 @@ def letterbox(rgb: np.ndarray, size: int) -> LetterboxedImage:
     dw, dh = (size - new_w) / 2, (size - new_h) / 2
     top, left = round(dh - 0.1), round(dw - 0.1)
     canvas = np.full((size, size, 3), LETTERBOX_FILL, dtype=np.uint8)
-    resized = rgb if (new_w, new_h) == (w, h) else np.asarray(
-        Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.BILINEAR)
+    resized = (
+        rgb
+        if (new_w, new_h) == (w, h)
+        else np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.BILINEAR))
     )
     canvas[top : top + new_h, left : left + new_w] = resized
     chw = np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
@@ -77,9 +79,13 @@ def center_cropped_batches(
     for photo in sample_photos():
         image = Image.fromarray(photo.rgb)
         scale = resize_to / min(image.size)
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
+        image = image.resize(
+            (round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR
+        )
         left, top = (image.width - size) // 2, (image.height - size) // 2
-        rgb = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / np.float32(255.0)
+        rgb = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / np.float32(
+            255.0
+        )
         normalized = (rgb - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
         crops.append(np.ascontiguousarray(normalized.transpose(2, 0, 1)))
     count = -(-len(crops) // batch) * batch

@@ -209,7 +209,12 @@ def build_stage(run: PipelineRun, record: StageRecord) -> None:
         source = onnx_for(run, precision) if flavor.strongly_typed else final_onnx(run)
         try:
             result = engine_from_onnx(
-                source.verified(), run.out_dir, run.recipe.build, run.recipe.shape_ranges, precision, run.feeds
+                source.verified(),
+                run.out_dir,
+                run.recipe.build,
+                run.recipe.shape_ranges,
+                precision,
+                run.feeds,
             )
         except TensorRTBuildFailed as e:
             refusal = {"built": False, "phase": e.phase, "messages": e.messages}
@@ -284,7 +289,11 @@ def run_stage(run: PipelineRun, record: StageRecord) -> None:
             engine_path=engine.verified() if engine else None,
             engine_targets=targets,
         )
-        info: dict[str, Any] = {"display_name": display_name(runner.name), "backend": runner.backend, "precision": runner.precision}
+        info: dict[str, Any] = {
+            "display_name": display_name(runner.name),
+            "backend": runner.backend,
+            "precision": runner.precision,
+        }
         runners[runner.name] = info
         reason = cls.unavailable_reason(ctx)
         if reason is not None:
@@ -323,7 +332,9 @@ def compare_stage(run: PipelineRun, record: StageRecord) -> None:
     from harness.comparing import compare_run_outputs
 
     run_details = run.details("run")
-    paths = {key: artifact.verified() for key, artifact in run.artifacts.items() if key.startswith("outputs_")}
+    paths = {
+        key: artifact.verified() for key, artifact in run.artifacts.items() if key.startswith("outputs_")
+    }
     recipe_json = recipe_to_json(run.recipe, run.config.weights)
     record.details.update(compare_run_outputs(recipe_json, run_details, paths, run.config.overrides))
     if images := (record.details.get("detections") or {}).get("images_file"):
@@ -341,7 +352,14 @@ def _versions(*distributions: str) -> dict[str, str | None]:
 
 
 # what judges outputs (tolerances, detection criteria) is left out: changing it re-runs compare only
-_JUDGING_FIELDS = ("default_tolerance", "tolerances", "precision_tolerances", "detection", "class_axes", "spatial_axes")
+_JUDGING_FIELDS = (
+    "default_tolerance",
+    "tolerances",
+    "precision_tolerances",
+    "detection",
+    "class_axes",
+    "spatial_axes",
+)
 
 
 def _recipe_fingerprint(run: PipelineRun) -> dict[str, Any]:
@@ -372,7 +390,10 @@ def export_key(run: PipelineRun) -> dict[str, Any]:
 
 
 def scan_key(run: PipelineRun) -> dict[str, Any]:
-    return {**export_key(run), "code": source_hash("conversions/scan.py", "conversions/replacements", "models")}
+    return {
+        **export_key(run),
+        "code": source_hash("conversions/scan.py", "conversions/replacements", "models"),
+    }
 
 
 def surgery_key(run: PipelineRun) -> dict[str, Any]:
@@ -428,7 +449,9 @@ def run_key(run: PipelineRun) -> dict[str, Any]:
         "backends": run.config.backends,
         "gpus": [d.name for d in cuda_devices()],
         "code": source_hash("models", "harness/backends", "harness/gpu.py"),
-        "versions": _versions("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-rtx", "polygraphy"),
+        "versions": _versions(
+            "torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-rtx", "polygraphy"
+        ),
     }
 
 
@@ -438,8 +461,12 @@ def compare_key(run: PipelineRun) -> dict[str, Any]:
         "recipe": recipe_to_json(run.recipe, None),
         "overrides": run.config.overrides.to_json(),
         "code": source_hash(
-            "harness/comparison.py", "harness/crossmatch.py", "harness/comparing.py", "harness/heatmap.py",
-            "harness/detections.py", "models/detection.py",
+            "harness/comparison.py",
+            "harness/crossmatch.py",
+            "harness/comparing.py",
+            "harness/heatmap.py",
+            "harness/detections.py",
+            "models/detection.py",
         ),
     }
 

@@ -55,4 +55,8 @@ class StageProgress:
                 highlight=False,
             )
         elif not is_ci() or record.status == "failed":
-            print(f"[{stage.name}] {record.status} {record.duration_s:.1f}s{reason}", file=self.stream, flush=True)
+            print(
+                f"[{stage.name}] {record.status} {record.duration_s:.1f}s{reason}",
+                file=self.stream,
+                flush=True,
+            )

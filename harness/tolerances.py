@@ -56,7 +56,9 @@ def _parse_values(flag: str, values: Sequence[str]) -> tuple[float | None, dict[
         try:
             value = float(number)
         except ValueError:
-            raise UsageError(f"{flag} {raw!r}: expected a number or OUTPUT=NUMBER (e.g. {flag} output0=1e-3)") from None
+            raise UsageError(
+                f"{flag} {raw!r}: expected a number or OUTPUT=NUMBER (e.g. {flag} output0=1e-3)"
+            ) from None
         if not math.isfinite(value) or value < 0:
             raise UsageError(f"{flag} {raw!r}: a tolerance must be a finite number >= 0")
         if sep:

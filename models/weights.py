@@ -38,7 +38,9 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(state_dict, strict=True)
 
 
-def weighted(model: torch.nn.Module, weights: Path | None, seeded_init: Callable[[torch.nn.Module], Any]) -> torch.nn.Module:
+def weighted(
+    model: torch.nn.Module, weights: Path | None, seeded_init: Callable[[torch.nn.Module], Any]
+) -> torch.nn.Module:
     """`model` with the user's weights file when given, else its seeded deterministic init; in eval mode."""
     if weights is None:
         seeded_init(model)

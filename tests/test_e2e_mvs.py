@@ -23,7 +23,9 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 def harness(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=900, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=900, env=env
+    )
 
 
 def stages(run_dir: Path) -> dict[str, dict]:
@@ -39,7 +41,9 @@ def test_with_the_recipe_replacements_mvs_exports_builds_and_every_output_passes
     assert proc.returncode == ExitCode.PASSED, proc.stdout + proc.stderr
     ledger = stages(tmp_path)
     assert ledger["build"]["status"] == "ok" and ledger["build"]["details"]["network_layers"] > 0
-    compared = {c["output"] for c in ledger["compare"]["details"]["comparisons"] if c["cand_backend"] == "onnxrt"}
+    compared = {
+        c["output"] for c in ledger["compare"]["details"]["comparisons"] if c["cand_backend"] == "onnxrt"
+    }
     assert compared == set(ledger["export"]["details"]["outputs"]) and len(compared) == 9
     assert not op_types(tmp_path / "model.final.onnx") & {"GridSample", "Einsum", "Pad", "If", "Inverse"}
     calls = ledger["export"]["details"]["replacement_calls"]
@@ -64,7 +68,9 @@ def test_without_squeeze_replacement_the_stray_ifs_are_inlined_by_the_surgery_pa
     proc = harness("convert", "mvs", "-p", f"replacements={without_squeeze}", "--out", str(tmp_path), env=env)
     assert proc.returncode == ExitCode.PASSED, proc.stdout + proc.stderr
     ledger = stages(tmp_path)
-    assert ledger["export"]["details"]["op_counts"].get("If", 0) > 0, "the TorchScript exporter emits stray Ifs"
+    assert ledger["export"]["details"]["op_counts"].get("If", 0) > 0, (
+        "the TorchScript exporter emits stray Ifs"
+    )
     stray_if = next(p for p in ledger["surgery"]["details"]["passes"] if p["name"] == "remove_stray_if")
     assert stray_if["modified"] and "If" not in stray_if["op_counts_after"]
     assert "If" not in op_types(tmp_path / "model.final.onnx")
@@ -94,4 +100,7 @@ def test_scan_lists_every_problem_op_of_mvs_with_its_fix(env):
         ("squeeze", "squeeze_static"),
         ("interpolate(size=...)", "interpolate_size"),
     ]:
-        assert any(op in line and f"replacement '{fix}'" in line for line in proc.stdout.splitlines()), (op, proc.stdout)
+        assert any(op in line and f"replacement '{fix}'" in line for line in proc.stdout.splitlines()), (
+            op,
+            proc.stdout,
+        )

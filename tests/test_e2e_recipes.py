@@ -24,7 +24,10 @@ def test_recipe_passes_end_to_end(recipe, tmp_path, env):
     out = tmp_path / recipe
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "convert", recipe, "--out", str(out)],
-        capture_output=True, text=True, timeout=900, env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     assert proc.returncode == ExitCode.PASSED, proc.stdout + proc.stderr
     results = json.loads((out / "results.json").read_text())

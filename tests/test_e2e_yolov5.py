@@ -46,15 +46,23 @@ def stage(results: dict, name: str) -> dict:
 def test_every_stage_ran_and_wrote_its_artifacts(run_dir):
     results = json.loads((run_dir / "results.json").read_text())
     assert [(s["name"], s["status"]) for s in results["stages"]] == [
-        ("scan", "ok"), ("export", "ok"), ("surgery", "ok"), ("precision", "skipped"), ("build", "ok"),
-        ("run", "ok"), ("compare", "ok"),
+        ("scan", "ok"),
+        ("export", "ok"),
+        ("surgery", "ok"),
+        ("precision", "skipped"),
+        ("build", "ok"),
+        ("run", "ok"),
+        ("compare", "ok"),
     ]
     for s in results["stages"]:
         for artifact in s["artifacts"].values():
             assert (run_dir / artifact["path"]).stat().st_size == artifact["size_bytes"]
     assert (run_dir / "report.html").is_file()
     assert results["verdict"] == {
-        "passed": True, "exit_code": 0, "status": "PASSED", "summary": results["verdict"]["summary"],
+        "passed": True,
+        "exit_code": 0,
+        "status": "PASSED",
+        "summary": results["verdict"]["summary"],
     }
 
 
@@ -94,7 +102,10 @@ def test_tensorrt_built_but_not_executed_without_a_gpu(run_dir):
     assert build["flavor"]["version"] in engine.name
     tensorrt = stage(results, "run")["details"]["backends"]["tensorrt"]
     assert tensorrt["executed"] is False and tensorrt["reason"]
-    compared = {(c["ref_backend"], c["cand_backend"], c["output"]) for c in stage(results, "compare")["details"]["comparisons"]}
+    compared = {
+        (c["ref_backend"], c["cand_backend"], c["output"])
+        for c in stage(results, "compare")["details"]["comparisons"]
+    }
     assert compared == {("torch", "onnxrt", "output0")}, "no TensorRT number that was not measured"
     assert "tensorrt" not in json.dumps(stage(results, "compare")["details"]["comparisons"])
     html = (run_dir / "report.html").read_text()
@@ -107,8 +118,13 @@ def test_same_run_with_zero_tolerance_fails_and_reruns_only_compare(run_dir, cac
     results = json.loads((run_dir / "results.json").read_text())
     statuses = {s["name"]: s["status"] for s in results["stages"]}
     assert statuses == {
-        "scan": "cached", "export": "cached", "surgery": "cached", "precision": "skipped",
-        "build": "cached", "run": "cached", "compare": "ok",
+        "scan": "cached",
+        "export": "cached",
+        "surgery": "cached",
+        "precision": "skipped",
+        "build": "cached",
+        "run": "cached",
+        "compare": "ok",
     }
     assert results["verdict"]["passed"] is False
 
@@ -181,7 +197,10 @@ def test_reduced_precisions_are_built_and_measured_on_ort_against_torch_fp32(run
         for c in stage(results, "compare")["details"]["comparisons"]
         if c["sample_set"] == "samples" and c["ref_backend"] == "torch"
     }
-    assert by_precision["fp16"]["cand_backend"] == "onnxrt-fp16" and by_precision["int8"]["cand_backend"] == "onnxrt-int8"
+    assert (
+        by_precision["fp16"]["cand_backend"] == "onnxrt-fp16"
+        and by_precision["int8"]["cand_backend"] == "onnxrt-int8"
+    )
     assert by_precision["fp32"]["rmse"] < by_precision["fp16"]["rmse"] < by_precision["int8"]["rmse"]
     assert all(c["passed"] for c in by_precision.values())
     html = (out / "report.html").read_text()
@@ -192,13 +211,24 @@ def test_polygraphy_reproduces_the_torch_vs_ort_comparison_from_saved_files(run_
     polygraphy = Path(sys.executable).with_name("polygraphy")
     env = {**cache_env, "POLYGRAPHY_USE_TENSORRT_RTX": "0"}
     args = [
-        str(polygraphy), "run", str(run_dir / "model.final.onnx"), "--onnxrt",
-        "--load-inputs", str(run_dir / "inputs.json"), "--load-outputs", str(run_dir / "torch_outputs.json"),
-        "--atol", "1e-3", "--rtol", "3e-3",
+        str(polygraphy),
+        "run",
+        str(run_dir / "model.final.onnx"),
+        "--onnxrt",
+        "--load-inputs",
+        str(run_dir / "inputs.json"),
+        "--load-outputs",
+        str(run_dir / "torch_outputs.json"),
+        "--atol",
+        "1e-3",
+        "--rtol",
+        "3e-3",
     ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "PASSED" in proc.stdout
     # and it really compares: with zero tolerance Polygraphy fails too
-    strict = subprocess.run([*args[:-4], "--atol", "0", "--rtol", "0"], capture_output=True, text=True, timeout=600, env=env)
+    strict = subprocess.run(
+        [*args[:-4], "--atol", "0", "--rtol", "0"], capture_output=True, text=True, timeout=600, env=env
+    )
     assert strict.returncode != 0

@@ -95,7 +95,7 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def infer_impl(self, feed: Feed) -> dict[str, np.ndarray]: ...
 
-    def deactivate_impl(self) -> None:
+    def deactivate_impl(self) -> None:  # noqa: B027 - optional hook, most backends have nothing to release
         """Release resources; default: nothing to release."""
 
     @abc.abstractmethod
@@ -134,4 +134,3 @@ def display_name(name: str) -> str:
     if cls is None:
         return name
     return cls.display_name + (f" {precision.upper()}" if precision else "")
-

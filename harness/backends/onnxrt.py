@@ -32,7 +32,7 @@ class OnnxRuntimeBackend(Backend):
 
     def infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
         values = self.session.run(self._output_names, feed)
-        return dict(zip(self._output_names, values))
+        return dict(zip(self._output_names, values, strict=True))
 
     def deactivate_impl(self) -> None:
         del self.session

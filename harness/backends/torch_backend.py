@@ -21,7 +21,7 @@ def outputs_by_name(out: Any, output_names: tuple[str, ...]) -> dict[str, Any]:
         raise HarnessError(
             f"the model returned {len(items)} outputs but the recipe names {len(output_names)}: {list(output_names)}"
         )
-    return dict(zip(output_names, items))
+    return dict(zip(output_names, items, strict=True))
 
 
 @register_backend

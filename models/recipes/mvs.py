@@ -17,7 +17,14 @@ if TYPE_CHECKING:
 
 SEED = 0
 REPLACEMENTS = ("inverse", "grid_sample", "einsum", "einops", "pad", "interpolate_size", "squeeze_static")
-SURGERY_PASSES = ("fold_constants", "remove_stray_if", "squeeze_to_reshape", "drop_identity", "cleanup", "toposort")
+SURGERY_PASSES = (
+    "fold_constants",
+    "remove_stray_if",
+    "squeeze_to_reshape",
+    "drop_identity",
+    "cleanup",
+    "toposort",
+)
 
 
 def build_mvs(weights: Path | None) -> torch.nn.Module:
@@ -48,7 +55,9 @@ def mvs(
     def sample_inputs() -> list[dict]:
         return [
             {name: scene[name] for name in input_names}
-            for scene in make_scenes(scenes, seed=SEED, n_views=views, height=height, width=width, n_depths=depths)
+            for scene in make_scenes(
+                scenes, seed=SEED, n_views=views, height=height, width=width, n_depths=depths
+            )
         ]
 
     shapes = {

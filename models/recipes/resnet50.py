@@ -37,7 +37,9 @@ def resnet50(image_size: int = 224, batch: int = 1, max_batch: int = 8) -> Recip
         output_names=("logits",),
         shape_ranges={
             "images": ShapeRange(
-                (1, 3, image_size, image_size), (batch, 3, image_size, image_size), (max_batch, 3, image_size, image_size)
+                (1, 3, image_size, image_size),
+                (batch, 3, image_size, image_size),
+                (max_batch, 3, image_size, image_size),
             )
         },
         # 53 convolutions in FP32: reordered sums move logits (spread ~2) by ~1e-5; top-1 must not change

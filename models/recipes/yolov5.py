@@ -66,7 +66,9 @@ def yolov5(
     if image_size % 32:
         from harness.errors import UsageError
 
-        raise UsageError(f"yolov5: image_size must be a multiple of 32 (the largest stride), got {image_size}")
+        raise UsageError(
+            f"yolov5: image_size must be a multiple of 32 (the largest stride), got {image_size}"
+        )
     if squeeze_batch:
         batch = opt_batch = max_batch = 1
     recipe = Recipe(

@@ -36,7 +36,9 @@ def yolov8(image_size: int = 640, batch: int = 1, max_batch: int = 8) -> Recipe:
         output_names=("output0",),
         shape_ranges={
             "images": ShapeRange(
-                (1, 3, image_size, image_size), (batch, 3, image_size, image_size), (max_batch, 3, image_size, image_size)
+                (1, 3, image_size, image_size),
+                (batch, 3, image_size, image_size),
+                (max_batch, 3, image_size, image_size),
             )
         },
         # rows 0-3 are box xywh in pixels, rows 4-15 sigmoid class scores: same reasoning as yolov5

@@ -37,10 +37,15 @@ def base(tmp_path):
 
 
 def keys(base, recipe=None, **config) -> dict[str, str]:
-    run = PipelineRun(RunConfig(recipe or make_recipe(), base["onnx"].parent, weights=base["weights"], **config))
+    run = PipelineRun(
+        RunConfig(recipe or make_recipe(), base["onnx"].parent, weights=base["weights"], **config)
+    )
     run.artifacts["onnx"] = Artifact.from_file(base["onnx"])
     stages = {s.name: s for s in pipeline.STAGES}
-    return {name: stable_hash(stages[name].cache_key(run)) for name in ("export", "surgery", "build", "run", "compare")}
+    return {
+        name: stable_hash(stages[name].cache_key(run))
+        for name in ("export", "surgery", "build", "run", "compare")
+    }
 
 
 def test_keys_are_stable_when_nothing_changes(base):
@@ -74,7 +79,9 @@ def _change_tolerance(base, monkeypatch):
 
 def _change_pass_code(base, monkeypatch):
     real = pipeline.source_hash
-    monkeypatch.setattr(pipeline, "source_hash", lambda *p: real(*p) + ("x" if "conversions/onnx_passes" in p else ""))
+    monkeypatch.setattr(
+        pipeline, "source_hash", lambda *p: real(*p) + ("x" if "conversions/onnx_passes" in p else "")
+    )
 
 
 def _change_library_version(name):
@@ -92,7 +99,8 @@ def _change_tensorrt_flavor(base, monkeypatch):
     from conversions.tensorrt_flavor import TensorRTFlavor
 
     monkeypatch.setattr(
-        "conversions.tensorrt_flavor.select_flavor", lambda: TensorRTFlavor("tensorrt_rtx", "TensorRT for RTX", "9.9")
+        "conversions.tensorrt_flavor.select_flavor",
+        lambda: TensorRTFlavor("tensorrt_rtx", "TensorRT for RTX", "9.9"),
     )
 
 
@@ -117,7 +125,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("change", "affected"), CASES, ids=[c[0].__name__.removeprefix("_change_") for c in CASES])
+@pytest.mark.parametrize(
+    ("change", "affected"), CASES, ids=[c[0].__name__.removeprefix("_change_") for c in CASES]
+)
 def test_a_change_alters_exactly_the_keys_of_the_stages_it_feeds(base, monkeypatch, change, affected):
     before = keys(base)
     changed_config = change(base, monkeypatch) or {}

@@ -8,7 +8,9 @@ from harness.errors import ExitCode
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_unknown_recipe_exits_2_with_one_line_naming_it():
@@ -22,7 +24,9 @@ def test_unknown_recipe_exits_2_with_one_line_naming_it():
 def test_corrupt_weights_file_exits_2_with_one_line_naming_it(tmp_path):
     weights = tmp_path / "yolov5s_state_dict.pt"
     weights.write_bytes(b"\x00not a checkpoint" * 10)
-    proc = run_cli("convert", "yolov5", "-p", "image_size=64", "--weights", str(weights), "--out", str(tmp_path / "run"))
+    proc = run_cli(
+        "convert", "yolov5", "-p", "image_size=64", "--weights", str(weights), "--out", str(tmp_path / "run")
+    )
     assert proc.returncode == ExitCode.USAGE_ERROR
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

@@ -9,7 +9,11 @@ def results(stages=None, comparisons=(), crossmatch=(), missing=()):
         "name": "compare",
         "status": "ok",
         "reason": None,
-        "details": {"comparisons": list(comparisons), "crossmatch": list(crossmatch), "missing": list(missing)},
+        "details": {
+            "comparisons": list(comparisons),
+            "crossmatch": list(crossmatch),
+            "missing": list(missing),
+        },
     }
     return {"stages": stages or [{"name": "export", "status": "ok", "reason": None}, compare]}
 
@@ -50,7 +54,9 @@ def test_failed_stage_wins_and_names_the_stage():
 
 
 def test_nothing_compared_is_not_a_pass():
-    stages = [{"name": "compare", "status": "skipped", "reason": "fewer than two backends executed", "details": {}}]
+    stages = [
+        {"name": "compare", "status": "skipped", "reason": "fewer than two backends executed", "details": {}}
+    ]
     verdict = verdict_for(results(stages=stages))
     assert not verdict["passed"]
     assert "fewer than two backends" in verdict["summary"]
