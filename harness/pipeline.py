@@ -1,4 +1,4 @@
-"""recipe -> export -> surgery -> build -> run -> compare -> report, in that fixed order.
+"""recipe -> scan -> export -> surgery -> precision -> build -> run -> compare -> report, in that order.
 
 Stages hand each other files (artifacts with hashes), never live objects, and each writes one ledger
 entry. The first failure stops the run, but the report is always written.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from harness.cache import StageCache, file_hash, source_hash, stable_hash
 from harness.errors import ExitCode, HarnessError
 from harness.ledger import StageFailed, StageRecord, StageSkipped
 from harness.tolerances import ToleranceOverrides
-from models.recipe import Feed, Recipe
+from models.recipe import PRECISIONS, Feed, Recipe
 
 RESULTS_SCHEMA = "trt-harness/results"
 RESULTS_SCHEMA_VERSION = 1
@@ -66,8 +67,6 @@ class PipelineRun:
 
     @property
     def precisions(self) -> tuple[str, ...]:
-        from models.recipe import PRECISIONS
-
         wanted = set(self.config.precisions or self.recipe.precisions)
         return tuple(p for p in PRECISIONS if p in wanted)
 
@@ -528,6 +527,13 @@ def run_pipeline(config: RunConfig, progress: Any | None = None) -> dict[str, An
             if e.exit_code == ExitCode.USAGE_ERROR:
                 raise
             record.status, record.reason = "failed", str(e)
+            failed = stage.name
+        except Exception as e:
+            # a library failing in a way no stage anticipated: still a failed stage with a written report,
+            # the traceback kept in the ledger for the bug report
+            record.status = "failed"
+            record.reason = f"unexpected {type(e).__name__} in stage '{stage.name}': {e}"
+            record.details["traceback"] = traceback.format_exc(limit=20)
             failed = stage.name
         finally:
             record.duration_s = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""The classic deployment bug: outputs labelled by position in the wrong order. It must fail the gate."""
+"""Pipeline behaviour on small models: the ordering-mismatch gate, and failures written as data."""
 
 from __future__ import annotations
 
@@ -55,3 +55,18 @@ def test_swapped_output_names_fail_the_gate_with_the_mismatch_code(tmp_path, out
     if exit_code == ExitCode.ORDERING_MISMATCH:
         assert "ordering mismatch: ORT 'depth' matches Torch 'depth_min'" in verdict["summary"]
         assert "ordering mismatch" in (tmp_path / "report.html").read_text()
+
+
+def test_an_unexpected_error_in_a_stage_is_a_failed_stage_and_the_report_is_still_written(tmp_path):
+    broken = recipe(("depth", "depth_min"))
+
+    def no_samples():
+        raise ValueError("sample loader crashed")
+
+    import dataclasses
+
+    results = run_pipeline(RunConfig(dataclasses.replace(broken, sample_inputs=no_samples), tmp_path))
+    failed = [s for s in results["stages"] if s["status"] == "failed"]
+    assert failed and "ValueError" in failed[0]["reason"] and "sample loader crashed" in failed[0]["reason"]
+    assert results["verdict"]["exit_code"] == ExitCode.STAGE_FAILED
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "results.json").is_file()
