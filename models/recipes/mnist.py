@@ -39,5 +39,9 @@ def mnist(digits: int = 20, batch: int = 10) -> Recipe:
         # what a classifier user checks is the predicted digit; logits of a 4-layer FP32 net differ
         # between backends by ~1e-6, so 1e-4 only guards against gross breakage
         default_tolerance=Tolerance(atol=1e-4, rtol=1e-4, min_argmax_agreement=1.0),
+        # FP16 on ORT, measured on the 20 digits: logits move by up to 1.8e-3 and no digit changes. INT8 has
+        # no tolerance here on purpose: the seeded net flips 1 digit in 10 under percentile calibration on
+        # these samples, so `--precision int8` fails against the FP32 tolerance until real weights are given.
+        precision_tolerances={"fp16": Tolerance(atol=5e-3, rtol=1e-2, min_argmax_agreement=1.0)},
         class_axes={"logits": 1},
     )

@@ -84,5 +84,12 @@ def mvs(
         # depths are 2.5..6 scene units and confidences in (0, 1); the replacements are exact up to float
         # rounding, so what remains is FP32 reordering through a soft-argmin over 32 candidates
         default_tolerance=Tolerance(atol=1e-4, rtol=1e-4),
+        # Reduced precisions vs Torch FP32, measured on the 4 scenes (depths 2.5..6): FP16 p99 |err| <= 0.013
+        # on every output (a few confidence pixels move up to 0.6); INT8 median |err| <= 0.14 on depths and
+        # <= 0.066 on confidences (p99 up to 0.79): the seeded cost volume is sensitive to INT8 features.
+        precision_tolerances={
+            "fp16": Tolerance(atol=0.05, rtol=0.05, check="quantile", quantile=0.99),
+            "int8": Tolerance(atol=0.3, rtol=0.1, check="median"),
+        },
         spatial_axes=spatial,
     )

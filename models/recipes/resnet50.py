@@ -44,5 +44,11 @@ def resnet50(image_size: int = 224, batch: int = 1, max_batch: int = 8) -> Recip
         },
         # 53 convolutions in FP32: reordered sums move logits (spread ~2) by ~1e-5; top-1 must not change
         default_tolerance=Tolerance(atol=1e-3, rtol=1e-3, min_argmax_agreement=1.0),
+        # FP16 on ORT, measured on the 4 photos: p99 |logit error| 0.30 (max 0.47) on logits spread ~2-3, top-1
+        # unchanged. INT8 has no tolerance here on purpose: the seeded net keeps its top-1 on only 2 of 4
+        # photos, so `--precision int8` fails against the FP32 tolerance until real weights are given.
+        precision_tolerances={
+            "fp16": Tolerance(atol=0.75, rtol=0.0, check="quantile", quantile=0.99, min_argmax_agreement=1.0)
+        },
         class_axes={"logits": 1},
     )

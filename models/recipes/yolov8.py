@@ -43,6 +43,12 @@ def yolov8(image_size: int = 640, batch: int = 1, max_batch: int = 8) -> Recipe:
         },
         # rows 0-3 are box xywh in pixels, rows 4-15 sigmoid class scores: same reasoning as yolov5
         default_tolerance=Tolerance(atol=1e-3, rtol=1e-3),
+        # Reduced precisions vs Torch FP32, measured at 640 on the 4 photos (seeded weights, as for yolov5):
+        # FP16 p99 |err| 0.062 (max 0.8 px), INT8 median |err| 6.5e-6 with p99 4.0: few boxes move far.
+        precision_tolerances={
+            "fp16": Tolerance(atol=0.2, rtol=0.2, check="quantile", quantile=0.99),
+            "int8": Tolerance(atol=1e-2, rtol=0.5, check="median"),
+        },
         # With the seeded weights no class score reaches YOLOv8's usual 0.25 (best per photo: 0.24, 0.021,
         # 0.014, 0.019 at 320), so the gate would compare empty sets. At 0.01 Torch and ORT in FP32 find
         # 12/4/1/3 boxes on the 4 photos, all matched (mean IoU 1.0, max |score delta| 2e-6). The DFL
