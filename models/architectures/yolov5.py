@@ -20,7 +20,6 @@ from torch import nn
 
 from harness.errors import HarnessError
 
-SAMPLES_DIR = Path(__file__).parents[1] / "samples"
 
 STRIDES = (8.0, 16.0, 32.0)
 # Pixel anchors of yolov5s.yaml per detection level (P3/8, P4/16, P5/32): (w, h) pairs.
@@ -264,17 +263,21 @@ def sample_photos(size: int) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    paths = sorted(SAMPLES_DIR.glob("*.jpg"))
-    if not paths:
+    from harness.inputs import SAMPLES_DIR
+    from harness.inputs import sample_photos as photos
+
+    loaded = photos()
+    if not loaded:
         raise HarnessError(
             f"no sample photos (*.jpg) in {SAMPLES_DIR}; reinstall the package or restore them"
         )
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
-        images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
-    return torch.stack(images).float() / 255
+    images = [
+        torch.from_numpy(
+            np.asarray(Image.fromarray(p.rgb).resize((size, size), Image.Resampling.BILINEAR)).copy()
+        )
+        for p in loaded
+    ]
+    return torch.stack(images).permute(0, 3, 1, 2).contiguous().float() / 255
 
 
 def _calibrate(model: YOLOv5, batch: torch.Tensor) -> None:
