@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from harness.errors import HarnessError
-
 
 STRIDES = (8.0, 16.0, 32.0)
 # Pixel anchors of yolov5s.yaml per detection level (P3/8, P4/16, P5/32): (w, h) pairs.
