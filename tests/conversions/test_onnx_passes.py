@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -26,26 +25,13 @@ from conversions.onnx_passes import (
 )
 from harness.errors import HarnessError, UsageError
 from tests.fixtures import make_onnx_fixtures as fixtures
+from tests.fixtures.onnx_runtime import assert_identical_outputs
 
 RNG = np.random.default_rng(1234)
 
 
 def _random(*shape: int) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
-
-
-def _ort(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feed), strict=True))
-
-
-def _assert_same_outputs(original: Path, converted: Path, feeds: list[dict[str, np.ndarray]]) -> None:
-    for feed in feeds:
-        expected, actual = _ort(original, feed), _ort(converted, feed)
-        assert expected.keys() == actual.keys()
-        for name in expected:
-            np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
 
 
 def _interface(path: Path) -> tuple[list[str], list[str]]:
@@ -206,7 +192,7 @@ def test_external_data_is_loaded_and_a_small_result_is_saved_as_one_file(tmp_pat
     assert not (tmp_path / "out.onnx.data").exists()
     result = onnx.load(out, load_external_data=False)
     assert all(not onnx.external_data_helper.uses_external_data(t) for t in result.graph.initializer)
-    _assert_same_outputs(tmp_path / "inline.onnx", out, [{"x": _random(4, 3)}])
+    assert_identical_outputs(tmp_path / "inline.onnx", out, [{"x": _random(4, 3)}])
 
 
 def test_a_result_over_the_single_file_limit_keeps_weights_beside_it(
@@ -223,7 +209,7 @@ def test_a_result_over_the_single_file_limit_keeps_weights_beside_it(
     stored = onnx.load(out, load_external_data=False).graph.initializer
     assert stored and all(onnx.external_data_helper.uses_external_data(t) for t in stored)
     onnx.checker.check_model(str(out))
-    _assert_same_outputs(model, out, feeds)
+    assert_identical_outputs(model, out, feeds)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "out.onnx", "out.onnx.data"]
 
 
@@ -241,7 +227,7 @@ def test_fold_constants_folds_static_shape_arithmetic(tmp_path: Path) -> None:
     assert report.op_counts_after["Add"] == 1  # bias + bias became a constant
     assert report.max_abs_diff == 0.0
     assert _interface(out) == _interface(model)
-    _assert_same_outputs(model, out, feeds)
+    assert_identical_outputs(model, out, feeds)
 
 
 def test_cleanup_removes_dead_nodes_but_keeps_unused_inputs(tmp_path: Path) -> None:
@@ -290,7 +276,7 @@ def test_drop_identity_rewires_outputs_and_keeps_the_identities_that_must_stay(t
     assert any("id_passthrough" in c and "input 'x'" in c for c in report.changes)
     assert any("id_constant" in c and "constant" in c for c in report.changes)
     assert _interface(out) == _interface(model)
-    _assert_same_outputs(model, out, feeds)
+    assert_identical_outputs(model, out, feeds)
 
 
 def test_squeeze_to_reshape_converts_where_the_shape_allows(tmp_path: Path) -> None:
@@ -300,7 +286,7 @@ def test_squeeze_to_reshape_converts_where_the_shape_allows(tmp_path: Path) -> N
     reports = run_passes(model, out, ["squeeze_to_reshape", "cleanup"], check_feeds=feeds)
     assert reports[1].op_counts_after == {"Relu": 1, "Reshape": 4, "Squeeze": 1}
     assert any("kept Squeeze 'squeeze_dynamic'" in c and "not known to be 1" in c for c in reports[0].changes)
-    _assert_same_outputs(model, out, feeds)
+    assert_identical_outputs(model, out, feeds)
 
 
 def test_squeeze_to_reshape_uses_static_dims_for_dynamic_squeezed_dims(tmp_path: Path) -> None:
@@ -310,7 +296,7 @@ def test_squeeze_to_reshape_uses_static_dims_for_dynamic_squeezed_dims(tmp_path:
     (report,) = run_passes(model, out, ["squeeze_to_reshape"], static_dims={"m": {1: 1}}, check_feeds=feeds)
     assert "Squeeze" not in report.op_counts_after
     assert report.op_counts_after["Reshape"] == 5
-    _assert_same_outputs(model, out, feeds)
+    assert_identical_outputs(model, out, feeds)
 
 
 @st.composite

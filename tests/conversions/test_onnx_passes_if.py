@@ -8,31 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from conversions.onnx_passes import op_counts, run_passes
 from tests.fixtures import make_onnx_fixtures as fixtures
+from tests.fixtures.onnx_runtime import assert_identical_outputs
 
 RNG = np.random.default_rng(7)
 
 
 def _random(*shape: int) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
-
-
-def _outputs(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feed), strict=True))
-
-
-def _assert_identical_outputs(original: Path, converted: Path, feeds: list[dict[str, np.ndarray]]) -> None:
-    for feed in feeds:
-        expected, actual = _outputs(original, feed), _outputs(converted, feed)
-        assert list(actual) == list(expected)
-        for name, value in expected.items():
-            np.testing.assert_array_equal(actual[name], value, err_msg=name)
 
 
 def _sibling_feeds() -> list[dict[str, np.ndarray]]:
@@ -61,7 +47,7 @@ def test_decidable_ifs_are_inlined_and_undecidable_ones_explained(tmp_path: Path
     produced = [name for node in graph.node for name in node.output]
     assert len(produced) == len(set(produced))
     assert [o.name for o in graph.output] == ["x_out", "u_out", "v_out", "flag_out"]
-    _assert_identical_outputs(model, out, feeds)
+    assert_identical_outputs(model, out, feeds)
 
 
 def test_an_if_on_a_dynamic_dim_without_static_dims_is_left_with_the_reason(tmp_path: Path) -> None:
@@ -84,7 +70,7 @@ def test_nested_ifs_are_both_inlined(tmp_path: Path) -> None:
     assert remove.op_counts_before["If"] == 2
     assert "If" not in remove.op_counts_after
     assert cleanup.op_counts_after == {"Add": 1, "Constant": 1, "Squeeze": 2}
-    _assert_identical_outputs(model, out, feeds)
+    assert_identical_outputs(model, out, feeds)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +101,7 @@ def test_torchscript_squeeze_if_is_removed_with_static_channel(
     assert "If" not in op_counts(onnx.load(out))
     assert [i.name for i in onnx.load(out).graph.input] == ["x"]
     assert [o.name for o in onnx.load(out).graph.output] == ["y"]
-    _assert_identical_outputs(torchscript_squeeze_if, out, feeds)
+    assert_identical_outputs(torchscript_squeeze_if, out, feeds)
 
 
 def test_torchscript_if_after_a_resize_is_decided_by_shape_inference(tmp_path: Path) -> None:
@@ -127,7 +113,7 @@ def test_torchscript_if_after_a_resize_is_decided_by_shape_inference(tmp_path: P
     (report,) = run_passes(model, out, ["remove_stray_if"], check_feeds=feeds)  # no static_dims needed
     assert report.changes == ("inlined If '/If' (then-branch): condition Equal(1, 1) is true",)
     assert "If" not in report.op_counts_after
-    _assert_identical_outputs(model, out, feeds)
+    assert_identical_outputs(model, out, feeds)
 
 
 def _use_tensorrt_rtx() -> None:
