@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from models.detection import Letterbox
+
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "models" / "samples"
 LETTERBOX_FILL = 114  # Ultralytics' grey
 
@@ -32,9 +34,7 @@ def sample_photos() -> list[Photo]:
 @dataclass(frozen=True)
 class LetterboxedImage:
     chw: np.ndarray  # (3, size, size) float32 in [0, 1]
-    scale: float
-    pad: tuple[float, float]  # (x, y) padding added on the left/top, in pixels
-    original_hw: tuple[int, int]
+    letterbox: Letterbox  # how to map boxes back to the original photo
 
 
 def letterbox(rgb: np.ndarray, size: int) -> LetterboxedImage:
@@ -55,7 +55,8 @@ def letterbox(rgb: np.ndarray, size: int) -> LetterboxedImage:
     )
     canvas[top : top + new_h, left : left + new_w] = resized
     chw = np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
-    return LetterboxedImage(chw=chw, scale=scale, pad=(float(left), float(top)), original_hw=(h, w))
+    geometry = Letterbox(scale=scale, pad=(float(left), float(top)), original_hw=(h, w), new_hw=(size, size))
+    return LetterboxedImage(chw=chw, letterbox=geometry)
 
 
 def letterboxed_batches(size: int, batch: int = 1) -> list[np.ndarray]:

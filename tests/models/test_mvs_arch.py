@@ -28,15 +28,6 @@ def run(model: torch.nn.Module, scene: dict[str, torch.Tensor]) -> dict[str, tor
         return model(*(scene[name] for name in INPUT_NAMES))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning threads make each forward ~4x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     return init_mvs_seeded(mvs_net(), seed=0).eval()

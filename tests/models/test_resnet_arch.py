@@ -14,6 +14,7 @@ from models.architectures.resnet import (
     init_resnet_seeded,
     resnet50,
 )
+from tests.fixtures.activations import batchnorm_output_stds
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "resnet50_state_dict_keys.json"
 SIDE = 64  # small inputs keep the file fast; the architecture is size-agnostic (adaptive pooling)
@@ -102,16 +103,7 @@ def test_state_dict_round_trip_gives_bit_identical_logits(
 def test_batchnorm_outputs_stay_near_unit_variance_on_unseen_images(
     model: torch.nn.Module, unseen_images: torch.Tensor
 ) -> None:
-    stds: dict[str, float] = {}
-    hooks = [
-        module.register_forward_hook(lambda m, args, out, name=name: stds.__setitem__(name, out.std().item()))
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.BatchNorm2d)
-    ]
-    with torch.no_grad():
-        model(unseen_images)
-    for hook in hooks:
-        hook.remove()
+    stds = batchnorm_output_stds(model, unseen_images)
     assert len(stds) == 53
     assert all(0.3 < std < 3.0 for std in stds.values()), stds
 

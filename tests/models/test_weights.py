@@ -10,14 +10,6 @@ from models.architectures.yolov5 import YOLOv5, init_yolov5_seeded, sample_photo
 from models.weights import load_weights, save_weights
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained_like() -> YOLOv5:
     model = yolov5s()

@@ -21,15 +21,6 @@ UPSTREAM_YOLOV5S_PARAMETERS = 7_235_389  # Ultralytics' model summary for yolov5
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "anchors")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine, competing threads make each forward much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def seeded_model() -> YOLOv5:
     model = yolov5s()

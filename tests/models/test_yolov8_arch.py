@@ -9,6 +9,7 @@ import torch
 
 from models.architectures.resnet import dead_leaves_images
 from models.architectures.yolov8 import STRIDES, init_yolov8_seeded, make_anchors, yolov8n
+from tests.fixtures.activations import batchnorm_output_stds
 
 SIDE = 320  # half of deployment size keeps the file fast; 640 is checked once for its anchor count
 SMALL_SIDE = 64
@@ -181,14 +182,5 @@ def test_boxes_are_positive_and_varied(output: torch.Tensor) -> None:
 def test_batchnorm_outputs_stay_in_range_on_unseen_images(
     model: torch.nn.Module, unseen_images: torch.Tensor
 ) -> None:
-    stds: dict[str, float] = {}
-    hooks = [
-        module.register_forward_hook(lambda m, args, out, name=name: stds.__setitem__(name, out.std().item()))
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.BatchNorm2d)
-    ]
-    with torch.no_grad():
-        model(unseen_images)
-    for hook in hooks:
-        hook.remove()
+    stds = batchnorm_output_stds(model, unseen_images)
     assert all(0.2 < std < 5.0 for std in stds.values()), stds
