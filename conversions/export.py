@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.artifacts import atomic_path
-from harness.errors import HarnessError
+from conversions import onnx_files
+from models.core.errors import HarnessError
 from models.recipe import Feed, Recipe
+from models.results.stages import ExportDetails
 
 if TYPE_CHECKING:
     import torch
@@ -22,33 +23,6 @@ if TYPE_CHECKING:
 
 class ExportFailed(HarnessError):
     """The exporter or the ONNX checker rejected the model."""
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    onnx_path: Path
-    exporter: str
-    opset: int
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-    replacements: tuple[str, ...]
-    torch_version: str
-    # which calls each replacement rewrote, where; and requested replacements that saw no call
-    replacement_calls: tuple[dict[str, Any], ...] = ()
-    unused_replacements: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "onnx": self.onnx_path.name,
-            "exporter": self.exporter,
-            "opset": self.opset,
-            "inputs": list(self.input_names),
-            "outputs": list(self.output_names),
-            "replacements": list(self.replacements),
-            "replacement_calls": list(self.replacement_calls),
-            "unused_replacements": list(self.unused_replacements),
-            "torch": self.torch_version,
-        }
 
 
 def outputs_as_tuple(model: torch.nn.Module, output_names: tuple[str, ...]) -> torch.nn.Module:
@@ -133,8 +107,16 @@ def _replacements_applied(recipe: Recipe) -> contextlib.AbstractContextManager[A
     return replacements.applied(recipe.export.replacements, recipe.export.static_dims)
 
 
-def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path: Path) -> ExportResult:
-    """Export `model` to `out_path` (single file, weights inside), check it, and check its I/O names."""
+def _parameter_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path: Path) -> ExportDetails:
+    """Export `model` to `out_path`, check it, and check its I/O names.
+
+    The file follows the one ONNX policy (`conversions.onnx_files`): weights inside while they fit,
+    else in one sidecar beside it.
+    """
     import onnx
     import torch
 
@@ -146,17 +128,23 @@ def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path
         "output_names": list(recipe.output_names),
         "opset_version": options.opset,
     }
+    # headroom for the graph itself: the weights alone must leave room in the 2 GiB message
+    large = _parameter_bytes(model) > onnx_files.SINGLE_FILE_LIMIT * 0.9
     if options.exporter == "dynamo":
         # the wrapper's forward takes *args, so the shapes of all inputs sit in one tuple
         dynamic_shapes = (_dynamo_dynamic_shapes(recipe),)
-        kwargs = {**common, "dynamo": True, "external_data": False, "dynamic_shapes": dynamic_shapes}
+        kwargs = {**common, "dynamo": True, "external_data": large, "dynamic_shapes": dynamic_shapes}
     else:
         dynamic_axes = {spec.name: spec.dynamic_axes for spec in recipe.inputs if spec.dynamic_axes}
         kwargs = {**common, "dynamo": False, "dynamic_axes": dynamic_axes}
 
     # the exporter logs one warning per torchvision op it skips; nothing a user can act on
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with atomic_path(out_path) as tmp:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # the exporters write sidecars of their own naming beside their output: export into a scratch
+    # folder, then write the model under our policy
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as scratch:
+        staged = Path(scratch) / out_path.name
         try:
             with (
                 _replacements_applied(recipe) as applied,
@@ -165,7 +153,7 @@ def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path
                 contextlib.redirect_stdout(None),
             ):
                 warnings.simplefilter("ignore")
-                torch.onnx.export(wrapped, args, str(tmp), **kwargs)
+                torch.onnx.export(wrapped, args, str(staged), **kwargs)
         except HarnessError:
             raise
         except Exception as e:
@@ -175,11 +163,14 @@ def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path
                 f"{_first_line(root)}. "
                 f"Run `harness scan {recipe.name}` to list ops that need a replacement"
             ) from e
-        try:
-            onnx.checker.check_model(str(tmp), full_check=False)
-        except onnx.checker.ValidationError as e:
-            raise ExportFailed(f"exported ONNX for '{recipe.name}' fails onnx.checker: {e}") from e
-        proto = onnx.load(str(tmp), load_external_data=False)
+        proto = onnx.load(str(staged))
+
+        def check(path: Path) -> None:
+            try:
+                onnx.checker.check_model(str(path), full_check=False)
+            except onnx.checker.ValidationError as e:
+                raise ExportFailed(f"exported ONNX for '{recipe.name}' fails onnx.checker: {e}") from e
+
         actual_inputs = tuple(i.name for i in proto.graph.input)
         actual_outputs = tuple(o.name for o in proto.graph.output)
         if actual_inputs != recipe.input_names or actual_outputs != recipe.output_names:
@@ -189,14 +180,15 @@ def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path
                 f"{list(recipe.output_names)}); the model's forward signature or return value does not match the recipe"
             )
         opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), options.opset)
-    return ExportResult(
-        onnx_path=out_path,
+        onnx_files.save_onnx(proto, out_path, check)
+    return ExportDetails(
+        onnx=out_path.name,
         exporter=options.exporter,
         opset=opset,
-        input_names=actual_inputs,
-        output_names=actual_outputs,
+        inputs=actual_inputs,
+        outputs=actual_outputs,
         replacements=options.replacements,
-        torch_version=torch.__version__,
-        replacement_calls=tuple(applied.to_json()["calls"]) if applied is not None else (),
+        torch=torch.__version__,
+        replacement_calls=tuple(applied.calls) if applied is not None else (),
         unused_replacements=tuple(applied.unused) if applied is not None else (),
     )

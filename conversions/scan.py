@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from conversions.replacements import get_replacement
 from conversions.replacements._callsite import call_site
 from conversions.replacements._patching import Patcher, resolve
-from harness.errors import UsageError
+from models.core.errors import UsageError
+from models.results.stages import Finding
 
 if TYPE_CHECKING:
     import torch
@@ -127,26 +128,6 @@ PROBLEM_OPS: tuple[ProblemOp, ...] = (
         replacement=None,
     ),
 )
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Calls of one problem op at one place in the model."""
-
-    op: str
-    reason: str
-    replacement: str | None
-    location: str
-    count: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "op": self.op,
-            "reason": self.reason,
-            "replacement": self.replacement or "no replacement known",
-            "location": self.location,
-            "count": self.count,
-        }
 
 
 def _matches(value: Any, allowed: tuple[Any, ...]) -> bool:

@@ -11,14 +11,14 @@ import io
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conversions.tensorrt_flavor import TensorRTFlavor, select_flavor
-from harness.artifacts import write_bytes_atomic
-from harness.errors import HarnessError
+from conversions.tensorrt_flavor import select_flavor
+from models.core.artifacts import write_bytes_atomic
+from models.core.errors import HarnessError
 from models.recipe import BuildOptions, ShapeRange
+from models.results.stages import EngineRecord, TensorRTFlavor
 
 
 class TensorRTBuildFailed(HarnessError):
@@ -31,45 +31,20 @@ class TensorRTBuildFailed(HarnessError):
         super().__init__(f"{flavor.display_name} {flavor.version} {phase} failed: {shown}")
 
 
-@dataclass(frozen=True)
-class BuildResult:
-    flavor: TensorRTFlavor
-    engine_path: Path
-    targets: tuple[str, ...]
-    network_layers: int
-    plan_size_bytes: int
-    build_seconds: float
-    workspace_bytes: int
-    precision: str
-    network_io: Mapping[str, list[str]] = field(default_factory=dict)
-    profile: Mapping[str, ShapeRange] = field(default_factory=dict)
-    builder_log: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "flavor": self.flavor.to_json(),
-            "engine": self.engine_path.name,
-            "targets": list(self.targets),
-            "network_layers": self.network_layers,
-            "plan_size_bytes": self.plan_size_bytes,
-            "build_seconds": round(self.build_seconds, 3),
-            "precision": self.precision,
-            "network_io": dict(self.network_io),
-            "workspace_bytes": self.workspace_bytes,
-            "profile": {k: {"min": v.min, "opt": v.opt, "max": v.max} for k, v in self.profile.items()},
-        }
-
-
 _LOG_LINE = re.compile(r"^\[(?P<sev>[EWIVF!])\]\s*(?P<msg>.*)$")
 
 
-def _errors_from(log: str) -> list[str]:
+def _messages_from(log: str, severities: str) -> list[str]:
     lines = []
     for raw in log.splitlines():
         match = _LOG_LINE.match(raw.strip())
-        if match and match["sev"] in "EF!":
+        if match and match["sev"] in severities:
             lines.append(match["msg"].strip())
     return lines
+
+
+def _errors_from(log: str) -> list[str]:
+    return _messages_from(log, "EF!")
 
 
 @contextlib.contextmanager
@@ -111,8 +86,8 @@ def engine_from_onnx(
     shape_ranges: Mapping[str, ShapeRange],
     precision: str = "fp32",
     calibration_feeds: Sequence[Mapping[str, Any]] = (),
-) -> BuildResult:
-    """Parse `onnx_path`, build an engine with one optimization profile, write it atomically.
+) -> EngineRecord:
+    """Parse `onnx_path`, build an engine with one optimization profile, write it into `out_dir` atomically.
 
     Strongly typed flavors (TensorRT for RTX) take precision from the model itself: pass the FP16 or
     Q/DQ variant. Full TensorRT takes it as builder flags on the FP32 model: FP16, TF32, or INT8 with
@@ -178,16 +153,16 @@ def engine_from_onnx(
     data = bytes(plan)
     engine_path = engine_path_for(out_dir, onnx_path.stem, flavor, options, precision)
     write_bytes_atomic(engine_path, data)
-    return BuildResult(
-        flavor=flavor,
-        engine_path=engine_path,
+    return EngineRecord(
+        precision=precision,
+        built=True,
+        engine=engine_path.name,
         targets=targets,
         network_layers=network_layers,
         plan_size_bytes=len(data),
         build_seconds=build_seconds,
         workspace_bytes=options.workspace_bytes,
-        precision=precision,
-        network_io=network_io,
+        network_io={k: tuple(v) for k, v in network_io.items()},
         profile=dict(shape_ranges),
-        builder_log=tuple(log.getvalue().splitlines()[-50:]),
+        warnings=tuple(dict.fromkeys(_messages_from(log.getvalue(), "W"))),
     )

@@ -11,36 +11,8 @@ import importlib
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass
-from types import ModuleType
 
-
-@dataclass(frozen=True)
-class TensorRTFlavor:
-    module_name: str  # "tensorrt" or "tensorrt_rtx"
-    display_name: str  # "TensorRT" or "TensorRT for RTX"
-    version: str
-
-    @property
-    def slug(self) -> str:
-        """Short tag used in engine file names, e.g. 'trt-10.13.0.35' or 'trtrtx-1.7.1.116'."""
-        return f"{'trtrtx' if self.is_rtx else 'trt'}-{self.version}"
-
-    @property
-    def is_rtx(self) -> bool:
-        return self.module_name == "tensorrt_rtx"
-
-    @property
-    def strongly_typed(self) -> bool:
-        """Precision comes from the model (FP16 tensors, Q/DQ nodes), not from builder flags:
-        TensorRT for RTX, and TensorRT from 11 on."""
-        return self.is_rtx or int(self.version.split(".")[0]) >= 11
-
-    def module(self) -> ModuleType:
-        return importlib.import_module(self.module_name)
-
-    def to_json(self) -> dict[str, str]:
-        return {"module": self.module_name, "name": self.display_name, "version": self.version}
+from models.results.stages import TensorRTFlavor
 
 
 def _importable(name: str) -> bool:

@@ -1,15 +1,14 @@
 """Content-addressed cache of stage outputs.
 
-A stage's entry lives under a key derived from everything that determines its output: the hashes of the
-artifacts it reads, the recipe options it uses, the weights and sample data, the source code of the
-modules that do the work, and library versions. An entry is written to a temporary folder and renamed
+A stage's entry lives under a key derived from everything that determines its output: the hashes of
+the artifacts it reads, the recipe options it uses, the weights and sample data, the code it runs
+(`harness.code_keys`) and library versions. An entry is written to a temporary folder and renamed
 into place only when complete, and every file is checked against its recorded hash before use, so an
 interrupted run can never leave an entry that a later run trusts.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -17,13 +16,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import Artifact, atomic_path, sha256_file
+from models.core.artifacts import Artifact, atomic_path, run_relative, sha256_file
+from models.core.errors import HarnessError
+from models.core.serde import from_json, to_json
+from models.results.stages import StageDetails
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE_DIR = Path(".harness") / "cache"
 ENTRY_FILE = "entry.json"
 
@@ -33,112 +34,89 @@ def cache_dir_from_env() -> Path:
 
 
 def stable_hash(value: Any) -> str:
-    """SHA-256 of a JSON-able value, independent of dict ordering."""
-    text = json.dumps(value, sort_keys=True, default=_json_default, separators=(",", ":"))
+    """SHA-256 of a JSON-able value (dataclasses, arrays by their bytes), independent of dict ordering."""
+    text = json.dumps(value, sort_keys=True, default=_key_default, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
+def _key_default(value: Any) -> Any:
     if hasattr(value, "tobytes") and hasattr(value, "dtype"):
         return {
             "dtype": str(value.dtype),
             "shape": list(value.shape),
             "sha256": hashlib.sha256(value.tobytes()).hexdigest(),
         }
-    if hasattr(value, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(value)
-    raise TypeError(f"cannot hash {type(value).__name__} for a cache key")
-
-
-@functools.cache
-def source_hash(*relative_paths: str) -> str:
-    """Hash of the Python sources under the given files or folders (relative to the project root)."""
-    digest = hashlib.sha256()
-    for relative in relative_paths:
-        path = ROOT / relative
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for file in files:
-            digest.update(str(file.relative_to(ROOT)).encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
-def file_hash(path: Path | None) -> str | None:
-    return sha256_file(path) if path is not None else None
+    return to_json(value)
 
 
 @dataclass(frozen=True)
 class CacheEntry:
+    """What a stage wrote, as stored: its artifacts (paths relative to the run folder) and details."""
+
+    stage: str
     key: str
-    path: Path
-    record: dict[str, Any]  # the stage's details and its artifacts (name -> file name, sha256, size)
+    artifacts: Mapping[str, Artifact]
+    details: StageDetails | None = None
+    reason: str | None = None
+    created_unix: float = field(default_factory=time.time)
 
 
 class StageCache:
-    """One folder per stage and key: `<root>/<stage>/<key>/{entry.json, files...}`."""
+    """One folder per stage and key: `<root>/<stage>/<key>/{entry.json, the artifacts' files}`."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    def _entry_dir(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
     def lookup(self, stage: str, key: str) -> CacheEntry | None:
-        entry_dir = self.root / stage / key
+        entry_dir = self._entry_dir(stage, key)
         try:
-            record = json.loads((entry_dir / ENTRY_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
+            entry = from_json(CacheEntry, json.loads((entry_dir / ENTRY_FILE).read_text()), "cache entry")
+        except FileNotFoundError:
             return None
-        for artifact in record["artifacts"].values():
-            file = entry_dir / artifact["file"]
-            if (
-                not file.is_file()
-                or file.stat().st_size != artifact["size_bytes"]
-                or sha256_file(file) != artifact["sha256"]
-            ):
-                # a damaged entry is never trusted; drop it so the stage re-runs and rewrites it
-                shutil.rmtree(entry_dir, ignore_errors=True)
-                return None
-        return CacheEntry(key, entry_dir, record)
+        except (OSError, ValueError, HarnessError):
+            shutil.rmtree(entry_dir, ignore_errors=True)  # damaged: never trusted, re-run and rewrite it
+            return None
+        for artifact in entry.artifacts.values():
+            for member in artifact.members:
+                file = entry_dir / run_relative(member.path)
+                if (
+                    not file.is_file()
+                    or file.stat().st_size != member.size_bytes
+                    or sha256_file(file) != member.sha256
+                ):
+                    shutil.rmtree(entry_dir, ignore_errors=True)
+                    return None
+        return entry
 
-    def restore(self, entry: CacheEntry, out_dir: Path) -> dict[str, Artifact]:
-        """Place the entry's files in the run folder (hard links when possible) and return them as artifacts."""
-        artifacts = {}
-        for name, info in entry.record["artifacts"].items():
-            target = out_dir / info["file"]
-            with atomic_path(target) as tmp:
-                tmp.unlink()
-                _link_or_copy(entry.path / info["file"], tmp)
-            artifacts[name] = Artifact(target, info["sha256"], info["size_bytes"])
-        return artifacts
+    def restore(self, entry: CacheEntry, run_dir: Path) -> dict[str, Artifact]:
+        """Place the entry's files in the run folder (hard links when possible); returns its artifacts."""
+        entry_dir = self._entry_dir(entry.stage, entry.key)
+        for artifact in entry.artifacts.values():
+            if artifact.files and all(m.path.startswith(artifact.path + "/") for m in artifact.files):
+                shutil.rmtree(run_dir / run_relative(artifact.path), ignore_errors=True)  # a folder of ours
+            for member in artifact.members:
+                target = run_dir / run_relative(member.path)
+                with atomic_path(target) as tmp:
+                    tmp.unlink()
+                    _link_or_copy(entry_dir / run_relative(member.path), tmp)
+        return dict(entry.artifacts)
 
-    def store(
-        self, stage: str, key: str, artifacts: Mapping[str, Artifact], details: Mapping[str, Any]
-    ) -> None:
-        final = self.root / stage / key
+    def store(self, entry: CacheEntry, run_dir: Path) -> None:
+        final = self._entry_dir(entry.stage, entry.key)
         if final.exists():
             return
         final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", suffix=".partial", dir=final.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{entry.key[:16]}.", suffix=".partial", dir=final.parent))
         try:
-            record: dict[str, Any] = {
-                "stage": stage,
-                "key": key,
-                "created_unix": time.time(),
-                "artifacts": {},
-            }
-            for name, artifact in artifacts.items():
-                _link_or_copy(artifact.path, staging / artifact.path.name)
-                record["artifacts"][name] = {
-                    "file": artifact.path.name,
-                    "sha256": artifact.sha256,
-                    "size_bytes": artifact.size_bytes,
-                }
-            record["details"] = details
-            (staging / ENTRY_FILE).write_text(json.dumps(record, default=_json_default))
+            for artifact in entry.artifacts.values():
+                for member in artifact.members:
+                    target = staging / run_relative(member.path)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(run_dir / run_relative(member.path), target)
+            (staging / ENTRY_FILE).write_text(json.dumps(to_json(entry)))
             os.replace(staging, final)
         except OSError:
             if final.exists():  # another run stored the same entry first
@@ -153,16 +131,16 @@ class StageCache:
             if entry_file.parent.name.startswith("."):  # a staging folder of an unfinished store
                 continue
             try:
-                record = json.loads(entry_file.read_text())
-            except (OSError, json.JSONDecodeError):
+                entry = from_json(CacheEntry, json.loads(entry_file.read_text()), str(entry_file))
+            except (OSError, ValueError, HarnessError):
                 continue
-            size = sum(a["size_bytes"] for a in record["artifacts"].values())
+            size = sum(a.size_bytes for a in entry.artifacts.values())
             rows.append(
                 {
-                    "stage": record["stage"],
-                    "key": record["key"],
+                    "stage": entry.stage,
+                    "key": entry.key,
                     "size_bytes": size,
-                    "created_unix": record["created_unix"],
+                    "created_unix": entry.created_unix,
                 }
             )
         return rows

@@ -8,8 +8,18 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.errors import ExitCode, HarnessError, UsageError
-from models.recipe import PRECISIONS
+from harness.cache import StageCache, cache_dir_from_env
+from harness.golden import write_golden
+from harness.pipeline import rejudge, run_pipeline
+from harness.progress import StageProgress
+from harness.stages.base import RunConfig, torch_model
+from harness.stages.run import selected_backends
+from harness.stages.scan import scan_recipe
+from models.core.errors import ExitCode, HarnessError, UsageError
+from models.recipe import PRECISIONS, Recipe, get_recipe, parse_params, recipe_names
+from models.results.document import Results
+from models.results.recipe import ToleranceOverrides
+from reports.index import write_index
 
 DEFAULT_ARTIFACTS = Path("artifacts")
 
@@ -89,18 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--stage", action="append", default=[], help="clean only this stage's entries; repeatable"
     )
 
+    golden = sub.add_parser(
+        "golden",
+        help="write a run's inputs and outputs as Polygraphy JSON (one file per sample), for `polygraphy run`",
+    )
+    golden.add_argument("run_dir", type=Path, help="a run directory holding results.json")
+    golden.add_argument("--out", type=Path, default=None, help="where to write (default: <run_dir>/golden)")
+
     index = sub.add_parser("index", help="write the index page over all runs in an artifacts folder")
     index.add_argument("artifacts", type=Path, nargs="?", default=DEFAULT_ARTIFACTS)
     return parser
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from harness.cache import cache_dir_from_env
-    from harness.pipeline import RunConfig, run_pipeline
-    from harness.progress import StageProgress
-    from harness.tolerances import ToleranceOverrides
-    from models.recipe import get_recipe, parse_params
-
     recipe = get_recipe(args.recipe, **parse_params(args.param))
     overrides = ToleranceOverrides.parse(args.atol, args.rtol)
     unknown = overrides.unknown_outputs(recipe.output_names)
@@ -108,6 +119,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise UsageError(
             f"tolerance given for unknown output(s) {unknown}; recipe outputs: {list(recipe.output_names)}"
         )
+    backends = tuple(args.backends) if args.backends else None
+    selected_backends(backends)  # an unknown name is a usage error before any stage runs
     if args.weights is not None:
         _check_weights(recipe, args.weights)
     out_dir = args.out or DEFAULT_ARTIFACTS / recipe.name
@@ -116,7 +129,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         out_dir,
         weights=args.weights,
         overrides=overrides,
-        backends=tuple(args.backends) if args.backends else None,
+        backends=backends,
         cache_dir=None if args.no_cache else cache_dir_from_env(),
         precisions=tuple(args.precision) if args.precision else None,
         fp16_auto_block_list=not args.no_fp16_block_list,
@@ -126,27 +139,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return _finish(results, out_dir)
 
 
-def _check_weights(recipe, weights: Path) -> None:
+def _check_weights(recipe: Recipe, weights: Path) -> None:
     """Load the weights once up front so a bad file is a usage error before any stage runs."""
     if not weights.is_file():
         raise UsageError(f"--weights {weights}: no such file")
-    recipe.build_model(weights)
+    torch_model(recipe, weights)  # the stages reuse this build
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.comparing import recompare_run
-    from harness.tolerances import ToleranceOverrides
-
-    results = recompare_run(args.run_dir, ToleranceOverrides.parse(args.atol, args.rtol))
+    results = rejudge(args.run_dir, ToleranceOverrides.parse(args.atol, args.rtol))
     return _finish(results, args.run_dir)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from harness.scanning import scan_recipe
-    from models.recipe import get_recipe, parse_params
-
     recipe = get_recipe(args.recipe, **parse_params(args.param))
-    findings = scan_recipe(recipe)
+    findings = scan_recipe(recipe, torch_model(recipe, None), recipe.sample_inputs()[0]).findings
     if not findings:
         print(f"{recipe.name}: no op that the {recipe.export.exporter} exporter or TensorRT rejects")
         return int(ExitCode.PASSED)
@@ -157,16 +164,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return int(ExitCode.PASSED)
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from models.recipe import recipe_names
+def cmd_golden(args: argparse.Namespace) -> int:
+    written = write_golden(args.run_dir, args.out)
+    for path in written:
+        print(path)
+    return int(ExitCode.PASSED)
 
+
+def cmd_list(args: argparse.Namespace) -> int:
     print("\n".join(recipe_names()))
     return int(ExitCode.PASSED)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from harness.cache import StageCache, cache_dir_from_env
-
     cache = StageCache(cache_dir_from_env())
     if args.action == "clean":
         print(f"removed {cache.clean(args.stage)} cache entries from {cache.root}")
@@ -179,18 +189,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from reports.index import write_index
-
     path = write_index(args.artifacts)
     print(path)
     return int(ExitCode.PASSED)
 
 
-def _finish(results: dict, out_dir: Path) -> int:
-    verdict = results["verdict"]
-    print(f"{'PASS' if verdict['passed'] else 'FAIL'}: {verdict['summary']}")
+def _finish(results: Results, out_dir: Path) -> int:
+    verdict = results.verdict
+    print(f"{'PASS' if verdict.passed else 'FAIL'}: {verdict.summary}")
     print(f"report: {out_dir / 'report.html'}")
-    return int(verdict["exit_code"])
+    return verdict.exit_code
 
 
 COMMANDS = {
@@ -200,6 +208,7 @@ COMMANDS = {
     "list": cmd_list,
     "cache": cmd_cache,
     "index": cmd_index,
+    "golden": cmd_golden,
 }
 
 

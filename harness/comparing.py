@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UsageError
 from harness.tolerances import ToleranceOverrides
+from models.core.errors import UsageError
 from models.recipe import Tolerance
 
 
@@ -135,8 +135,8 @@ def compare_run_outputs(
     overrides: ToleranceOverrides,
 ) -> dict[str, Any]:
     """Every comparison group of a run; comparisons are tagged with their sample set and precision."""
-    from harness.errors import HarnessError
     from harness.pipeline import SAMPLES, artifact_key
+    from models.core.errors import HarnessError
 
     groups = comparison_groups(run_details)
     if not groups:
@@ -208,7 +208,7 @@ def recompare_run(run_dir: Path, overrides: ToleranceOverrides) -> dict[str, Any
     run_stage, compare = stages.get("run", {}), stages.get("compare")
     if compare is None or run_stage.get("status") not in ("ok", "cached"):
         raise UsageError(f"{run_dir}: the run did not get as far as running the backends; nothing to compare")
-    from harness.artifacts import Artifact
+    from models.core.artifacts import Artifact
 
     paths = {}
     for key, recorded in run_stage["artifacts"].items():

@@ -33,27 +33,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from harness.backends.base import backend_names, display_name
-from harness.errors import ExitCode, HarnessError, UsageError
+from harness.backends.base import backend_classes, display_name
+from models.core.errors import ExitCode, HarnessError, UsageError
 from models.recipe import Tolerance
+from models.results.comparisons import (
+    HIST_BUCKETS,
+    HIST_SHIFT,
+    MissingOutput,
+    OutputComparison,
+    WorstElement,
+    histogram_bins,
+    quantile_from_histogram,
+)
 
 # Polygraphy's epsilon for zero reference values (float64 machine epsilon).
 REL_ERR_FLOOR = 2.220446049250313e-16
 
 # Elements processed per step: float64 scratch buffers of this size stay in L2 cache.
 _CHUNK = 1 << 16
-
-# Histogram bucket of a non-negative float64 = its bit pattern shifted right by 52 - 3: the exponent
-# plus the top 3 mantissa bits, i.e. 8 bins per power of two, each at most 1/8 of its lower edge wide.
-_HIST_SHIFT = 49
-# Buckets of all finite non-negative float64 values (bucket 16376 would start at +Inf).
-_HIST_BUCKETS = 0x7FF0_0000_0000_0000 >> _HIST_SHIFT
-_HIST_EDGES = (np.arange(_HIST_BUCKETS + 1, dtype=np.int64) << _HIST_SHIFT).view(np.float64)
 
 _CHECKS = ("elemwise", "max", "mean", "median", "quantile")
 
@@ -65,7 +66,7 @@ def default_pairs(backends: Iterable[str]) -> list[tuple[str, str]]:
     after them alphabetically; with all three this gives torch<->onnxrt, onnxrt<->tensorrt,
     torch<->tensorrt. The first of each pair is the reference.
     """
-    rank = {name: i for i, name in enumerate(backend_names())}
+    rank = {cls.name: i for i, cls in enumerate(backend_classes())}
     ordered = sorted(set(backends), key=lambda b: (rank.get(b, len(rank)), b))
     return [
         (ordered[i], ordered[i + gap]) for gap in range(1, len(ordered)) for i in range(len(ordered) - gap)
@@ -91,81 +92,6 @@ def _fmt_pct(fraction: float) -> str:
     return f"{pct:.1f}%" if pct >= 1 else f"{pct:.2g}%"
 
 
-def _float_to_json(x: float | None) -> float | str | None:
-    # Strict JSON has no NaN/Infinity; float() reads these strings back.
-    return x if x is None or math.isfinite(x) else str(x)
-
-
-def _float_from_json(v: float | str | None) -> float | None:
-    return None if v is None else float(v)
-
-
-def _quantile_from_histogram(counts: np.ndarray, q: float, lowest: float, highest: float) -> float:
-    """numpy-style (linear) q-quantile of the counted values, each order statistic estimated in its bin.
-
-    Elements of a bin are taken as evenly spread over it, so each estimated order statistic lies in
-    the same bin as the exact one; clamped to the exact extremes.
-    """
-    cumulative = np.cumsum(counts)
-    n = int(cumulative[-1])
-    position = q * (n - 1)
-    below = math.floor(position)
-    above = min(below + 1, n - 1)
-
-    def order_statistic(i: int) -> float:
-        b = int(np.searchsorted(cumulative, i, side="right"))
-        if b == 0:  # exact zeros (and float64 subnormals below 2**-1025)
-            return 0.0
-        before = int(cumulative[b]) - int(counts[b])
-        lo, hi = float(_HIST_EDGES[b]), float(_HIST_EDGES[b + 1])
-        return lo + (hi - lo) * (i - before + 0.5) / int(counts[b])
-
-    frac = position - below
-    estimate = order_statistic(below) * (1.0 - frac) + order_statistic(above) * frac
-    return min(max(estimate, lowest), highest)
-
-
-def _histogram_bins(counts: np.ndarray) -> tuple[tuple[float, float, int], ...]:
-    nonzero = np.flatnonzero(counts)
-    return tuple((float(_HIST_EDGES[b]), float(_HIST_EDGES[b + 1]), int(counts[b])) for b in nonzero)
-
-
-def _counts_from_bins(bins: Iterable[Sequence[float]]) -> np.ndarray:
-    counts = np.zeros(_HIST_BUCKETS, dtype=np.int64)
-    for lo, _hi, count in bins:
-        counts[int(np.array(lo, dtype=np.float64).view(np.int64)) >> _HIST_SHIFT] = int(count)
-    return counts
-
-
-@dataclass(frozen=True)
-class WorstElement:
-    """One of the largest abs errors: `index` is (sample, *position in the output)."""
-
-    abs_err: float  # inf for a non-finite mismatch
-    index: tuple[int, ...]
-    ref: float
-    cand: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "abs_err": _float_to_json(self.abs_err),
-            "index": list(self.index),
-            "ref": _float_to_json(self.ref),
-            "cand": _float_to_json(self.cand),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> WorstElement:
-        return cls(
-            abs_err=float(data["abs_err"]),
-            index=tuple(int(i) for i in data["index"]),
-            ref=float(data["ref"]),
-            cand=float(data["cand"]),
-        )
-
-
-Bins = tuple[tuple[float, float, int], ...]
-
 _FLOAT_FIELDS = (
     "max_abs_err",
     "min_abs_err",
@@ -181,112 +107,6 @@ _FLOAT_FIELDS = (
     "cosine_similarity",
     "argmax_agreement",
 )
-
-
-@dataclass(frozen=True)
-class OutputComparison:
-    """Statistics and verdict for one output of one (reference, candidate) backend pair.
-
-    Error statistics are None when no element pair was finite on both sides (or the output is
-    empty). Median/quantile values are histogram estimates (see the module docstring).
-    `abs_err_histogram` / `rel_err_histogram` list the non-empty bins as (lower edge, upper edge,
-    count); a bin starting at 0.0 holds the exact zeros.
-    """
-
-    output: str
-    ref_backend: str
-    cand_backend: str
-    tolerance: Tolerance
-    passed: bool
-    reason: str  # "" when passed
-    samples: int
-    elements: int
-    finite_elements: int
-    out_of_tolerance: int  # elements beyond atol + rtol*|ref|, non-finite mismatches included
-    nonfinite_mismatches: int
-    ref_nan: int
-    ref_inf: int
-    cand_nan: int
-    cand_inf: int
-    max_abs_err: float | None
-    min_abs_err: float | None
-    mean_abs_err: float | None
-    std_abs_err: float | None
-    median_abs_err: float | None
-    quantile_abs_err: float | None  # at tolerance.quantile
-    max_rel_err: float | None
-    mean_rel_err: float | None
-    median_rel_err: float | None
-    quantile_rel_err: float | None
-    rmse: float | None
-    cosine_similarity: float | None
-    # exact counts behind a median/quantile verdict; None for the other checks
-    within_atol: int | None
-    within_rtol: int | None
-    argmax_agreement: float | None  # fraction of positions whose argmax over class_axis agrees
-    argmax_positions: int
-    worst: tuple[WorstElement, ...]
-    abs_err_histogram: Bins = field(repr=False)
-    rel_err_histogram: Bins = field(repr=False)
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    @property
-    def nonfinite_mismatch(self) -> bool:
-        return self.nonfinite_mismatches > 0
-
-    @property
-    def out_of_tolerance_fraction(self) -> float:
-        return self.out_of_tolerance / self.elements if self.elements else 0.0
-
-    @property
-    def title(self) -> str:
-        return f"'{self.output}' {display_name(self.ref_backend)} vs {display_name(self.cand_backend)}"
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "output": self.output,
-            "ref_backend": self.ref_backend,
-            "cand_backend": self.cand_backend,
-            "tolerance": self.tolerance.to_json(),
-            "passed": self.passed,
-            "reason": self.reason,
-            "samples": self.samples,
-            "elements": self.elements,
-            "finite_elements": self.finite_elements,
-            "out_of_tolerance": self.out_of_tolerance,
-            "nonfinite_mismatches": self.nonfinite_mismatches,
-            "ref_nan": self.ref_nan,
-            "ref_inf": self.ref_inf,
-            "cand_nan": self.cand_nan,
-            "cand_inf": self.cand_inf,
-            "within_atol": self.within_atol,
-            "within_rtol": self.within_rtol,
-            "argmax_positions": self.argmax_positions,
-            "worst": [w.to_json() for w in self.worst],
-            "abs_err_histogram": [list(b) for b in self.abs_err_histogram],
-            "rel_err_histogram": [list(b) for b in self.rel_err_histogram],
-        }
-        data.update({name: _float_to_json(getattr(self, name)) for name in _FLOAT_FIELDS})
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> OutputComparison:
-        fields = dict(data)
-        fields["tolerance"] = Tolerance(**data["tolerance"])
-        fields["worst"] = tuple(WorstElement.from_json(w) for w in data["worst"])
-        for name in ("abs_err_histogram", "rel_err_histogram"):
-            fields[name] = tuple((float(lo), float(hi), int(n)) for lo, hi, n in data[name])
-        fields.update({name: _float_from_json(data[name]) for name in _FLOAT_FIELDS})
-        return cls(**fields)
-
-    def abs_err_quantile(self, q: float) -> float | None:
-        """Histogram estimate (within 12.5%) of any quantile of the abs error."""
-        if not self.finite_elements:
-            return None
-        counts = _counts_from_bins(self.abs_err_histogram)
-        return _quantile_from_histogram(counts, q, self.min_abs_err or 0.0, self.max_abs_err or 0.0)
 
 
 class _Scratch:
@@ -349,8 +169,8 @@ class OutputAccumulator:
         self._dot_rc = self._dot_rr = self._dot_cc = 0.0
         self._within_atol = self._within_rtol = 0
         self._argmax_equal = self._argmax_positions = 0
-        self._abs_counts = np.zeros(_HIST_BUCKETS, dtype=np.int64)
-        self._rel_counts = np.zeros(_HIST_BUCKETS, dtype=np.int64)
+        self._abs_counts = np.zeros(HIST_BUCKETS, dtype=np.int64)
+        self._rel_counts = np.zeros(HIST_BUCKETS, dtype=np.int64)
         # (abs_err, (sample, *index), ref, cand), worst first
         self._worst: list[tuple[float, tuple[int, ...], float, float]] = []
         self._shape: tuple[int, ...] = ()
@@ -493,8 +313,8 @@ class OutputAccumulator:
 
     @staticmethod
     def _add_to_histogram(counts: np.ndarray, values: np.ndarray, scratch: _Scratch) -> None:
-        keys = np.right_shift(values.view(np.int64), _HIST_SHIFT, out=scratch.keys[: values.size])
-        counts += np.bincount(keys, minlength=_HIST_BUCKETS)
+        keys = np.right_shift(values.view(np.int64), HIST_SHIFT, out=scratch.keys[: values.size])
+        counts += np.bincount(keys, minlength=HIST_BUCKETS)
 
     def _worst_floor(self) -> float:
         # Only errors above this can enter the worst-k list; zero errors never do.
@@ -540,12 +360,12 @@ class OutputAccumulator:
                 min_abs_err=self._abs_min,
                 mean_abs_err=mean_abs,
                 std_abs_err=math.sqrt(max(self._abs_sq_sum / n - mean_abs * mean_abs, 0.0)),
-                median_abs_err=_quantile_from_histogram(self._abs_counts, 0.5, self._abs_min, self._abs_max),
-                quantile_abs_err=_quantile_from_histogram(self._abs_counts, q, self._abs_min, self._abs_max),
+                median_abs_err=quantile_from_histogram(self._abs_counts, 0.5, self._abs_min, self._abs_max),
+                quantile_abs_err=quantile_from_histogram(self._abs_counts, q, self._abs_min, self._abs_max),
                 max_rel_err=self._rel_max,
                 mean_rel_err=self._rel_sum / n,
-                median_rel_err=_quantile_from_histogram(self._rel_counts, 0.5, self._rel_min, self._rel_max),
-                quantile_rel_err=_quantile_from_histogram(self._rel_counts, q, self._rel_min, self._rel_max),
+                median_rel_err=quantile_from_histogram(self._rel_counts, 0.5, self._rel_min, self._rel_max),
+                quantile_rel_err=quantile_from_histogram(self._rel_counts, q, self._rel_min, self._rel_max),
                 rmse=math.sqrt(self._abs_sq_sum / n),
                 cosine_similarity=self._cosine(),
             )
@@ -574,8 +394,8 @@ class OutputAccumulator:
             within_rtol=self._within_rtol if quantile_check else None,
             argmax_positions=self._argmax_positions,
             worst=worst,
-            abs_err_histogram=_histogram_bins(self._abs_counts),
-            rel_err_histogram=_histogram_bins(self._rel_counts),
+            abs_err_histogram=histogram_bins(self._abs_counts),
+            rel_err_histogram=histogram_bins(self._rel_counts),
             **stats,
         )
 
@@ -647,43 +467,8 @@ class OutputAccumulator:
 
 
 @dataclass(frozen=True)
-class MissingOutput:
-    """An output one backend of a pair produced and the other did not (in some samples)."""
-
-    output: str
-    ref_backend: str
-    cand_backend: str
-    missing_from: str
-    samples_missing: int
-    samples: int
-
-    @property
-    def reason(self) -> str:
-        present_in = self.cand_backend if self.missing_from == self.ref_backend else self.ref_backend
-        return (
-            f"output '{self.output}' is missing from {display_name(self.missing_from)} in "
-            f"{self.samples_missing} of {self.samples} samples but {display_name(present_in)} produces it; "
-            "check the export's output names"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "ref_backend": self.ref_backend,
-            "cand_backend": self.cand_backend,
-            "missing_from": self.missing_from,
-            "samples_missing": self.samples_missing,
-            "samples": self.samples,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> MissingOutput:
-        return cls(**data)
-
-
-@dataclass(frozen=True)
 class ComparisonReport:
-    """Every output comparison of a run, in pair order then output order."""
+    """Every output comparison of one group of runner pairs, in pair order then output order."""
 
     comparisons: tuple[OutputComparison, ...]
     missing: tuple[MissingOutput, ...]
@@ -698,28 +483,23 @@ class ComparisonReport:
         return self.passed
 
     def failures(self) -> list[str]:
-        """One line per failing output, naming the output and the backend pair."""
-        lines = [f"{c.title}: {c.reason}" for c in self.comparisons if not c]
+        """One line per failing output, naming the output and the runner pair."""
+        lines = [
+            f"'{c.output}' {display_name(c.ref_backend)} vs {display_name(c.cand_backend)}: {c.reason}"
+            for c in self.comparisons
+            if not c
+        ]
         lines += [m.reason for m in self.missing]
         return lines
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "samples": self.samples,
-            "pairs": [list(p) for p in self.pairs],
-            "comparisons": [c.to_json() for c in self.comparisons],
-            "missing": [m.to_json() for m in self.missing],
-        }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ComparisonReport:
-        return cls(
-            comparisons=tuple(OutputComparison.from_json(c) for c in data["comparisons"]),
-            missing=tuple(MissingOutput.from_json(m) for m in data["missing"]),
-            samples=int(data["samples"]),
-            pairs=tuple((ref, cand) for ref, cand in data["pairs"]),
-        )
+def _missing(output: str, pair: tuple[str, str], side: str, count: int, samples: int) -> MissingOutput:
+    present_in = pair[1] if side == pair[0] else pair[0]
+    reason = (
+        f"output '{output}' is missing from {display_name(side)} in {count} of {samples} samples but "
+        f"{display_name(present_in)} produces it; check the export's output names"
+    )
+    return MissingOutput(output, pair[0], pair[1], side, count, samples, reason)
 
 
 class _RunComparison:
@@ -778,7 +558,7 @@ class _RunComparison:
             for key in sorted(self.accumulators, key=lambda k: (pair_rank[k[0]], self.output_order[k[1]]))
         )
         missing = tuple(
-            MissingOutput(output, pair[0], pair[1], side, n, self.samples)
+            _missing(output, pair, side, n, self.samples)
             for (pair, output, side), n in sorted(
                 self.missing_counts.items(),
                 key=lambda item: (pair_rank[item[0][0]], self.output_order[item[0][1]], item[0][2]),

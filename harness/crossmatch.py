@@ -23,73 +23,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from harness.backends.base import display_name
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
+from models.results.comparisons import CrossMatch
 
 CLEAR_RATIO = 10.0
 CLEAR_GAP = 1e-2
 GOOD_MATCH = 0.25
 
 Outputs = Mapping[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class CrossMatch:
-    """Scores of every candidate output (rows) against every reference output (columns).
-
-    `scores[i][j]` is None when candidate `cand_outputs[i]` and reference `ref_outputs[j]` are not
-    compatible (or share no finite element). `best_match` maps each candidate output to its best
-    scoring reference output (the same name on ties), None when nothing is compatible; those
-    candidate outputs are listed in `unmatched`.
-    """
-
-    ref_backend: str
-    cand_backend: str
-    ref_outputs: tuple[str, ...]
-    cand_outputs: tuple[str, ...]
-    scores: tuple[tuple[float | None, ...], ...]
-    best_match: Mapping[str, str | None]
-    mismatches: tuple[str, ...]
-    unmatched: tuple[str, ...]
-    samples: int
-
-    def __bool__(self) -> bool:
-        return not self.mismatches
-
-    def score(self, cand_output: str, ref_output: str) -> float | None:
-        return self.scores[self.cand_outputs.index(cand_output)][self.ref_outputs.index(ref_output)]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ref_backend": self.ref_backend,
-            "cand_backend": self.cand_backend,
-            "ref_outputs": list(self.ref_outputs),
-            "cand_outputs": list(self.cand_outputs),
-            "scores": [list(row) for row in self.scores],
-            "best_match": dict(self.best_match),
-            "mismatches": list(self.mismatches),
-            "unmatched": list(self.unmatched),
-            "samples": self.samples,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CrossMatch:
-        return cls(
-            ref_backend=data["ref_backend"],
-            cand_backend=data["cand_backend"],
-            ref_outputs=tuple(data["ref_outputs"]),
-            cand_outputs=tuple(data["cand_outputs"]),
-            scores=tuple(tuple(None if s is None else float(s) for s in row) for row in data["scores"]),
-            best_match=dict(data["best_match"]),
-            mismatches=tuple(data["mismatches"]),
-            unmatched=tuple(data["unmatched"]),
-            samples=int(data["samples"]),
-        )
 
 
 class _PairSums:
@@ -159,6 +104,7 @@ def cross_match(
     scores = tuple(tuple(sums[(c, r)].score() for r in ref_names) for c in cand_names)
     best_match: dict[str, str | None] = {}
     mismatches = []
+    mismatched = []
     for c_name, row in zip(cand_names, scores, strict=True):
         scored = {r: s for r, s in zip(ref_names, row, strict=True) if s is not None}
         if not scored:
@@ -173,6 +119,7 @@ def cross_match(
         same = scored.get(c_name, math.inf)
         other = scored[best]
         if other <= same / CLEAR_RATIO and same - other >= CLEAR_GAP and other <= GOOD_MATCH:
+            mismatched.append(c_name)
             mismatches.append(
                 f"ordering mismatch: {display_name(cand_backend)} '{c_name}' matches "
                 f"{display_name(ref_backend)} '{best}'"
@@ -184,6 +131,7 @@ def cross_match(
         cand_outputs=cand_names,
         scores=scores,
         best_match=best_match,
+        mismatched=tuple(mismatched),
         mismatches=tuple(mismatches),
         unmatched=tuple(c for c in cand_names if best_match[c] is None),
         samples=len(ref_samples),

@@ -13,19 +13,20 @@ Boxes stay in the letterboxed input's pixels, so the report draws them on the in
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.errors import HarnessError, UsageError
+from models.core.artifacts import atomic_path
+from models.core.errors import UsageError
 from models.detection import Detections, compare_detections, postprocess_anchor_free, postprocess_yolov5
 from models.recipe import DetectionSpec
+from models.results.detections import DetectionPair, DetectionsReport, ImageAgreement
 
 DETECTION_IMAGES = "detection_images.npz"
-INPUTS_FILE = "inputs.json"  # written by the run stage beside the saved outputs
 # Fixed timestamp inside the archive: the same images give the same bytes, so the artifact's hash is stable.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -71,110 +72,43 @@ def detect(spec: DetectionSpec, pred: np.ndarray) -> list[Detections]:
     return layout.postprocess(pred, spec.conf_thres, spec.iou_thres, spec.max_det)
 
 
-def _ordered_unique(names: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(names))
-
-
-def compare_run_detections(
-    recipe_json: Mapping[str, Any], run_details: Mapping[str, Any], paths: Mapping[str, Path]
-) -> dict[str, Any] | None:
-    """Detections of every runner and their agreement per pair and image; None without a detection spec.
-
-    `paths` maps artifact keys to saved RunResults files, as for `compare_run_outputs`; the images
-    the report draws on are written beside them from the run's `inputs.json`.
-    """
-    from harness.comparing import comparison_groups, iterate_saved_outputs
-    from harness.pipeline import SAMPLES, artifact_key
-
-    if not recipe_json.get("detection"):
-        return None
-    spec = DetectionSpec.from_json(recipe_json["detection"])
-    if spec.output not in recipe_json["output_names"]:
-        raise UsageError(
-            f"the detection spec of recipe '{recipe_json['name']}' reads output '{spec.output}', which the "
-            f"recipe does not have; set DetectionSpec(output=...) to one of {list(recipe_json['output_names'])}"
-        )
-    pairs = [
-        (ref, cand, group["precision"])
-        for group in comparison_groups(run_details)
-        if group["sample_set"] == SAMPLES
-        for ref, cand in group["pairs"]
-    ]
-    runners = _ordered_unique(name for ref, cand, _ in pairs for name in (ref, cand))
-    try:
-        outputs = {runner: paths[artifact_key(runner, SAMPLES)] for runner in runners}
-    except KeyError as e:
-        raise HarnessError(f"saved outputs {e} are missing from the run; re-run `harness convert`") from e
-
-    detections: dict[str, list[Detections | None]] = {runner: [] for runner in runners}
-    for sample in iterate_saved_outputs(outputs):
+def detections_of(
+    spec: DetectionSpec, runners: Sequence[str], samples: Iterable[Mapping[str, Mapping[str, np.ndarray]]]
+) -> dict[str, list[Detections | None]]:
+    """Post-process each runner's `spec.output`, sample by sample, into detections per image (batches
+    flattened; None where a runner gave no such output)."""
+    found_by_runner: dict[str, list[Detections | None]] = {runner: [] for runner in runners}
+    for sample in samples:
         found = {
             runner: detect(spec, sample[runner][spec.output]) if spec.output in sample[runner] else None
             for runner in runners
         }
         batch = max((len(per_image) for per_image in found.values() if per_image is not None), default=0)
         for runner, per_image in found.items():
-            detections[runner] += [
+            found_by_runner[runner] += [
                 per_image[i] if per_image is not None and i < len(per_image) else None for i in range(batch)
             ]
-
-    images = len(detections[runners[0]]) if runners else 0
-    pair_results = [
-        _compare_pair(spec, ref, cand, precision, detections[ref], detections[cand])
-        for ref, cand, precision in pairs
-    ]
-    run_dir = next(iter(outputs.values())).parent if outputs else None
-    images_file = _images_for_report(recipe_json, run_dir)
-    return {
-        "output": spec.output,
-        "spec": spec.to_json(),
-        "images": images,
-        "images_file": images_file,
-        "runners": {
-            runner: [None if found is None else found.to_json() for found in per_image]
-            for runner, per_image in detections.items()
-        },
-        "pairs": pair_results,
-        "passed": all(p["passed"] for p in pair_results if p["gated"]),
-    }
+    return found_by_runner
 
 
-def _compare_pair(
+def compare_pair(
     spec: DetectionSpec,
     ref: str,
     cand: str,
     precision: str,
-    ref_images: list[Detections | None],
-    cand_images: list[Detections | None],
-) -> dict[str, Any]:
+    ref_images: Sequence[Detections | None],
+    cand_images: Sequence[Detections | None],
+) -> DetectionPair:
     images = []
     for index, (ref_dets, cand_dets) in enumerate(zip(ref_images, cand_images, strict=True)):
-        absent = [name for name, dets in ((ref, ref_dets), (cand, cand_dets)) if dets is None]
-        if absent:
-            reason = f"no '{spec.output}' from {' and '.join(absent)} for this image"
-            images.append({"image": index, "passed": False, "failures": [reason], "missing_from": absent})
+        absent = tuple(name for name, dets in ((ref, ref_dets), (cand, cand_dets)) if dets is None)
+        if absent or ref_dets is None or cand_dets is None:
+            images.append(ImageAgreement(index, None, absent))
             continue
-        match = compare_detections(ref_dets, cand_dets, spec.tolerance, spec.iou_match)
-        images.append({"image": index, **match.to_json()})
-    return {
-        "ref_backend": ref,
-        "cand_backend": cand,
-        "precision": precision,
-        "gated": precision in spec.gated_precisions,
-        "passed": all(image["passed"] for image in images),
-        "failing_images": [image["image"] for image in images if not image["passed"]],
-        "images": images,
-    }
-
-
-def _images_for_report(recipe_json: Mapping[str, Any], run_dir: Path | None) -> str | None:
-    """Write the letterboxed inputs the report draws on; their file name, or None without inputs.json."""
-    if run_dir is None or not (run_dir / INPUTS_FILE).is_file():
-        return None
-    write_detection_images(
-        run_dir / INPUTS_FILE, recipe_json["inputs"][0]["name"], run_dir / DETECTION_IMAGES
-    )
-    return DETECTION_IMAGES
+        images.append(
+            ImageAgreement(index, compare_detections(ref_dets, cand_dets, spec.tolerance, spec.iou_match))
+        )
+    return DetectionPair(ref, cand, precision, precision in spec.gated_precisions, tuple(images))
 
 
 def input_images(feeds: Iterable[Mapping[str, Any]], input_name: str) -> Iterable[np.ndarray]:
@@ -190,14 +124,9 @@ def input_images(feeds: Iterable[Mapping[str, Any]], input_name: str) -> Iterabl
         yield from np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
 
 
-def write_detection_images(inputs_path: Path, input_name: str, target: Path) -> int:
-    """Save the images of a run's `inputs.json` (Polygraphy JSON of the feeds) as a compressed .npz
-    with one uint8 (H, W, 3) array per image, named `image_<index>`; returns the number of images."""
-    from polygraphy.json import load_json
-
-    from harness.artifacts import atomic_path
-
-    feeds = load_json(str(inputs_path))
+def write_detection_images(feeds: Iterable[Mapping[str, Any]], input_name: str, target: Path) -> int:
+    """Save each image of the feeds' `input_name` as a compressed .npz with one uint8 (H, W, 3) array per
+    image, named `image_<index>`; returns the number of images. Same images, same bytes."""
     count = 0
     with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         for image in input_images(feeds, input_name):
@@ -209,36 +138,15 @@ def write_detection_images(inputs_path: Path, input_name: str, target: Path) -> 
     return count
 
 
-def _percent(fraction: float) -> str:
-    return f"{100 * fraction:.1f}".rstrip("0").rstrip(".") + "%"
-
-
-def failure_text(image: Mapping[str, Any]) -> str:
-    """The criteria one image failed, briefly: "matched 40% < 95%, mean IoU 0.712 < 0.95"."""
-    if image.get("missing_from"):
-        return image["failures"][0]
-    tol = image["tolerance"]
-    found = []
-    if not image["matched_fraction"] >= tol["min_matched_fraction"]:
-        found.append(
-            f"matched {_percent(image['matched_fraction'])} < {_percent(tol['min_matched_fraction'])}"
-        )
-    if image["mean_iou"] is not None and not image["mean_iou"] >= tol["min_mean_iou"]:
-        found.append(f"mean IoU {image['mean_iou']:.3f} < {tol['min_mean_iou']:g}")
-    if image["max_score_delta"] is not None and not image["max_score_delta"] <= tol["max_score_delta"]:
-        found.append(f"max |score delta| {image['max_score_delta']:.3g} > {tol['max_score_delta']:g}")
-    return ", ".join(found)
-
-
-def gate_failures(detections: Mapping[str, Any] | None, display: Callable[[str], str]) -> list[str]:
-    """One line per failing image of a gated pair: "Torch vs ORT on image 2: matched 40% < 95%"."""
-    if not detections:
+def gate_failures(detections: DetectionsReport | None, display: Callable[[str], str]) -> list[str]:
+    """One line per failing image of a gated pair: "Torch vs ORT on image 2: matched fraction 0.4 < 0.95"."""
+    if detections is None:
         return []
     return [
-        f"{display(pair['ref_backend'])} vs {display(pair['cand_backend'])} on image {image['image']}: "
-        + failure_text(image)
-        for pair in detections["pairs"]
-        if pair["gated"]
-        for image in pair["images"]
-        if not image["passed"]
+        f"{display(pair.ref_backend)} vs {display(pair.cand_backend)} on image {image.image}: "
+        + "; ".join(image.failures)
+        for pair in detections.pairs
+        if pair.gated
+        for image in pair.images
+        if not image.passed
     ]

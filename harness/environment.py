@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-from typing import Any
 
 from harness.gpu import cuda_devices
+from models.results.document import Environment, Gpu
 
 _DISTRIBUTIONS = (
     "torch",
@@ -33,15 +33,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def environment() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor_count": os.cpu_count(),
-        "gpus": [
-            {"name": d.name, "compute_capability": f"{d.compute_capability[0]}.{d.compute_capability[1]}"}
-            for d in cuda_devices()
-        ],
-        "packages": package_versions(),
-    }
+def environment() -> Environment:
+    return Environment(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        machine=platform.machine(),
+        processor_count=os.cpu_count(),
+        gpus=tuple(
+            Gpu(d.name, f"{d.compute_capability[0]}.{d.compute_capability[1]}") for d in cuda_devices()
+        ),
+        packages=package_versions(),
+    )

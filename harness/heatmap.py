@@ -12,11 +12,11 @@ and counted per cell. A cell with no finite element has the value None.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from harness.errors import HarnessError, UsageError
+from models.core.errors import HarnessError, UsageError
+from models.results.comparisons import ErrorMap
 
 # Positions processed per step, so float64 scratch stays small for large outputs.
 _CHUNK_ELEMENTS = 1 << 20
@@ -119,17 +119,21 @@ class ErrorHeatmap:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self._count > 0, self._sum / np.maximum(self._count, 1), np.nan)
 
-    def to_json(self) -> dict[str, Any]:
+    def record(self, output: str, ref_backend: str, cand_backend: str) -> ErrorMap:
         values = self.values
         assert self._source_hw is not None and self._nonfinite is not None
         finite = values[np.isfinite(values)]
-        return {
-            "shape": list(values.shape),
-            "source_hw": list(self._source_hw),
-            "block_hw": list(self._block),
-            "spatial_axes": list(self.spatial_axes),
-            "samples": self.samples,
-            "values": [[None if math.isnan(v) else float(v) for v in row] for row in values.tolist()],
-            "max": float(finite.max()) if finite.size else None,
-            "nonfinite_mismatches": int(self._nonfinite.sum()),
-        }
+        height, width = values.shape
+        return ErrorMap(
+            output=output,
+            ref_backend=ref_backend,
+            cand_backend=cand_backend,
+            shape=(height, width),
+            source_hw=self._source_hw,
+            block_hw=self._block,
+            spatial_axes=self.spatial_axes,
+            samples=self.samples,
+            values=tuple(tuple(None if math.isnan(v) else float(v) for v in row) for row in values.tolist()),
+            max=float(finite.max()) if finite.size else None,
+            nonfinite_mismatches=int(self._nonfinite.sum()),
+        )

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.artifacts import Artifact
+from models.core.artifacts import Artifact
 
 Status = Literal["ok", "failed", "skipped", "cached"]
 

@@ -1,64 +1,69 @@
-"""The CI gate: one exit code and one summary line from saved results (no model is run)."""
+"""The CI gate: one exit code and one summary line from a run's ledger (no model is run)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
 
 from harness.detections import gate_failures
-from harness.errors import ExitCode
+from models.core.errors import ExitCode
+from models.results.comparisons import SAMPLES
+from models.results.document import Verdict
+from models.results.stages import CompareDetails, RunDetails, StageRecord
 
 
-def verdict_for(results: dict[str, Any]) -> dict[str, Any]:
+def _verdict(code: ExitCode, summary: str) -> Verdict:
+    return Verdict(int(code), code.name, summary)
+
+
+def verdict_for(stages: Sequence[StageRecord]) -> Verdict:
     """Stage failure beats an ordering mismatch, which beats an accuracy failure; nothing compared fails.
 
     Accuracy needs both gates: every tensor comparison within tolerance, and the detections of every
     pair at a gated precision agreeing on every image (reduced precisions are informational by default).
     """
-    stages = {s["name"]: s for s in results["stages"]}
-    failed = [s for s in results["stages"] if s["status"] == "failed"]
+    by_name = {s.name: s for s in stages}
+    failed = [s for s in stages if s.status == "failed"]
     if failed:
-        stage = failed[0]
-        return _verdict(ExitCode.STAGE_FAILED, f"stage '{stage['name']}' failed: {stage['reason']}")
-    compare = stages.get("compare", {})
-    details = compare.get("details", {})
-    mismatches = [m for cm in details.get("crossmatch", []) for m in cm.get("mismatches", [])]
-    if mismatches:
-        return _verdict(ExitCode.ORDERING_MISMATCH, "; ".join(mismatches))
-    comparisons = details.get("comparisons", [])
-    missing = details.get("missing", [])
-    if compare.get("status") not in ("ok", "cached") or not comparisons:
-        reason = compare.get("reason") or "no outputs were compared"
+        return _verdict(ExitCode.STAGE_FAILED, f"stage '{failed[0].name}' failed: {failed[0].reason}")
+    compare = by_name.get("compare")
+    details = compare.details if compare is not None and isinstance(compare.details, CompareDetails) else None
+    if details is not None and details.mismatches:
+        return _verdict(ExitCode.ORDERING_MISMATCH, "; ".join(details.mismatches))
+    if compare is None or not compare.done or details is None or not details.comparisons:
+        reason = (compare.reason if compare is not None else None) or "no outputs were compared"
         return _verdict(ExitCode.ACCURACY_FAILED, f"nothing was compared: {reason}")
-    failing = [c for c in comparisons if not c["passed"]] + missing
-    detections = details.get("detections")
-    disagreeing = gate_failures(detections, _display_names(stages))
+    run = by_name.get("run")
+    runners = run.details.runners if run is not None and isinstance(run.details, RunDetails) else {}
+
+    def display(name: str) -> str:
+        return runners[name].display_name if name in runners else name
+
+    failing = [
+        f"{c.output} ({display(c.ref_backend)} vs {display(c.cand_backend)}{_at(c.sample_set)})"
+        for c in details.comparisons
+        if not c
+    ]
+    failing += [
+        f"{m.output} ({display(m.ref_backend)} vs {display(m.cand_backend)}{_at(m.sample_set)})"
+        for m in details.missing
+    ]
+    disagreeing = gate_failures(details.detections, display)
     problems = []
     if failing:
-        shown = ", ".join(f"{c['output']} ({c['ref_backend']} vs {c['cand_backend']})" for c in failing[:5])
         more = f" and {len(failing) - 5} more" if len(failing) > 5 else ""
-        problems.append(f"{len(failing)} comparison(s) out of tolerance: {shown}{more}")
+        problems.append(f"{len(failing)} comparison(s) out of tolerance: {', '.join(failing[:5])}{more}")
     if disagreeing:
         more = f" and {len(disagreeing) - 3} more" if len(disagreeing) > 3 else ""
         problems.append("detections disagree: " + "; ".join(disagreeing[:3]) + more)
     if problems:
         return _verdict(ExitCode.ACCURACY_FAILED, "; ".join(problems))
-    summary = f"all {len(comparisons)} comparisons within tolerance"
-    gated = [p for p in (detections or {}).get("pairs", []) if p["gated"]]
-    if gated:
-        summary += f"; detections agree on {detections['images']} image(s) for {len(gated)} gated pair(s)"
+    summary = f"all {len(details.comparisons)} comparisons within tolerance"
+    detections = details.detections
+    gated = [p for p in detections.pairs if p.gated] if detections else []
+    if detections is not None and gated:
+        summary += f"; detections agree on {detections.images} image(s) for {len(gated)} gated pair(s)"
     return _verdict(ExitCode.PASSED, summary)
 
 
-def _display_names(stages: dict[str, Any]) -> Callable[[str], str]:
-    backends = (stages.get("run", {}).get("details") or {}).get("backends", {})
-    return lambda runner: str((backends.get(runner) or {}).get("display_name") or runner)
-
-
-def _verdict(code: ExitCode, summary: str) -> dict[str, Any]:
-    return {
-        "passed": code == ExitCode.PASSED,
-        "exit_code": int(code),
-        "status": code.name,
-        "summary": summary,
-    }
+def _at(sample_set: str) -> str:
+    return "" if sample_set == SAMPLES else f" at {sample_set}"

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import UsageError
+from models.core.errors import UsageError
 
 # YOLOv5/YOLOv8 pass at most this many boxes (best first) to NMS after the confidence filter.
 DEFAULT_MAX_CANDIDATES = 30000

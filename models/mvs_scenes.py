@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import HarnessError, UsageError
+from models.core.errors import HarnessError, UsageError
 
 SOBEL_MAX = 4.0 * np.sqrt(2.0)  # largest Sobel gradient magnitude of an image in [0, 1]
 

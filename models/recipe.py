@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from harness.errors import UsageError
+from models.core.errors import UsageError
 from models.detection import DetectionTolerance
 
 if TYPE_CHECKING:

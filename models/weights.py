@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.artifacts import atomic_path
-from harness.errors import UsageError
+from models.core.artifacts import atomic_path
+from models.core.errors import UsageError
 
 if TYPE_CHECKING:
     import torch

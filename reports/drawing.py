@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from harness.errors import UsageError
+from models.core.errors import UsageError
 from models.detection import Detections
 
 # Neither side of a drawn image exceeds this, to keep the HTML report small.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from harness.artifacts import write_text_atomic
+from models.core.artifacts import write_text_atomic
+from models.core.errors import HarnessError
+from models.results.document import Results, load_results
+from reports.page import ReportView
+from reports.render import environment
 
 
 @dataclass(frozen=True)
@@ -27,21 +29,19 @@ class RunRow:
     error: str | None = None
 
 
-def _row(run_dir: Path, results: dict[str, Any]) -> RunRow:
-    from reports.view import ReportView
-
+def _row(run_dir: Path, results: Results) -> RunRow:
     view = ReportView(results)
     outputs = view.outputs
     return RunRow(
         dir=run_dir.name,
-        recipe=str(view.recipe.get("name", run_dir.name)),
-        passed=bool(view.verdict.get("passed")),
-        exit_code=view.verdict.get("exit_code"),
-        status=str(view.verdict.get("status", "")),
-        summary=str(view.verdict.get("summary", "")),
+        recipe=results.recipe.name,
+        passed=results.verdict.passed,
+        exit_code=results.verdict.exit_code,
+        status=results.verdict.status,
+        summary=results.verdict.summary,
         outputs=len(outputs),
         failing_outputs=tuple(o.name for o in outputs if o.state == "fail"),
-        created=view.created,
+        created=view.summary.created,
         has_report=(run_dir / "report.html").is_file(),
     )
 
@@ -52,16 +52,13 @@ def collect_runs(artifacts: Path) -> list[RunRow]:
     for results_path in sorted(artifacts.glob("*/results.json")):
         run_dir = results_path.parent
         try:
-            results = json.loads(results_path.read_text())
-            runs.append(_row(run_dir, results))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            runs.append(RunRow(dir=run_dir.name, error=f"unreadable results.json ({type(e).__name__}: {e})"))
+            runs.append(_row(run_dir, load_results(results_path)))
+        except HarnessError as e:
+            runs.append(RunRow(dir=run_dir.name, error=str(e)))
     return runs
 
 
 def render_index(artifacts: Path) -> str:
-    from reports.render import environment
-
     return (
         environment().get_template("index.html.j2").render(runs=collect_runs(artifacts), root=str(artifacts))
     )

@@ -19,8 +19,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import write_text_atomic
-from reports.view import SAMPLES, ReportView
+from models.core.artifacts import write_text_atomic
+from models.results.comparisons import SAMPLES
+from models.results.document import Results
+from models.results.stages import CompareDetails
+from reports.page import ReportView
 
 # Characters XML 1.0 cannot hold even escaped; ElementTree would write them and produce invalid XML.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -45,23 +48,23 @@ def _skip(case: ET.Element, message: str) -> None:
     ET.SubElement(case, "skipped", message=_clean(message))
 
 
-def junit_tree(results: dict[str, Any]) -> ET.ElementTree:
+def junit_tree(results: Results) -> ET.ElementTree:
     view = ReportView(results)
-    recipe = str(view.recipe["name"])
+    recipe = results.recipe.name
     classname = f"harness.{recipe}"
     suite = ET.Element("testsuite", name=_clean(recipe))
 
-    for stage in view.stages:
-        case = _case(suite, classname, f"stage:{stage['name']}", float(stage.get("duration_s") or 0.0))
-        if stage["status"] == "failed":
-            _fail(case, stage.get("reason") or "stage failed", kind="StageFailed")
-        elif stage["status"] == "skipped":
-            _skip(case, stage.get("reason") or "stage skipped")
+    for stage in results.stages:
+        case = _case(suite, classname, f"stage:{stage.name}", stage.duration_s)
+        if stage.status == "failed":
+            _fail(case, stage.reason or "stage failed", kind="StageFailed")
+        elif stage.status in ("skipped", "interrupted"):
+            _skip(case, stage.reason or f"stage {stage.status}")
 
-    for backend in view.backends:
-        case = _case(suite, classname, f"backend:{backend.name}")
-        if not backend.executed:
-            _skip(case, f"{backend.display_name} {backend.state}: {backend.reason or 'no reason recorded'}")
+    for runner_name, runner in view.runners.items():
+        case = _case(suite, classname, f"backend:{runner_name}")
+        if not runner.executed:
+            _skip(case, f"{runner.display_name} {runner.state}: {runner.reason or 'no reason recorded'}")
 
     for output in view.outputs:
         for pair in output.pairs:
@@ -71,15 +74,15 @@ def junit_tree(results: dict[str, Any]) -> ET.ElementTree:
             if pair.state == "skipped":
                 _skip(case, pair.summary)
             elif pair.state == "fail":
-                message = comparison["reason"] if comparison else pair.summary
+                message = comparison.reason if comparison else pair.summary
                 detail = f"{pair.label}: {pair.summary}" + (f"\n{message}" if comparison else "")
                 _fail(case, message, detail, kind="AccuracyFailed" if comparison else "MissingOutput")
 
-    for crossmatch in view.details("compare").get("crossmatch", []):
-        ref, cand = crossmatch["ref_backend"], crossmatch["cand_backend"]
-        case = _case(suite, classname, f"crossmatch[{ref}-vs-{cand}]")
-        if crossmatch.get("mismatches"):
-            _fail(case, "; ".join(crossmatch["mismatches"]), kind="OrderingMismatch")
+    compare = results.details(CompareDetails)
+    for crossmatch in compare.crossmatch if compare else ():
+        case = _case(suite, classname, f"crossmatch[{crossmatch.ref_backend}-vs-{crossmatch.cand_backend}]")
+        if crossmatch.mismatches:
+            _fail(case, "; ".join(crossmatch.mismatches), kind="OrderingMismatch")
 
     if view.detections is not None:
         _detection_cases(suite, classname, view)
@@ -89,7 +92,7 @@ def junit_tree(results: dict[str, Any]) -> ET.ElementTree:
     suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
     suite.set("errors", "0")
     suite.set("skipped", str(sum(1 for c in cases if c.find("skipped") is not None)))
-    suite.set("time", f"{sum(float(s.get('duration_s') or 0.0) for s in view.stages):.3f}")
+    suite.set("time", f"{sum(s.duration_s for s in results.stages):.3f}")
     root = ET.Element("testsuites", name="harness")
     for key in ("tests", "failures", "errors", "skipped", "time"):
         root.set(key, suite.get(key, "0"))
@@ -101,7 +104,7 @@ def junit_tree(results: dict[str, Any]) -> ET.ElementTree:
 def _detection_cases(suite: ET.Element, classname: str, view: ReportView) -> None:
     detections = view.detections
     assert detections is not None
-    output = detections.spec["output"]
+    output = detections.spec.output
     informational: dict[tuple[str, str], list[bool]] = {}
     for row in detections.rows:
         if not row.gated:
@@ -121,11 +124,11 @@ def _detection_cases(suite: ET.Element, classname: str, view: ReportView) -> Non
         )
 
 
-def junit_xml(results: dict[str, Any]) -> str:
+def junit_xml(results: Results) -> str:
     root = junit_tree(results).getroot()
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_junit(results: dict[str, Any], path: Path) -> None:
+def write_junit(results: Results, path: Path) -> None:
     """Write the JUnit XML of `results` (one run) to `path`."""
     write_text_atomic(path, junit_xml(results))

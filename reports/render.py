@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
 
-from harness.artifacts import write_text_atomic
+import jinja2
+
+from models.core.artifacts import write_text_atomic
+from models.results.document import Results
 from reports import formatting
+from reports.junit import junit_xml
+from reports.page import ReportView
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 @functools.cache
-def environment() -> Any:
+def environment() -> jinja2.Environment:
     """The Jinja environment of every report template (autoescaped: every name comes from a model)."""
-    import jinja2
-
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -35,16 +37,12 @@ def environment() -> Any:
     return env
 
 
-def render_html(results: dict[str, Any], run_dir: Path | None = None) -> str:
+def render_html(results: Results, run_dir: Path | None = None) -> str:
     """The HTML report of `results`; images the run saved (detections) are drawn from `run_dir`."""
-    from reports.view import ReportView
-
     return environment().get_template("report.html.j2").render(view=ReportView(results, run_dir))
 
 
-def write_reports(results: dict[str, Any], out_dir: Path) -> None:
+def write_reports(results: Results, out_dir: Path) -> None:
     """Write report.html and junit.xml of `results` into `out_dir`."""
-    from reports.junit import write_junit
-
     write_text_atomic(out_dir / "report.html", render_html(results, out_dir))
-    write_junit(results, out_dir / "junit.xml")
+    write_text_atomic(out_dir / "junit.xml", junit_xml(results))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
+from models.results.comparisons import ErrorMap
 from reports.formatting import as_float, compact, count_label, number, sci
 
 # Histogram: bars per decade of abs error (more when few decades are shown), and how many decades
@@ -297,15 +298,15 @@ def _heatmap_png(values: np.ndarray, low: float, high: float, size: tuple[int, i
     return png_data_uri(buffer.getvalue())
 
 
-def heatmap_svg(heatmap: dict[str, Any], *, atol: float | None, label: str, uid: str) -> Markup:
-    """The error map of `harness.heatmap.ErrorHeatmap.to_json()` with a log colour bar, atol marked.
+def heatmap_svg(heatmap: ErrorMap, *, atol: float | None, label: str, uid: str) -> Markup:
+    """An output's error map (`ErrorMap`) with a log colour bar, atol marked.
 
     `uid` makes the colour bar's gradient id unique within the page.
     """
     values = np.array(
-        [[np.nan if v is None else float(v) for v in row] for row in heatmap["values"]], dtype=np.float64
-    ).reshape(heatmap["shape"])
-    source_h, source_w = heatmap.get("source_hw", heatmap["shape"])
+        [[np.nan if v is None else float(v) for v in row] for row in heatmap.values], dtype=np.float64
+    ).reshape(heatmap.shape)
+    source_h, source_w = heatmap.source_hw
     finite = values[np.isfinite(values)]
     high = float(finite.max()) if finite.size else 0.0
     positive = finite[finite > 0]

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from harness.errors import ExitCode
+from models.core.errors import ExitCode
 from models.recipes.mvs import REPLACEMENTS
 
 pytestmark = pytest.mark.slow

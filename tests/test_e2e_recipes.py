@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from harness.errors import ExitCode
+from models.core.errors import ExitCode
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from harness.errors import ExitCode
+from models.core.errors import ExitCode
 
 pytestmark = pytest.mark.slow
 

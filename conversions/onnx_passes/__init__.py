@@ -15,13 +15,10 @@ from conversions.onnx_passes.registry import (
     registered_passes,
     unregister_pass,
 )
-from conversions.onnx_passes.report import PassReport, op_counts
 
 __all__ = [
     "PassContext",
     "PassOutcome",
-    "PassReport",
-    "op_counts",
     "register_pass",
     "registered_passes",
     "run_passes",

@@ -10,10 +10,11 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from conversions.onnx_files import op_counts
 from conversions.onnx_passes.model_io import ort_outputs, ort_session, save_model
 from conversions.onnx_passes.registry import PassContext, get_pass
-from conversions.onnx_passes.report import PassReport, op_counts
-from harness.errors import HarnessError, UsageError
+from models.core.errors import HarnessError, UsageError
+from models.results.stages import PassReport
 
 Feed = dict[str, np.ndarray]
 Outputs = list[dict[str, np.ndarray]]

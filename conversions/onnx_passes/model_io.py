@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,49 +9,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-from onnx import external_data_helper
 
-from harness.artifacts import atomic_path
-from harness.errors import HarnessError
+from conversions.onnx_files import fits_single_file, save_onnx
+from models.core.errors import HarnessError
 
 if TYPE_CHECKING:
     import onnxruntime
 
-# A protobuf message cannot exceed 2 GiB; larger models keep their weights in `<model>.data`.
-_SINGLE_FILE_LIMIT = onnx.checker.MAXIMUM_PROTOBUF
-# Small tensors stay inline even in a model with external data, as the exporters do.
-_EXTERNAL_MIN_BYTES = 1024
-
-
-def fits_single_file(model: onnx.ModelProto) -> bool:
-    return model.ByteSize() < _SINGLE_FILE_LIMIT
-
 
 def save_model(model: onnx.ModelProto, out_path: Path) -> list[Path]:
-    """Check and write `model` to `out_path` (weights inline, or in `<name>.data` if over 2 GiB).
-
-    Returns the files written. The model file is renamed into place only after everything was written
-    and the checker passed, so a failure leaves an earlier model untouched. A model over 2 GiB has its
-    tensors' raw data moved out of `model` into the data file.
-    """
-    out_path = Path(out_path)
-    if fits_single_file(model):
-        with atomic_path(out_path) as staged:
-            onnx.save_model(model, staged, format="protobuf")
-            _check(staged, out_path)
-        return [out_path]
-    data_path = out_path.with_name(f"{out_path.name}.data")
-    with atomic_path(out_path) as staged, tempfile.TemporaryDirectory(dir=out_path.parent) as staging:
-        external_data_helper.convert_model_to_external_data(
-            model, all_tensors_to_one_file=True, location=data_path.name, size_threshold=_EXTERNAL_MIN_BYTES
-        )
-        external_data_helper.write_external_data_tensors(model, staging)
-        checked = Path(staging) / out_path.name  # beside its data, where the checker looks for it
-        onnx.save_model(model, checked, format="protobuf")
-        _check(checked, out_path)
-        os.replace(checked, staged)
-        os.replace(Path(staging) / data_path.name, data_path)
-    return [out_path, data_path]
+    """Check and write `model` to `out_path` under the project's one ONNX file policy (`onnx_files`)."""
+    return list(save_onnx(model, out_path, check=lambda staged: _check(staged, out_path)))
 
 
 def _check(staged: Path, final: Path) -> None:

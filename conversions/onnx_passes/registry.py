@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-from harness.errors import UsageError
+from models.core.errors import UsageError
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs

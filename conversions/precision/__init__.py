@@ -3,20 +3,16 @@
 TensorRT 11 and TensorRT for RTX dropped the FP16/INT8 builder flags: an FP16 engine comes from an
 ONNX model whose tensors are FP16 (`fp16_onnx`), an INT8 engine from one with explicit Q/DQ nodes
 (`int8_qdq_onnx`). `fp16_range_check` finds the tensors FP16 cannot hold and suggests the nodes to
-keep in FP32. One module per variant; results are serializable values.
+keep in FP32. One module per variant; what each returns is a value of the results contract.
 """
 
 from __future__ import annotations
 
 from conversions.precision.fp16 import fp16_onnx
 from conversions.precision.int8 import int8_qdq_onnx
-from conversions.precision.range_check import RangeReport, TensorRange, fp16_range_check
-from conversions.precision.result import PrecisionResult
+from conversions.precision.range_check import fp16_range_check
 
 __all__ = [
-    "PrecisionResult",
-    "RangeReport",
-    "TensorRange",
     "fp16_onnx",
     "fp16_range_check",
     "int8_qdq_onnx",

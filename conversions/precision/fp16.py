@@ -21,18 +21,18 @@ from pathlib import Path
 import onnx
 import onnx_graphsurgeon as gs
 
+from conversions.onnx_files import op_counts
 from conversions.onnx_passes.graph_edit import replace_uses
-from conversions.onnx_passes.report import op_counts
 from conversions.precision.model_file import load_model, require_nodes, save_checked
-from conversions.precision.result import PrecisionResult
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
+from models.results.stages import PrecisionVariant
 
 _LIBRARY = "onnxruntime.transformers.float16"
 
 
 def fp16_onnx(
     src: Path, dst: Path, *, block_list: Sequence[str] = (), keep_io_types: bool = True
-) -> PrecisionResult:
+) -> PrecisionVariant:
     """Write an FP16 copy of `src` to `dst`; nodes named in `block_list` stay FP32.
 
     With `keep_io_types` the graph inputs and outputs stay FP32 (a Cast follows each input and precedes
@@ -72,9 +72,9 @@ def fp16_onnx(
     default_blocked = sorted({n.op_type for n in model.graph.node if n.op_type in DEFAULT_OP_BLOCK_LIST})
     if default_blocked:
         notes.append(f"op types the converter never makes FP16 (no FP16 form): {', '.join(default_blocked)}")
-    return PrecisionResult(
+    return PrecisionVariant(
         precision="fp16",
-        path=dst,
+        path=Path(dst).name,
         library=_LIBRARY,
         library_version=f"onnxruntime {onnxruntime.__version__}",
         block_list=blocked,

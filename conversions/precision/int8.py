@@ -23,10 +23,10 @@ from typing import Literal
 import numpy as np
 import onnx
 
-from conversions.onnx_passes.report import op_counts
+from conversions.onnx_files import op_counts
 from conversions.precision.model_file import load_model, require_nodes, save_checked
-from conversions.precision.result import PrecisionResult
-from harness.errors import HarnessError, UsageError
+from models.core.errors import HarnessError, UsageError
+from models.results.stages import PrecisionVariant
 
 _LIBRARY = "onnxruntime.quantization"
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -44,7 +44,7 @@ def int8_qdq_onnx(
     *,
     exclude_nodes: Sequence[str] = (),
     method: CalibrationMethod = "percentile",
-) -> PrecisionResult:
+) -> PrecisionVariant:
     """Write a Q/DQ INT8 copy of `src` to `dst`, calibrated on `calibration_feeds`.
 
     Nodes named in `exclude_nodes` stay unquantized. The same inputs give a byte-identical file.
@@ -101,9 +101,9 @@ def int8_qdq_onnx(
         root_log.setLevel(level)
     save_checked(quantized, dst, "INT8 Q/DQ")
     calibration = f"percentile {PERCENTILE}" if method == "percentile" else method
-    return PrecisionResult(
+    return PrecisionVariant(
         precision="int8",
-        path=dst,
+        path=Path(dst).name,
         library=_LIBRARY,
         library_version=f"onnxruntime {onnxruntime.__version__}",
         block_list=excluded,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import onnx
 
-from harness.artifacts import atomic_path
-from harness.errors import HarnessError, UsageError
+from conversions.onnx_files import save_onnx
+from models.core.errors import HarnessError, UsageError
 
 
 def load_model(src: Path) -> onnx.ModelProto:
@@ -41,20 +41,19 @@ def require_nodes(model: onnx.ModelProto, names: Iterable[str], src: Path, optio
     return wanted
 
 
-def save_checked(model: onnx.ModelProto, dst: Path, variant: str) -> None:
-    """Check `model` with onnx.checker and write it to `dst` atomically (nothing is written on failure)."""
-    if model.ByteSize() >= onnx.checker.MAXIMUM_PROTOBUF:
-        raise HarnessError(
-            f"the {variant} model is over 2 GiB and cannot be written as one file to {dst}; "
-            "precision variants are written without external data"
-        )
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise HarnessError(f"the {variant} model fails onnx.checker, so {dst} was not written: {e}") from e
-    except onnx.shape_inference.InferenceError as e:
-        raise HarnessError(
-            f"the {variant} model has inconsistent types, so {dst} was not written: {e}"
-        ) from e
-    with atomic_path(dst) as staged:
-        onnx.save_model(model, staged)
+def save_checked(model: onnx.ModelProto, dst: Path, variant: str) -> tuple[Path, ...]:
+    """Check `model` with onnx.checker and write it to `dst` (nothing is written on failure)."""
+
+    def check(staged: Path) -> None:
+        try:
+            onnx.checker.check_model(str(staged), full_check=True)
+        except onnx.checker.ValidationError as e:
+            raise HarnessError(
+                f"the {variant} model fails onnx.checker, so {dst} was not written: {e}"
+            ) from e
+        except onnx.shape_inference.InferenceError as e:
+            raise HarnessError(
+                f"the {variant} model has inconsistent types, so {dst} was not written: {e}"
+            ) from e
+
+    return save_onnx(model, dst, check)

@@ -12,18 +12,17 @@ overflows the same way. The suggested block list therefore holds both.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from conversions.precision.model_file import load_model
-from harness.errors import HarnessError, UsageError
+from models.core.errors import HarnessError, UsageError
+from models.results.stages import Fp16Thresholds, RangeReport, TensorRange
 
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 FP16_MIN_NORMAL = 2.0**-14  # 6.104e-05: below this FP16 keeps fewer than 10 significant bits
@@ -32,69 +31,6 @@ FP16_MIN_SUBNORMAL = 2.0**-24  # 5.96e-08: below this FP16 rounds to 0 (or up to
 # tiny values (a sigmoid's tail) lose nothing that matters, but when a tenth of a tensor has only
 # a few significant bits left, anything that later divides by it or normalizes it is wrong.
 DEFAULT_UNDERFLOW_FRACTION = 0.10
-
-
-@dataclass(frozen=True)
-class TensorRange:
-    name: str
-    producer: str | None  # node name; None for graph inputs and initializers
-    op_type: str | None
-    consumers: tuple[str, ...]
-    max_abs: float
-    elements: int  # over all feeds
-    nonzero: int
-    below_min_normal: int  # nonzero values with |x| < 2**-14 (FP16 subnormal)
-    below_min_subnormal: int  # nonzero values with |x| < 2**-24 (lost in FP16)
-    nonfinite: int  # NaN/Inf already in FP32 (not counted above)
-    flags: tuple[str, ...] = ()  # "overflow", "underflow"
-
-    @property
-    def subnormal_fraction(self) -> float:
-        return self.below_min_normal / self.nonzero if self.nonzero else 0.0
-
-    @property
-    def flush_fraction(self) -> float:
-        return self.below_min_subnormal / self.nonzero if self.nonzero else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["consumers"] = list(self.consumers)
-        data["flags"] = list(self.flags)
-        data["subnormal_fraction"] = self.subnormal_fraction
-        data["flush_fraction"] = self.flush_fraction
-        return data
-
-
-@dataclass(frozen=True)
-class RangeReport:
-    model: str
-    feeds: int
-    tensors_checked: int
-    underflow_fraction: float
-    flagged: tuple[TensorRange, ...]
-    top: tuple[TensorRange, ...]  # the tensors with the largest max |x|, largest first
-    # producers and consumers of flagged tensors, in graph order: pass to fp16_onnx(block_list=...)
-    block_list: tuple[str, ...]
-
-    @property
-    def fits_fp16(self) -> bool:
-        return not self.flagged
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "feeds": self.feeds,
-            "tensors_checked": self.tensors_checked,
-            "thresholds": {
-                "overflow_above": FP16_MAX,
-                "min_normal": FP16_MIN_NORMAL,
-                "min_subnormal": FP16_MIN_SUBNORMAL,
-                "underflow_fraction": self.underflow_fraction,
-            },
-            "flagged": [t.to_json() for t in self.flagged],
-            "top": [t.to_json() for t in self.top],
-            "block_list": list(self.block_list),
-        }
 
 
 @dataclass
@@ -193,7 +129,7 @@ def fp16_range_check(
         model=Path(src).name,
         feeds=len(feeds),
         tensors_checked=len(ranges),
-        underflow_fraction=underflow_fraction,
+        thresholds=Fp16Thresholds(FP16_MAX, FP16_MIN_NORMAL, FP16_MIN_SUBNORMAL, underflow_fraction),
         flagged=flagged,
         top=tuple(sorted(ranges, key=lambda r: (-r.max_abs, r.name))[:top_n]),
         block_list=tuple(node.name for node in graph.node if node.name in blocked),

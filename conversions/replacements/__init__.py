@@ -5,26 +5,22 @@ only inside `applied(names)`, around the export, and restored afterwards (also o
 
     with applied(["grid_sample", "einsum"]) as record:
         torch.onnx.export(model, args, ...)
-    record.to_json()  # which calls were rewritten where
+    record.calls  # which calls were rewritten where
 
 Registered: grid_sample, einsum, einops, inverse, pad, squeeze_static, interpolate_size.
 """
 
 from __future__ import annotations
 
+from conversions.replacements._context import AppliedReplacements, ReplacementContext, ReplacementUnsupported
 from conversions.replacements._registry import (
     Replacement,
     get_replacement,
     register_replacement,
     replacement_names,
 )
-from conversions.replacements._session import (
-    AppliedReplacements,
-    ReplacementCall,
-    ReplacementContext,
-    ReplacementUnsupported,
-    applied,
-)
+from conversions.replacements._session import applied
+from models.results.stages import ReplacementCall
 
 __all__ = [
     "AppliedReplacements",

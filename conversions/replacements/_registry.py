@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from harness.errors import UsageError
-
-if TYPE_CHECKING:
-    from conversions.replacements._session import ReplacementContext
+from conversions.replacements._context import ReplacementContext
+from models.core.registry import Registry
 
 # target (dotted path of the patched callable) -> the function that stands in for it
 ReplacementFunctions = Mapping[str, Callable[..., Any]]
-Builder = Callable[["ReplacementContext"], ReplacementFunctions]
+Builder = Callable[[ReplacementContext], ReplacementFunctions]
 # (target, args, kwargs) of one call -> why the replacement would not rewrite it, or None
 Refusal = Callable[[str, tuple[Any, ...], Mapping[str, Any]], "str | None"]
 
@@ -39,50 +35,26 @@ class Replacement:
     def refusal(self, target: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
         return self.refuses(target, args, kwargs) if self.refuses else None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "summary": self.summary, "targets": list(self.targets)}
 
-
-_REGISTRY: dict[str, Replacement] = {}
-_loaded = False
+REPLACEMENTS: Registry[Replacement] = Registry(
+    "replacement",
+    package="conversions.replacements",
+    hint="fix the name in the recipe's ExportOptions.replacements",
+)
 
 
 def register_replacement(
     name: str, *, targets: Sequence[str], summary: str, refuses: Refusal | None = None
 ) -> Callable[[Builder], Builder]:
     """Register the decorated builder as replacement `name`."""
-
-    def decorate(build: Builder) -> Builder:
-        if name in _REGISTRY and _REGISTRY[name].build is not build:
-            raise RuntimeError(f"replacement '{name}' is registered twice")
-        _REGISTRY[name] = Replacement(name, summary, tuple(targets), build, refuses)
-        return build
-
-    return decorate
-
-
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    import conversions.replacements as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    _loaded = True
+    return REPLACEMENTS.decorator(
+        name, lambda build: Replacement(name, summary, tuple(targets), build, refuses)
+    )
 
 
 def replacement_names() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
+    return REPLACEMENTS.names()
 
 
 def get_replacement(name: str) -> Replacement:
-    _load_all()
-    if name not in _REGISTRY:
-        raise UsageError(
-            f"unknown replacement '{name}'; known replacements: {', '.join(sorted(_REGISTRY))}. "
-            "Fix the name in the recipe's ExportOptions.replacements"
-        )
-    return _REGISTRY[name]
+    return REPLACEMENTS.get(name)

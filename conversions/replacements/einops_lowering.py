@@ -23,7 +23,7 @@ from conversions.replacements._sizes import product
 if TYPE_CHECKING:
     import torch
 
-    from conversions.replacements._session import ReplacementContext
+    from conversions.replacements._context import ReplacementContext
 
 REARRANGE, REPEAT, LAYER = "einops.rearrange", "einops.repeat", "einops.layers.torch.Rearrange.forward"
 Operation = Literal["rearrange", "repeat"]

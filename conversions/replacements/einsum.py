@@ -29,7 +29,7 @@ from conversions.replacements._sizes import trace_value
 if TYPE_CHECKING:
     import torch
 
-    from conversions.replacements._session import ReplacementContext
+    from conversions.replacements._context import ReplacementContext
 
 TARGETS = ("torch.einsum", "torch.functional.einsum")
 _ELLIPSIS = "…"  # prefix of the labels that stand for ellipsis dims: "…0", "…1", ...

@@ -26,7 +26,7 @@ from conversions.replacements._sizes import product, trace_value
 if TYPE_CHECKING:
     import torch
 
-    from conversions.replacements._session import ReplacementContext
+    from conversions.replacements._context import ReplacementContext
 
 TARGET = "torch.nn.functional.grid_sample"
 _MODES = ("bilinear", "nearest")

@@ -22,7 +22,7 @@ from conversions.replacements._sizes import trace_value
 if TYPE_CHECKING:
     import torch
 
-    from conversions.replacements._session import ReplacementContext
+    from conversions.replacements._context import ReplacementContext
 
 TARGETS = ("torch.inverse", "torch.linalg.inv", "torch.Tensor.inverse")
 MAX_N = 4

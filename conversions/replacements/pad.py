@@ -20,7 +20,7 @@ from conversions.replacements._sizes import trace_value
 if TYPE_CHECKING:
     import torch
 
-    from conversions.replacements._session import ReplacementContext
+    from conversions.replacements._context import ReplacementContext
 
 TARGET = "torch.nn.functional.pad"
 _MODES = ("constant", "reflect", "replicate", "circular")

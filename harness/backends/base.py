@@ -1,50 +1,65 @@
-"""The backend contract: public `activate/infer/deactivate` validate and time; a backend writes `*_impl`."""
+"""The backend contract: public `activate/infer/deactivate` validate, time and copy; a backend writes `*_impl`.
+
+A backend declares what it is: its display name, the precisions it runs, whether it is the reference
+the others are judged against, what it runs from (`needs`: the Torch model, an ONNX file, an engine)
+and where its I/O order comes from. Adding one is one module in this package with `@register_backend`;
+no other code names it.
+
+`infer` copies every output into an array of its own: Polygraphy's TrtRunner (and others) return
+views of host buffers they reuse on the next call, so an output kept past the next `infer` would
+otherwise silently take the next sample's values.
+"""
 
 from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
+from models.core.registry import Registry
 from models.recipe import Feed, Recipe
+from models.results.stages import EngineRecord, IOOrder
+
+Needs = Literal["torch", "onnx", "engine"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class BackendContext:
     """What a backend may need; each takes only its own artifact."""
 
     recipe: Recipe
+    precision: str = "fp32"
     weights: Path | None = None
     onnx_path: Path | None = None
     engine_path: Path | None = None
-    engine_targets: tuple[str, ...] = ()
+    engine: EngineRecord | None = None  # the build stage's record of the engine
+    # the recipe's Torch model; None: build it from the recipe and weights
+    model_factory: Callable[[], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-
-@dataclass(frozen=True)
-class IOOrder:
-    """Positional order of inputs and outputs as this backend sees them."""
-
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-    def to_json(self) -> dict[str, list[str]]:
-        return {"inputs": list(self.inputs), "outputs": list(self.outputs)}
+    def torch_model(self) -> Any:
+        return self.model_factory() if self.model_factory else self.recipe.build_model(self.weights)
 
 
 class Backend(abc.ABC):
     name: ClassVar[str]
     display_name: ClassVar[str]
     rank: ClassVar[int]  # position in reports and in the default comparison pairs
+    precisions: ClassVar[tuple[str, ...]]  # the precisions it runs, each as its own runner
+    needs: ClassVar[Needs]
+    reference: ClassVar[bool] = False  # the backend every other is judged against
+    io_source: ClassVar[str] = "session"  # where io_order() reads the order from, for the report
 
     def __init__(self, ctx: BackendContext) -> None:
         self.ctx = ctx
         self.inference_seconds: list[float] = []
+        self.setup_seconds = 0.0
         self._active = False
 
     @classmethod
@@ -52,8 +67,15 @@ class Backend(abc.ABC):
         """None when this backend can execute here; otherwise why not (shown in the report)."""
         return None
 
+    @classmethod
+    def planned_io_order(cls, ctx: BackendContext) -> tuple[IOOrder, str] | None:
+        """The I/O order known without executing (e.g. from the build), with its source; None if unknown."""
+        return None
+
     def activate(self) -> None:
+        start = time.perf_counter()
         self.activate_impl()
+        self.setup_seconds += time.perf_counter() - start
         self._active = True
 
     def deactivate(self) -> None:
@@ -87,7 +109,8 @@ class Backend(abc.ABC):
         start = time.perf_counter()
         outputs = self.infer_impl(feed)
         self.inference_seconds.append(time.perf_counter() - start)
-        return outputs
+        # a copy per output: no backend may hand out a buffer it will overwrite (see the module doc)
+        return {name: np.array(value, copy=True) for name, value in outputs.items()}
 
     @abc.abstractmethod
     def activate_impl(self) -> None: ...
@@ -101,36 +124,47 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def io_order(self) -> IOOrder: ...
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, str]:
         """Facts about where and how this backend ran (device, providers), recorded with its results."""
         return {}
 
 
-_BACKENDS: dict[str, type[Backend]] = {}
+BACKENDS: Registry[type[Backend]] = Registry(
+    "backend", package="harness.backends", hint="choose with --backends"
+)
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
-    _BACKENDS[cls.name] = cls
-    return cls
+    return BACKENDS.register(cls.name, cls)
 
 
-def backend_names() -> list[str]:
-    return [name for name, _ in sorted(_BACKENDS.items(), key=lambda item: item[1].rank)]
+def backend_classes() -> list[type[Backend]]:
+    """Every registered backend, in rank order (the reference first)."""
+    return sorted((BACKENDS.get(name) for name in BACKENDS.names()), key=lambda cls: cls.rank)
 
 
-def get_backend(name: str) -> type[Backend]:
-    try:
-        return _BACKENDS[name]
-    except KeyError:
-        from harness.errors import UsageError
+def reference_backend() -> type[Backend]:
+    references = [cls for cls in backend_classes() if cls.reference]
+    if len(references) != 1:
+        raise HarnessError(
+            f"exactly one backend must be the reference, found {[c.name for c in references]}; "
+            "set `reference = True` on one backend class"
+        )
+    return references[0]
 
-        raise UsageError(f"unknown backend '{name}'; known backends: {', '.join(backend_names())}") from None
+
+def runner_name(backend: type[Backend], precision: str) -> str:
+    """'onnxrt' at FP32, 'onnxrt-fp16' at FP16: one runner per backend and precision."""
+    return backend.name if precision == "fp32" else f"{backend.name}-{precision}"
 
 
-def display_name(name: str) -> str:
-    """'onnxrt' -> 'ORT'; a precision variant 'onnxrt-fp16' -> 'ORT FP16'."""
-    backend, _, precision = name.partition("-")
-    cls = _BACKENDS.get(backend)
-    if cls is None:
-        return name
-    return cls.display_name + (f" {precision.upper()}" if precision else "")
+def runner_display_name(backend: type[Backend], precision: str) -> str:
+    return backend.display_name if precision == "fp32" else f"{backend.display_name} {precision.upper()}"
+
+
+def display_name(runner: str) -> str:
+    """A runner's name as reports say it: 'onnxrt' -> 'ORT', 'onnxrt-fp16' -> 'ORT FP16'."""
+    backend, _, precision = runner.partition("-")
+    if backend not in BACKENDS:
+        return runner
+    return runner_display_name(BACKENDS.get(backend), precision or "fp32")

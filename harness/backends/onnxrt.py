@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.backends.base import Backend, BackendContext, IOOrder, register_backend
+from harness.backends.base import Backend, BackendContext, register_backend
 from models.recipe import Feed
+from models.results.stages import IOOrder
 
 
 @register_backend
@@ -13,6 +14,10 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxrt"
     display_name = "ORT"
     rank = 1
+    # ORT runs the FP16 and Q/DQ models TensorRT consumes; TF32 changes nothing on its CPU kernels
+    precisions = ("fp32", "fp16", "int8")
+    needs = "onnx"
+    io_source = "session (run)"
 
     @classmethod
     def unavailable_reason(cls, ctx: BackendContext) -> str | None:
@@ -37,8 +42,8 @@ class OnnxRuntimeBackend(Backend):
     def deactivate_impl(self) -> None:
         del self.session
 
-    def describe(self) -> dict[str, object]:
-        return {"providers": list(self.providers)}
+    def describe(self) -> dict[str, str]:
+        return {"providers": ", ".join(self.providers)}
 
     def io_order(self) -> IOOrder:
         return self._io

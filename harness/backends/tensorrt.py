@@ -1,7 +1,9 @@
 """TensorRT (full or for RTX) executing the built engine, only where a GPU it supports is present.
 
 Where it can't run, the reason is recorded and the report says "built, not executed": a TensorRT
-number is only ever one that was measured.
+number is only ever one that was measured. Execution is a thin use of Polygraphy's `TrtRunner`
+(never run on the machines this project is tested on); the behaviours relied on have contract tests
+with a stand-in runner (tests/harness/test_backend_contract.py).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from conversions.tensorrt_flavor import select_flavor
-from harness.backends.base import Backend, BackendContext, IOOrder, register_backend
+from harness.backends.base import Backend, BackendContext, register_backend
 from harness.gpu import cuda_devices
 from models.recipe import Feed
+from models.results.stages import IOOrder
 
 
 @register_backend
@@ -19,6 +22,9 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     display_name = "TensorRT"
     rank = 2
+    precisions = ("fp32", "tf32", "fp16", "int8")
+    needs = "engine"
+    io_source = "engine (run)"
 
     @classmethod
     def unavailable_reason(cls, ctx: BackendContext) -> str | None:
@@ -31,30 +37,42 @@ class TensorRTBackend(Backend):
         if not devices:
             return "no CUDA GPU on this machine"
         device = devices[0]
-        if flavor.is_rtx and device.sm_tag not in ctx.engine_targets:
+        targets = ctx.engine.targets if ctx.engine else ()
+        if flavor.is_rtx and device.sm_tag not in targets:
             return (
-                f"{flavor.display_name} {flavor.version} engine targets {', '.join(ctx.engine_targets)}; "
+                f"{flavor.display_name} {flavor.version} engine targets {', '.join(targets)}; "
                 f"this GPU ({device.name}) is compute capability "
                 f"{device.compute_capability[0]}.{device.compute_capability[1]}, which it does not run on"
             )
         return None
 
+    @classmethod
+    def planned_io_order(cls, ctx: BackendContext) -> tuple[IOOrder, str] | None:
+        io = ctx.engine.network_io if ctx.engine else {}
+        if "inputs" not in io or "outputs" not in io:
+            return None
+        return IOOrder(tuple(io["inputs"]), tuple(io["outputs"])), "network (build)"
+
     def activate_impl(self) -> None:
+        # polygraphy.backend.trt imports TensorRT: only here, where a GPU can run it
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
+        assert self.ctx.engine_path is not None
         self.runner = TrtRunner(EngineFromBytes(self.ctx.engine_path.read_bytes()))
         self.runner.activate()
         engine = self.runner.engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        trt = select_flavor().module()
+        flavor = select_flavor()
+        assert flavor is not None
+        trt = flavor.module()
         self._io = IOOrder(
             tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT),
             tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT),
         )
 
     def infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
-        outputs = self.runner.infer(feed)
-        return {name: np.asarray(value) for name, value in outputs.items()}
+        # TrtRunner returns views of host buffers it reuses on the next call; Backend.infer copies them
+        return dict(self.runner.infer(feed))
 
     def deactivate_impl(self) -> None:
         self.runner.deactivate()

@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.backends.base import Backend, IOOrder, register_backend
-from harness.errors import HarnessError
+from harness.backends.base import Backend, register_backend
+from models.core.errors import HarnessError
 from models.recipe import Feed
+from models.results.stages import IOOrder
 
 
 def outputs_by_name(out: Any, output_names: tuple[str, ...]) -> dict[str, Any]:
@@ -29,6 +30,10 @@ class TorchBackend(Backend):
     name = "torch"
     display_name = "Torch"
     rank = 0
+    precisions = ("fp32",)
+    needs = "torch"
+    reference = True
+    io_source = "returned order"
 
     def activate_impl(self) -> None:
         import torch
@@ -38,7 +43,7 @@ class TorchBackend(Backend):
         # the reference must be FP32: PyTorch lets cuDNN convolutions use TF32 on Ampere and newer
         self._tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        self.model = self.ctx.recipe.build_model(self.ctx.weights).to(self.device).eval()
+        self.model = self.ctx.torch_model().to(self.device).eval()
         self._returned_order: tuple[str, ...] = ()
 
     def infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
@@ -56,7 +61,7 @@ class TorchBackend(Backend):
     def describe(self) -> dict[str, Any]:
         torch = self._torch
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
-        return {"device": f"{self.device.type} ({name})", "torch": torch.__version__, "tf32": False}
+        return {"device": f"{self.device.type} ({name})", "torch": torch.__version__, "tf32": "off"}
 
     def io_order(self) -> IOOrder:
         return IOOrder(self.ctx.recipe.input_names, self._returned_order)

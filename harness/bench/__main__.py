@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.bench.base import BenchSettings, benchmarks
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
 
 # A smoke run: the same code paths at sizes that take a couple of minutes in all.
 QUICK = {

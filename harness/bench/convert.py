@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.bench.base import BenchSettings
 from harness.cache import ROOT
-from harness.errors import ExitCode, HarnessError
+from models.core.errors import ExitCode, HarnessError
 
 # exit codes of a run that went through every stage and reached a verdict (pass or not)
 _COMPLETED = (ExitCode.PASSED, ExitCode.ACCURACY_FAILED, ExitCode.ORDERING_MISMATCH)

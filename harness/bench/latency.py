@@ -27,7 +27,7 @@ from harness.bench.base import (
     register_benchmark,
 )
 from harness.bench.convert import ensure_run
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
 from models.recipe import Feed
 
 TITLE = "Inference latency: Torch eager vs ONNX Runtime (CPU)"

@@ -39,7 +39,7 @@ from harness.bench.base import (
 )
 from harness.bench.convert import ensure_run, saved_outputs_pair
 from harness.cache import ROOT
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
 from models.recipe import Tolerance
 
 TITLE = "Peak memory: comparing few vs many samples"

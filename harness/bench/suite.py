@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.bench.base import BenchResult, BenchSettings, Target, benchmarks
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
 
 SCHEMA = "trt-harness/bench"
 SCHEMA_VERSION = 1

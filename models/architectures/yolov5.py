@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
 
 STRIDES = (8.0, 16.0, 32.0)
 # Pixel anchors of yolov5s.yaml per detection level (P3/8, P4/16, P5/32): (w, h) pairs.
@@ -261,8 +261,8 @@ def sample_photos(size: int) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    from harness.inputs import SAMPLES_DIR
-    from harness.inputs import sample_photos as photos
+    from models.photos import SAMPLES_DIR
+    from models.photos import sample_photos as photos
 
     loaded = photos()
     if not loaded:

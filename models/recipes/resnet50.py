@@ -24,7 +24,7 @@ def build_resnet50(weights: Path | None) -> torch.nn.Module:
 
 @register_recipe
 def resnet50(image_size: int = 224, batch: int = 1, max_batch: int = 8) -> Recipe:
-    from harness.inputs import center_cropped_batches
+    from models.photos import center_cropped_batches
 
     return Recipe(
         name="resnet50",

@@ -61,10 +61,10 @@ def yolov5(
     """`-p squeeze_batch=1`: the batch-1 deployment variant whose output is squeezed to (25200, 85);
     exported with a dynamic batch axis as such scripts do, deployed at batch 1 (static_dims), so the
     TorchScript exporter's stray If is decidable and the `remove_stray_if` pass inlines it."""
-    from harness.inputs import letterboxed_batches
+    from models.photos import letterboxed_batches
 
     if image_size % 32:
-        from harness.errors import UsageError
+        from models.core.errors import UsageError
 
         raise UsageError(
             f"yolov5: image_size must be a multiple of 32 (the largest stride), got {image_size}"

@@ -25,7 +25,7 @@ def build_yolov8n(weights: Path | None) -> torch.nn.Module:
 
 @register_recipe
 def yolov8(image_size: int = 640, batch: int = 1, max_batch: int = 8) -> Recipe:
-    from harness.inputs import letterboxed_batches
+    from models.photos import letterboxed_batches
 
     return Recipe(
         name="yolov8",

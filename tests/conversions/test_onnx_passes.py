@@ -23,7 +23,7 @@ from conversions.onnx_passes import (
     run_passes,
     unregister_pass,
 )
-from harness.errors import HarnessError, UsageError
+from models.core.errors import HarnessError, UsageError
 from tests.fixtures import make_onnx_fixtures as fixtures
 from tests.fixtures.onnx_runtime import assert_identical_outputs
 

@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conversions.precision import fp16_onnx, fp16_range_check, int8_qdq_onnx
 from conversions.precision.range_check import DEFAULT_UNDERFLOW_FRACTION, FP16_MAX
-from harness.errors import UsageError
+from models.core.errors import UsageError
 
 FP16_UNIT_ROUNDOFF = 2.0**-11  # FP16 keeps 11 significant bits
 # A few layers of FP16 rounding (weights and stored activations): a handful of unit roundoffs of the

@@ -23,7 +23,7 @@ from conversions.replacements import (
 )
 from conversions.replacements import _registry as registry
 from conversions.replacements._patching import resolve
-from harness.errors import HarnessError, UsageError
+from models.core.errors import HarnessError, UsageError
 from tests.conversions.test_replace_support import assert_runs_like_torch, export_onnx, op_types
 
 NAMES = ["einops", "einsum", "grid_sample", "interpolate_size", "inverse", "pad", "squeeze_static"]

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conversions.replacements import ReplacementUnsupported, applied
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
 from tests.conversions.test_replace_support import assert_runs_like_torch, export_onnx, op_types
 
 # Error bounds. Nearest: exact, because the replacement computes the source coordinate with

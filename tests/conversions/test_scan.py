@@ -16,7 +16,7 @@ from torch import nn
 from conversions.replacements import replacement_names
 from conversions.replacements._patching import resolve
 from conversions.scan import PROBLEM_OPS, Finding, scan_module
-from harness.errors import UsageError
+from models.core.errors import UsageError
 
 SOURCE = Path(__file__).read_text().splitlines()
 

@@ -22,7 +22,7 @@ from harness.bench.memory import fresh_samples, measure_in_fresh_process, write_
 from harness.bench.pipeline_time import expected_statuses, unexpected_statuses
 from harness.bench.report import to_markdown, write_report
 from harness.bench.throughput import measure_throughput
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
 from models.recipe import Tolerance
 
 # --- shared pieces ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import harness.pipeline as pipeline
-from harness.artifacts import Artifact
+from models.core.artifacts import Artifact
 from harness.cache import StageCache, stable_hash
 from harness.pipeline import PipelineRun, RunConfig
 from models.recipe import BuildOptions, ExportOptions, Recipe, ShapeRange, TensorSpec, Tolerance

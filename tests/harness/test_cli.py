@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from harness.cli import main
-from harness.errors import ExitCode
+from models.core.errors import ExitCode
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from harness.comparison import (
     compare_runs,
     default_pairs,
 )
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
 from models.recipe import Tolerance
 
 # The histogram has 8 bins per power of two: a median/quantile estimate is within 1/8 of the exact value.

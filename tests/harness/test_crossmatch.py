@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.crossmatch import CLEAR_GAP, CrossMatch, cross_match
-from harness.errors import HarnessError
+from models.core.errors import HarnessError
 
 
 def _depth_outputs(rng: np.random.Generator) -> dict[str, np.ndarray]:

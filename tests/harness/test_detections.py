@@ -11,7 +11,7 @@ import pytest
 
 import harness.comparing
 from harness.detections import DETECTION_IMAGES, detect, write_detection_images
-from harness.errors import ExitCode, UsageError
+from models.core.errors import ExitCode, UsageError
 from harness.pipeline import SAMPLES, artifact_key, outputs_file, recipe_to_json
 from harness.verdict import verdict_for
 from models.detection import DetectionTolerance

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.errors import ExitCode
+from models.core.errors import ExitCode
 from harness.pipeline import RunConfig, run_pipeline
 from models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec
 

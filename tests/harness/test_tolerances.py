@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import UsageError
+from models.core.errors import UsageError
 from harness.tolerances import ToleranceOverrides
 from models.recipe import Tolerance
 

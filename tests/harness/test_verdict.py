@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from harness.errors import ExitCode
+from models.core.errors import ExitCode
 from harness.verdict import verdict_for
 
 

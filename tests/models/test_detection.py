@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import models.detection as detection
-from harness.errors import UsageError
+from models.core.errors import UsageError
 from models.detection import (
     Detections,
     DetectionTolerance,

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.errors import UsageError
+from models.core.errors import UsageError
 from models.mvs_scenes import make_scene, make_scenes, sobel_magnitude
 
 

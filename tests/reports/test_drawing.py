@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import reports.drawing as drawing
-from harness.errors import UsageError
+from models.core.errors import UsageError
 from models.detection import Detections
 from reports.drawing import MAX_SIDE, class_colour, draw_detections, png_data_uri
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.errors import HarnessError, UsageError
+from models.core.errors import HarnessError, UsageError
 from harness.heatmap import ErrorHeatmap
 
 

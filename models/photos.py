@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from models.detection import Letterbox
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "models" / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 LETTERBOX_FILL = 114  # Ultralytics' grey
 
 
@@ -92,32 +91,3 @@ def center_cropped_batches(
     count = -(-len(crops) // batch) * batch
     ordered = [crops[i % len(crops)] for i in range(count)]
     return [np.stack(ordered[i : i + batch]) for i in range(0, count, batch)]
-
-
-def profile_feeds(recipe: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, list[dict[str, np.ndarray]]]:
-    """One feed at each distinct min/opt/max shape of the recipe's optimization profile.
-
-    Only dynamic axes along which samples can be stacked (batch-like: the samples' own size there is
-    the profile's, or 1) are resized, by cycling through the samples' entries; named "batch8" etc.
-    Shapes no profile entry changes give no extra set.
-    """
-    sets: dict[str, list[dict[str, np.ndarray]]] = {}
-    for level in ("min", "opt", "max"):
-        feed: dict[str, np.ndarray] = {}
-        label_parts: dict[str, int] = {}
-        for spec in recipe.inputs:
-            pool = np.concatenate([f[spec.name] for f in feeds], axis=0)
-            array = pool
-            ranges = recipe.shape_ranges.get(spec.name)
-            if ranges is None or 0 not in spec.dynamic_axes:
-                array = feeds[0][spec.name]
-            else:
-                size = getattr(ranges, level)[0]
-                array = pool[np.arange(size) % pool.shape[0]]
-                label_parts[spec.dynamic_axes[0]] = size
-            feed[spec.name] = np.ascontiguousarray(array)
-        if not label_parts:
-            return {}
-        label = "-".join(f"{dim}{size}" for dim, size in sorted(label_parts.items()))
-        sets.setdefault(label, [feed])
-    return sets

@@ -1,0 +1,162 @@
+"""The code part of a cache key: the sources of a module and of every project module it imports.
+
+The closure is read from the source (every `import` statement, also inside functions), so it holds
+exactly what can run when the stage runs, and a module edited outside it does not invalidate the
+stage. Modules of installed distributions and of the standard library are not followed: their
+versions are part of the keys instead. A registry whose package loads all its modules
+(`Registry(..., package="x.y")`) makes every module of `x.y` part of the closure of its importers.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import sys
+import sysconfig
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the project's checkout (or its installed copy)
+
+
+@functools.cache
+def _library_dirs() -> tuple[Path, ...]:
+    paths = sysconfig.get_paths()
+    dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    dirs.add(sys.base_prefix)
+    return tuple(Path(d).resolve() for d in dirs)
+
+
+def _is_library(path: Path) -> bool:
+    resolved = path.resolve()
+    if resolved.is_relative_to(ROOT) and not any(part in (".venv", ".nox") for part in resolved.parts):
+        return False
+    return any(resolved.is_relative_to(d) for d in _library_dirs())
+
+
+def _source_roots() -> tuple[Path, ...]:
+    roots = [ROOT]
+    for entry in sys.path:
+        path = Path(entry or ".").resolve()
+        if path.is_dir() and path not in roots and not _is_library(path):
+            roots.append(path)
+    return tuple(roots)
+
+
+def find_source(module: str, roots: Iterable[Path] | None = None) -> Path | None:
+    """The .py file of `module` (its __init__.py for a package) under the project's source roots."""
+    parts = module.split(".")
+    for root in roots or _source_roots():
+        base = root.joinpath(*parts)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file() and not _is_library(candidate):
+                return candidate
+    return None
+
+
+def _module_name(path: Path, roots: Iterable[Path]) -> str | None:
+    for root in roots:
+        if path.is_relative_to(root):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            return ".".join(parts)
+    return None
+
+
+@functools.cache
+def _parse(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(modules named by the imports of `path`, packages whose registry loads all their modules)."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    is_package = path.name == "__init__.py"
+    roots = _source_roots()
+    own = _module_name(path, roots) or ""
+    package = own if is_package else own.rpartition(".")[0]
+    named: list[str] = []
+    registries: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            named += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".") if package else []
+                base_parts = (
+                    base_parts[: len(base_parts) - (node.level - 1)] if node.level > 1 else base_parts
+                )
+                base = ".".join([*base_parts, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            named.append(base)
+            named += [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+        elif isinstance(node, ast.Call) and _called_name(node) in ("Registry", "import_submodules"):
+            for arg in [*node.args, *(k.value for k in node.keywords if k.arg == "package")]:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and "." in arg.value:
+                    registries.append(arg.value)
+    return tuple(dict.fromkeys(n for n in named if n)), tuple(registries)
+
+
+def _called_name(call: ast.Call) -> str | None:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+
+
+def _package_modules(package: str) -> list[Path]:
+    source = find_source(package)
+    if source is None or source.name != "__init__.py":
+        return []
+    return sorted(
+        p for p in source.parent.glob("*.py") if not p.name.startswith("_") or p.name == "__init__.py"
+    )
+
+
+@functools.cache
+def closure(start: Path) -> tuple[Path, ...]:
+    """`start` and every project source file it imports, directly or not, in path order.
+
+    Importing `a.b.c` runs `a/__init__.py` and `a/b/__init__.py` too, so those are included.
+    """
+    seen: set[Path] = set()
+    pending = [start.resolve()]
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        modules, registries = _parse(path)
+        found: list[Path] = []
+        for module in modules:
+            parts = module.split(".")
+            for depth in range(1, len(parts) + 1):
+                source = find_source(".".join(parts[:depth]))
+                if source is not None:
+                    found.append(source)
+        for package in registries:
+            found += _package_modules(package)
+        pending += [p.resolve() for p in found if p.resolve() not in seen]
+    return tuple(sorted(seen))
+
+
+def module_file(module: str) -> Path:
+    loaded = sys.modules.get(module)
+    file = getattr(loaded, "__file__", None)
+    if file:
+        return Path(file).resolve()
+    source = find_source(module)
+    if source is None:
+        raise ModuleNotFoundError(f"no source file for module {module}")
+    return source.resolve()
+
+
+def code_hash(*modules: str, read: Callable[[Path], bytes] | None = None) -> str:
+    """SHA-256 over the closures of `modules`: each file's path (relative to the project) and bytes.
+
+    `read` (path -> bytes) replaces reading the files, for tests that simulate an edit.
+    """
+    files = sorted({f for module in modules for f in closure(module_file(module))})
+    digest = hashlib.sha256()
+    for file in files:
+        shown = file.relative_to(ROOT).as_posix() if file.is_relative_to(ROOT) else file.as_posix()
+        digest.update(shown.encode() + b"\0")
+        digest.update(read(file) if read else file.read_bytes())
+    return digest.hexdigest()

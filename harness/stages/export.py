@@ -1,0 +1,48 @@
+"""export: Torch -> ONNX with the recipe's exporter and its op replacements (swapped in for the export
+only), `onnx.checker`, and input/output names checked against the recipe."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import onnx
+
+from conversions.export import ExportFailed, onnx_from_torch
+from conversions.onnx_files import onnx_artifact, op_counts
+from harness.stages.base import (
+    Stage,
+    StageFailed,
+    StageInput,
+    StageOutput,
+    recipe_fingerprint,
+    torch_model,
+    versions,
+    weights_hash,
+)
+
+ONNX_FILE = "model.onnx"
+
+
+def export(inp: StageInput) -> StageOutput:
+    model = torch_model(inp.recipe, inp.config.weights if inp.config else None)
+    try:
+        details = onnx_from_torch(model, inp.recipe, inp.first_feed(), inp.run_dir / ONNX_FILE)
+    except ExportFailed as e:
+        raise StageFailed(str(e)) from e
+    counts = op_counts(onnx.load(str(inp.run_dir / ONNX_FILE), load_external_data=False))
+    return StageOutput(
+        {"onnx": onnx_artifact(inp.run_dir, ONNX_FILE)}, dataclasses.replace(details, op_counts=counts)
+    )
+
+
+def export_key(inp: StageInput) -> dict[str, Any]:
+    return {
+        "recipe": recipe_fingerprint(inp.recipe),
+        "weights": weights_hash(inp),
+        "samples": inp.artifact("samples").sha256,
+        "versions": versions("torch", "onnx", "onnxscript"),
+    }
+
+
+STAGE = Stage("export", "Torch -> ONNX", export, export_key, runs_recipe_code=True)

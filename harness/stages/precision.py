@@ -1,0 +1,48 @@
+"""precision: FP16 and INT8 (Q/DQ) variants of the final model. Strongly typed TensorRT reads precision
+from them, and ONNX Runtime runs exactly what TensorRT would consume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from conversions.onnx_files import onnx_artifact
+from conversions.precision import fp16_onnx, fp16_range_check, int8_qdq_onnx
+from harness.stages.base import Stage, StageInput, StageOutput, StageSkipped, versions
+from models.results.stages import PrecisionDetails, RangeReport
+
+REDUCED = ("fp16", "int8")
+
+
+def precision(inp: StageInput) -> StageOutput:
+    reduced = [p for p in inp.precisions if p in REDUCED]
+    if not reduced:
+        raise StageSkipped("no reduced precision requested (FP32/TF32 run from the final model)")
+    source = inp.final_onnx().verified(inp.run_dir)
+    feeds = list(inp.samples())
+    auto_block_list = inp.config.fp16_auto_block_list if inp.config else True
+    artifacts, variants = {}, {}
+    ranges: RangeReport | None = None
+    for name in reduced:
+        target = inp.run_dir / f"{Path(source).stem}.{name}.onnx"
+        if name == "fp16":
+            ranges = fp16_range_check(source, feeds)
+            variant = fp16_onnx(source, target, block_list=ranges.block_list if auto_block_list else ())
+        else:
+            variant = int8_qdq_onnx(source, target, calibration_feeds=feeds)
+        artifacts[f"onnx_{name}"] = onnx_artifact(inp.run_dir, target.name)
+        variants[name] = variant
+    return StageOutput(artifacts, PrecisionDetails(variants, ranges))
+
+
+def precision_key(inp: StageInput) -> dict[str, Any]:
+    return {
+        "onnx": inp.final_onnx().sha256,
+        "precisions": [p for p in inp.precisions if p in REDUCED],
+        "samples": inp.artifact("samples").sha256,
+        "fp16_auto_block_list": inp.config.fp16_auto_block_list if inp.config else True,
+        "versions": versions("onnx", "onnxruntime", "onnx-graphsurgeon"),
+    }
+
+
+STAGE = Stage("precision", "FP16/INT8 variants", precision, precision_key)

@@ -1,0 +1,47 @@
+"""surgery: the recipe's onnx-graphsurgeon passes, each proven by ONNX Runtime to keep every output."""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any
+
+import onnxruntime
+
+from conversions.onnx_files import onnx_artifact
+from conversions.onnx_passes import run_passes
+from harness.stages.base import Stage, StageInput, StageOutput, StageSkipped, versions
+from models.results.stages import SurgeryDetails
+
+FINAL_FILE = "model.final.onnx"
+CHECK_SAMPLES = 2  # samples each pass is checked on
+
+
+def surgery(inp: StageInput) -> StageOutput:
+    recipe = inp.recipe
+    if not recipe.surgery_passes:
+        raise StageSkipped("the recipe lists no surgery passes")
+    # onnx-graphsurgeon's constant folding opens ORT sessions of its own; their optimizer warnings are noise
+    onnxruntime.set_default_logger_severity(3)
+    source = inp.artifact("onnx").verified(inp.run_dir)
+    reports = run_passes(
+        source,
+        inp.run_dir / FINAL_FILE,
+        recipe.surgery_passes,
+        static_dims=recipe.export.static_dims,
+        check_feeds=list(islice(inp.samples(), CHECK_SAMPLES)),
+    )
+    return StageOutput({"onnx_final": onnx_artifact(inp.run_dir, FINAL_FILE)}, SurgeryDetails(tuple(reports)))
+
+
+def surgery_key(inp: StageInput) -> dict[str, Any]:
+    recipe = inp.recipe
+    return {
+        "onnx": inp.artifact("onnx").sha256,
+        "passes": list(recipe.surgery_passes),
+        "static_dims": {k: {str(a): n for a, n in v.items()} for k, v in recipe.export.static_dims.items()},
+        "samples": inp.artifact("samples").sha256,
+        "versions": versions("onnx", "onnx-graphsurgeon", "onnxruntime"),
+    }
+
+
+STAGE = Stage("surgery", "ONNX graph surgery", surgery, surgery_key)

@@ -1,0 +1,53 @@
+"""The HTML report's page: its sections, each built from the typed results, in the order they are shown."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+from models.results.document import Results
+from reports.sections.common import RunView
+from reports.sections.conversion import ConversionSection
+from reports.sections.detections import DetectionsSection
+from reports.sections.ordering import OrderingSection
+from reports.sections.outputs import OutputSection, OutputsSection
+from reports.sections.summary import SummarySection
+
+
+class ReportView(RunView):
+    """Everything the report template shows of one run; works for runs that stopped at any stage."""
+
+    def __init__(self, results: Results, run_dir: Path | None = None) -> None:
+        super().__init__(results, run_dir)
+        self.recipe = results.recipe
+        self.verdict = results.verdict
+        self.summary = SummarySection(self)
+        self.outputs_section = OutputsSection(self)
+        self.ordering = OrderingSection(self)
+        self.conversion = ConversionSection(self)
+
+    @property
+    def outputs(self) -> list[OutputSection]:
+        return self.outputs_section.outputs
+
+    @functools.cached_property
+    def detections(self) -> DetectionsSection | None:
+        return DetectionsSection.of(self)
+
+    def sections(self) -> Iterator[tuple[str, str]]:
+        """(anchor, title) of the page's sections, for the contents line."""
+        yield "outputs", "Outputs"
+        if self.detections is not None:
+            yield "detections", "Detections"
+        yield "io-order", "I/O order"
+        yield "crossmatch", "Cross-match"
+        yield "backends", "Backends"
+        yield "stages", "Stages"
+        if self.conversion.has_scan_section:
+            yield "scan", "Scan & replacements"
+        yield "surgery", "Graph surgery"
+        if self.conversion.has_precision_section:
+            yield "precision", "Precision variants"
+        yield "build", "TensorRT build"
+        yield "environment", "Environment"
