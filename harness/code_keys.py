@@ -28,6 +28,7 @@ def _library_dirs() -> tuple[Path, ...]:
     return tuple(Path(d).resolve() for d in dirs)
 
 
+@functools.cache
 def _is_library(path: Path) -> bool:
     resolved = path.resolve()
     if resolved.is_relative_to(ROOT) and not any(part in (".venv", ".nox") for part in resolved.parts):
@@ -36,8 +37,13 @@ def _is_library(path: Path) -> bool:
 
 
 def _source_roots() -> tuple[Path, ...]:
+    return _roots_of(tuple(sys.path))
+
+
+@functools.cache
+def _roots_of(path_entries: tuple[str, ...]) -> tuple[Path, ...]:
     roots = [ROOT]
-    for entry in sys.path:
+    for entry in path_entries:
         path = Path(entry or ".").resolve()
         if path.is_dir() and path not in roots and not _is_library(path):
             roots.append(path)
@@ -46,12 +52,19 @@ def _source_roots() -> tuple[Path, ...]:
 
 def find_source(module: str, roots: Iterable[Path] | None = None) -> Path | None:
     """The .py file of `module` (its __init__.py for a package) under the project's source roots."""
+    return _find_source(module, tuple(roots) if roots else _source_roots())
+
+
+# Cached because a closure asks for the same few hundred modules many times; the roots are part of
+# the key, so a changed sys.path is looked up afresh.
+@functools.cache
+def _find_source(module: str, roots: tuple[Path, ...]) -> Path | None:
     parts = module.split(".")
-    for root in roots or _source_roots():
+    for root in roots:
         base = root.joinpath(*parts)
         for candidate in (base.with_suffix(".py"), base / "__init__.py"):
             if candidate.is_file() and not _is_library(candidate):
-                return candidate
+                return candidate.resolve()
     return None
 
 
@@ -106,7 +119,9 @@ def _package_modules(package: str) -> list[Path]:
     if source is None or source.name != "__init__.py":
         return []
     return sorted(
-        p for p in source.parent.glob("*.py") if not p.name.startswith("_") or p.name == "__init__.py"
+        p.resolve()
+        for p in source.parent.glob("*.py")
+        if not p.name.startswith("_") or p.name == "__init__.py"
     )
 
 
@@ -133,7 +148,7 @@ def closure(start: Path) -> tuple[Path, ...]:
                     found.append(source)
         for package in registries:
             found += _package_modules(package)
-        pending += [p.resolve() for p in found if p.resolve() not in seen]
+        pending += [p for p in found if p not in seen]
     return tuple(sorted(seen))
 
 
