@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from models.core.errors import UsageError
-from harness.tolerances import ToleranceOverrides
+from models.results.recipe import ToleranceOverrides
 from models.recipe import Tolerance
 
 
