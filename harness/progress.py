@@ -6,9 +6,9 @@ import os
 import sys
 from typing import Any, TextIO
 
-from harness.ledger import StageRecord
+from models.results.stages import StageRecord
 
-_STYLE = {"ok": "green", "cached": "cyan", "skipped": "yellow", "failed": "red"}
+_STYLE = {"ok": "green", "cached": "cyan", "skipped": "yellow", "failed": "red", "interrupted": "red"}
 
 
 def is_ci() -> bool:
