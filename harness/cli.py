@@ -16,7 +16,8 @@ from harness.stages.base import RunConfig, torch_model
 from harness.stages.run import selected_backends
 from harness.stages.scan import scan_recipe
 from models.core.errors import ExitCode, HarnessError, UsageError
-from models.recipe import PRECISIONS, Recipe, get_recipe, parse_params, recipe_names
+from models.recipe import PRECISIONS, Recipe
+from models.recipes import get_recipe, parse_params, recipe_names
 from models.results.document import Results
 from models.results.recipe import ToleranceOverrides
 from reports.index import write_index

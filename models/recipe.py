@@ -1,16 +1,12 @@
-"""The recipe: the only place that knows a model, and the registry that finds recipes by name.
+"""The recipe: the only place that knows a model, as typed values (inputs, outputs, tolerances, options).
 
-A recipe module lives in `models/recipes/<name>.py` and decorates a factory function with
-`@register_recipe`. The factory takes keyword parameters (e.g. `image_size`) so a test or a
-user can derive a smaller variant (`-p image_size=320`) without a second recipe file.
+Recipes are found by name through the registry in `models.recipes`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -202,51 +198,3 @@ class Recipe:
         if precision in self.precision_tolerances:
             return self.precision_tolerances[precision]
         return self.tolerances.get(output, self.default_tolerance)
-
-
-RecipeFactory = Callable[..., Recipe]
-_FACTORIES: dict[str, RecipeFactory] = {}
-
-
-def register_recipe(factory: RecipeFactory) -> RecipeFactory:
-    """Make a recipe visible to the CLI and nox; the registered name is the module's name."""
-    name = factory.__module__.rsplit(".", 1)[-1]
-    _FACTORIES[name] = factory
-    return factory
-
-
-def recipe_names() -> list[str]:
-    """Names of all recipes, found without importing them (so listing stays light)."""
-    import models.recipes
-
-    return sorted(m.name for m in pkgutil.iter_modules(models.recipes.__path__) if not m.name.startswith("_"))
-
-
-def get_recipe(name: str, **params: Any) -> Recipe:
-    if name not in recipe_names():
-        raise UsageError(f"unknown recipe '{name}'; known recipes: {', '.join(recipe_names())}")
-    importlib.import_module(f"models.recipes.{name}")
-    factory = _FACTORIES[name]
-    try:
-        recipe = factory(**params)
-    except TypeError as e:
-        raise UsageError(f"recipe '{name}' does not take parameters {sorted(params)}: {e}") from e
-    return dataclasses.replace(recipe, params={**recipe.params, **params})
-
-
-def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    """Parse `key=value` recipe parameters; values are read as int, float or str."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"recipe parameter '{pair}' must look like key=value (e.g. image_size=320)")
-        value: Any = raw
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
-        params[key] = value
-    return params

@@ -195,7 +195,7 @@ def measure_latency(
 
 @register_benchmark("latency", TITLE, rank=1)
 def latency_benchmark(settings: BenchSettings) -> BenchResult:
-    from models.recipe import get_recipe
+    from models.recipes import get_recipe
 
     run_dir = ensure_run(settings)
     recipe = get_recipe(settings.recipe, **settings.params)

@@ -181,7 +181,7 @@ def _difference(peak: int | None, baseline: int | None) -> int | None:
 
 @register_benchmark("memory", TITLE, rank=3)
 def memory_benchmark(settings: BenchSettings) -> BenchResult:
-    from models.recipe import get_recipe
+    from models.recipes import get_recipe
 
     run_dir = ensure_run(settings)
     recipe = get_recipe(settings.recipe, **settings.params)

@@ -152,7 +152,7 @@ def measure_throughput(
 
 @register_benchmark("comparison", TITLE, rank=2)
 def comparison_benchmark(settings: BenchSettings) -> BenchResult:
-    from models.recipe import get_recipe
+    from models.recipes import get_recipe
 
     run_dir = ensure_run(settings)
     recipe = get_recipe(settings.recipe, **settings.params)

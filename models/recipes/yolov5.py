@@ -15,8 +15,8 @@ from models.recipe import (
     ShapeRange,
     TensorSpec,
     Tolerance,
-    register_recipe,
 )
+from models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.detection import DetectionTolerance
-from models.recipe import DetectionSpec, Recipe, ShapeRange, TensorSpec, Tolerance, register_recipe
+from models.recipe import DetectionSpec, Recipe, ShapeRange, TensorSpec, Tolerance
+from models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
