@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from models.core.errors import ExitCode
 from harness.pipeline import RunConfig, run_pipeline
+from models.core.errors import ExitCode
+from models.results.document import load_results
 from models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec
 
 
@@ -50,10 +53,11 @@ def recipe(output_names: tuple[str, ...]) -> Recipe:
 )
 def test_swapped_output_names_fail_the_gate_with_the_mismatch_code(tmp_path, output_names, exit_code):
     results = run_pipeline(RunConfig(recipe(output_names), tmp_path, backends=("torch", "onnxrt")))
-    verdict = results["verdict"]
-    assert verdict["exit_code"] == exit_code, verdict
+    verdict = results.verdict
+    assert verdict.exit_code == exit_code, verdict
+    assert load_results(tmp_path) == results  # what was written reads back as the same values
     if exit_code == ExitCode.ORDERING_MISMATCH:
-        assert "ordering mismatch: ORT 'depth' matches Torch 'depth_min'" in verdict["summary"]
+        assert "ordering mismatch: ORT 'depth' matches Torch 'depth_min'" in verdict.summary
         assert "ordering mismatch" in (tmp_path / "report.html").read_text()
 
 
@@ -63,10 +67,12 @@ def test_an_unexpected_error_in_a_stage_is_a_failed_stage_and_the_report_is_stil
     def no_samples():
         raise ValueError("sample loader crashed")
 
-    import dataclasses
-
     results = run_pipeline(RunConfig(dataclasses.replace(broken, sample_inputs=no_samples), tmp_path))
-    failed = [s for s in results["stages"] if s["status"] == "failed"]
-    assert failed and "ValueError" in failed[0]["reason"] and "sample loader crashed" in failed[0]["reason"]
-    assert results["verdict"]["exit_code"] == ExitCode.STAGE_FAILED
-    assert (tmp_path / "report.html").is_file() and (tmp_path / "results.json").is_file()
+    failed = [s for s in results.stages if s.status == "failed"]
+    assert [s.name for s in failed] == ["samples"]
+    assert "ValueError" in failed[0].reason and "sample loader crashed" in failed[0].reason
+    assert failed[0].traceback and "no_samples" in failed[0].traceback
+    assert all(s.status == "skipped" for s in results.stages[1:])
+    assert results.verdict.exit_code == ExitCode.STAGE_FAILED
+    assert "sample loader crashed" in (tmp_path / "report.html").read_text()
+    assert load_results(tmp_path).verdict == results.verdict
