@@ -92,7 +92,7 @@ class StageCache:
         return entry
 
     def restore(self, entry: CacheEntry, run_dir: Path) -> dict[str, Artifact]:
-        """Place the entry's files in the run folder (hard links when possible); returns its artifacts."""
+        """Place copies of the entry's files in the run folder; returns its artifacts."""
         entry_dir = self._entry_dir(entry.stage, entry.key)
         for artifact in entry.artifacts.values():
             if artifact.files and all(m.path.startswith(artifact.path + "/") for m in artifact.files):
@@ -101,7 +101,7 @@ class StageCache:
                 target = run_dir / run_relative(member.path)
                 with atomic_path(target) as tmp:
                     tmp.unlink()
-                    _link_or_copy(entry_dir / run_relative(member.path), tmp)
+                    _copy(entry_dir / run_relative(member.path), tmp)
         return dict(entry.artifacts)
 
     def store(self, entry: CacheEntry, run_dir: Path) -> None:
@@ -115,7 +115,7 @@ class StageCache:
                 for member in artifact.members:
                     target = staging / run_relative(member.path)
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(run_dir / run_relative(member.path), target)
+                    _copy(run_dir / run_relative(member.path), target)
             (staging / ENTRY_FILE).write_text(json.dumps(to_json(entry)))
             os.replace(staging, final)
         except OSError:
@@ -157,8 +157,8 @@ class StageCache:
         return removed
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+def _copy(source: Path, target: Path) -> None:
+    # copies, never hard links: a file shared by the cache and a run folder is corrupted for both by
+    # one in-place edit, and onnx refuses external data with more than one link (a hardlink attack
+    # guard, onnx.checker / onnx.load). copyfile uses copy_file_range, a reflink where the FS has them.
+    shutil.copyfile(source, target)
