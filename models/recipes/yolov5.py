@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models.core.errors import UsageError
 from models.detection import DetectionTolerance
 from models.recipe import (
     BuildOptions,
@@ -37,6 +38,7 @@ COCO_CLASSES = (
 
 
 def build_yolov5s(weights: Path | None) -> torch.nn.Module:
+    # architectures import torch: the recipe module stays light for `harness list`
     from models.architectures.yolov5 import init_yolov5_seeded, yolov5s
     from models.weights import weighted
 
@@ -44,6 +46,7 @@ def build_yolov5s(weights: Path | None) -> torch.nn.Module:
 
 
 def build_yolov5s_batch_squeezed(weights: Path | None) -> torch.nn.Module:
+    # architectures import torch: the recipe module stays light for `harness list`
     from models.architectures.yolov5 import BatchSqueezed
 
     return BatchSqueezed(build_yolov5s(weights)).eval()
@@ -64,8 +67,6 @@ def yolov5(
     from models.photos import letterboxed_batches
 
     if image_size % 32:
-        from models.core.errors import UsageError
-
         raise UsageError(
             f"yolov5: image_size must be a multiple of 32 (the largest stride), got {image_size}"
         )
