@@ -40,7 +40,9 @@ class PairResult:
 
     @property
     def key(self) -> str:
-        return f"{self.ref}-{self.cand}"
+        """Unique among the pairs of one output: the pairs of each sample set get their own."""
+        at = "" if self.sample_set == SAMPLES else f"-{slugify(self.sample_set)}"
+        return f"{self.ref}-{self.cand}{at}"
 
     @functools.cached_property
     def histogram(self) -> Markup | None:

@@ -89,7 +89,9 @@ def replace_stage(results: Results, name: str, **changes: Any) -> Results:
 def replace_details(results: Results, name: str, **changes: Any) -> Results:
     record = stage(results, name)
     assert record.details is not None, f"stage {name!r} recorded no details"
-    return with_stages(results, dataclasses.replace(record, details=dataclasses.replace(record.details, **changes)))
+    return with_stages(
+        results, dataclasses.replace(record, details=dataclasses.replace(record.details, **changes))
+    )
 
 
 def details(results: Results, name: str) -> Any:
@@ -174,7 +176,9 @@ def judged_run(
         artifacts[f"outputs_{name}"] = Artifact.of_folder(run_dir, f"outputs/{name}")
     run = StageRecord("run", "ok", 1.0, artifacts=artifacts, details=RunDetails(dict(runners)))
     earlier = {"samples": samples, "run": run}
-    out = compare_stage.STAGE.run(StageInput(run_dir, recipe, ToleranceOverrides(), recipe.precisions, earlier))
+    out = compare_stage.STAGE.run(
+        StageInput(run_dir, recipe, ToleranceOverrides(), recipe.precisions, earlier)
+    )
     compare = StageRecord("compare", "ok", 0.5, out.reason, dict(out.artifacts), out.details)
     if base is None:
         environment = yolov5_results().environment
@@ -242,7 +246,9 @@ def multi_output_results(samples: int = 3) -> Results:
         for i, name in enumerate(BACKENDS)
     }
     results = replace_details(base, "export", inputs=("image",), outputs=output_names)
-    results = replace_stage(results, "surgery", status="skipped", reason=INJECTED_REASON, details=None, artifacts={})
+    results = replace_stage(
+        results, "surgery", status="skipped", reason=INJECTED_REASON, details=None, artifacts={}
+    )
     build = details(results, "build")
     engine = dataclasses.replace(
         build.primary,
@@ -316,7 +322,8 @@ def flagged_precision_results() -> Results:
         built=False,
         phase="engine build",
         messages=INT8_REFUSAL,
-        reason=f"INT8 not supported by {flavor.display_name} {flavor.version}: " + "; ".join(INT8_REFUSAL[-3:]),
+        reason=f"INT8 not supported by {flavor.display_name} {flavor.version}: "
+        + "; ".join(INT8_REFUSAL[-3:]),
     )
     return replace_details(results, "build", engines=engines)
 
@@ -339,4 +346,3 @@ def unfixed_scan_results() -> Results:
     )
     results = replace_details(results, "scan", findings=(*scan.findings, unfixed))
     return replace_details(results, "export", unused_replacements=("squeeze_static",))
-

@@ -210,9 +210,7 @@ def test_junit_has_a_case_per_gated_pair_and_image_and_skips_informational_pairs
     assert not any(n.startswith("detections:output0[torch-vs-onnxrt-fp16][image") for n in cases)
 
 
-def test_rendering_detections_imports_no_heavy_backend(
-    run: tuple[Path, Results], tmp_path: Path
-) -> None:
+def test_rendering_detections_imports_no_heavy_backend(run: tuple[Path, Results], tmp_path: Path) -> None:
     run_dir, results = run
     copy = tmp_path / "run"
     copy.mkdir()
