@@ -91,6 +91,20 @@ def test_pairs_of_each_sample_set_are_labelled_and_have_their_own_ids(yolov5: Re
     assert [i for i, n in Counter(ids).items() if n > 1] == []
 
 
+def test_an_output_failing_on_every_pair_shows_each_reason_and_its_tolerance(multi: Results) -> None:
+    mine = [c for c in compare_details(multi).comparisons if c.output == fixtures.INJECTED_NAME]
+    assert len(mine) == 3 and not any(c.passed for c in mine)
+    (output,) = [o for o in ReportView(multi).outputs if o.name == fixtures.INJECTED_NAME]
+    assert output.state == "fail" and output.note is None
+    assert output.tolerance == "atol 1e-4 + rtol 1e-3·|ref|"
+    element = section(parse(render_html(multi)), fixtures.INJECTED_NAME)
+    assert "Not compared" not in element.text
+    reasons = [p.text for p in element.find_all("p", "reason")]
+    assert len(reasons) == len(mine)
+    for comparison in mine:
+        assert any(comparison.reason in text for text in reasons), comparison.reason
+
+
 @pytest.mark.parametrize("name", ["yolov5", "multi", "failed"])
 def test_verdict_line_shows_pass_or_fail_exit_code_and_summary(
     name: str, request: pytest.FixtureRequest
