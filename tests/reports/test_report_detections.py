@@ -224,7 +224,7 @@ from reports.render import write_reports
 out = Path({str(copy)!r})
 write_reports(load_results(out), out)
 assert "data:image/jpeg" in (out / "report.html").read_text()
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "tensorrt", "tensorrt_rtx", "onnxruntime", "polygraphy", "onnx"}})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "tensorrt", "tensorrt_rtx", "onnxruntime", "polygraphy", "onnx", "harness"}})
 print(heavy)
 """
     result = subprocess.run(
