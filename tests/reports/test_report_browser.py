@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from models.results.document import Results, results_to_text
 from reports.index import write_index
 from reports.render import write_reports
-from reports.view import slugify
+from reports.sections.common import slugify
 from tests.reports import browser as chromium
 from tests.reports import results_fixtures as fixtures
 
@@ -28,13 +28,13 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, Any]]]:
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Results]]:
     root = tmp_path_factory.mktemp("artifacts")
     built = {}
     for name, results in (("yolov5", fixtures.yolov5_results()), ("multi", fixtures.multi_output_results())):
         run_dir = root / name
         run_dir.mkdir()
-        (run_dir / "results.json").write_text(json.dumps(results))
+        (run_dir / "results.json").write_text(results_to_text(results))
         write_reports(results, run_dir)
         built[name] = (run_dir / "report.html", results)
     return built
@@ -60,7 +60,7 @@ class Visit:
 
 @pytest.mark.parametrize("name", ["yolov5", "multi"])
 def test_report_loads_offline_without_errors_and_fits_1280px(
-    browser: Any, reports: dict[str, tuple[Path, dict[str, Any]]], name: str
+    browser: Any, reports: dict[str, tuple[Path, Results]], name: str
 ) -> None:
     path, results = reports[name]
     visit = Visit(browser, path)
@@ -71,9 +71,9 @@ def test_report_loads_offline_without_errors_and_fits_1280px(
         assert [u for u in visit.requests if not u.startswith("data:")] == [visit.url]
         assert page.evaluate("document.scripts.length") == 0
         assert page.locator("#verdict").is_visible()
-        verdict_word = "PASS" if results["verdict"]["passed"] else "FAIL"
+        verdict_word = "PASS" if results.verdict.passed else "FAIL"
         assert verdict_word in page.locator("#verdict").inner_text()
-        for output in results["recipe"]["output_names"]:
+        for output in results.recipe.output_names:
             section = page.locator(f"#output-{slugify(output)}")
             assert section.is_visible()
             assert section.locator("h3").inner_text().startswith(output)
@@ -96,7 +96,7 @@ def test_report_loads_offline_without_errors_and_fits_1280px(
 
 
 def test_hostile_name_shows_as_text_not_as_an_element(
-    browser: Any, reports: dict[str, tuple[Path, dict[str, Any]]]
+    browser: Any, reports: dict[str, tuple[Path, Results]]
 ) -> None:
     path, _ = reports["multi"]
     visit = Visit(browser, path)
@@ -115,7 +115,7 @@ def test_hostile_name_shows_as_text_not_as_an_element(
 
 
 def test_index_links_to_each_report_and_fits_1280px(
-    browser: Any, reports: dict[str, tuple[Path, dict[str, Any]]]
+    browser: Any, reports: dict[str, tuple[Path, Results]]
 ) -> None:
     index = write_index(reports["yolov5"][0].parent.parent)
     visit = Visit(browser, index)
