@@ -5,7 +5,6 @@ Recipes are found by name through the registry in `models.recipes`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +61,6 @@ class Tolerance:
     quantile: float = 0.99
     # for class-score outputs (see Recipe.class_axes): also require this fraction of equal argmaxes
     min_argmax_agreement: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -124,41 +120,6 @@ class DetectionSpec:
             raise UsageError(
                 f"DetectionSpec gated_precisions {unknown} are not precisions; use some of {list(PRECISIONS)}"
             )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "layout": self.layout,
-            "conf_thres": self.conf_thres,
-            "iou_thres": self.iou_thres,
-            "max_det": self.max_det,
-            "iou_match": self.iou_match,
-            "class_names": list(self.class_names),
-            "tolerance": self.tolerance.to_json(),
-            "gated_precisions": list(self.gated_precisions),
-            "min_wh": self.min_wh,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> DetectionSpec:
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in data]
-        if missing:
-            raise UsageError(
-                f"DetectionSpec JSON lacks {missing}; expected the keys {names} as written by DetectionSpec.to_json()"
-            )
-        return cls(
-            output=str(data["output"]),
-            layout=data["layout"],
-            conf_thres=float(data["conf_thres"]),
-            iou_thres=float(data["iou_thres"]),
-            max_det=int(data["max_det"]),
-            iou_match=float(data["iou_match"]),
-            class_names=tuple(str(name) for name in data["class_names"]),
-            tolerance=DetectionTolerance.from_json(data["tolerance"]),
-            gated_precisions=tuple(str(p) for p in data["gated_precisions"]),
-            min_wh=float(data["min_wh"]),
-        )
 
 
 @dataclass(frozen=True)
