@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from models.results.document import Results, results_to_text
 from reports.index import write_index
@@ -86,8 +87,16 @@ def test_report_loads_offline_without_errors_and_fits_1280px(
         width = page.evaluate("window.innerWidth")
         assert width == chromium.WINDOW_WIDTH
         assert page.evaluate("document.scrollingElement.scrollWidth") <= width
+        # what a user sees is drawn, not blank: the verdict banner's colour and many others in the page
+        shot = chromium.save_screenshot(page, path.with_name("report.png"))
+        with Image.open(shot) as image:
+            assert image.width == width and image.height > 900
+            colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 50
+        banner = page.locator("#verdict").evaluate("e => getComputedStyle(e).backgroundColor")
+        banner_rgb = tuple(int(c) for c in banner.removeprefix("rgb(").removesuffix(")").split(",")[:3])
+        assert banner_rgb in {rgb for _, rgb in colours}
         if name == "yolov5" and (target := chromium.requested_screenshot("yolov5-report.png")) is not None:
-            shot = chromium.save_screenshot(page, path.with_name("report.png"))
             if target.resolve() != shot.resolve():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(shot, target)
