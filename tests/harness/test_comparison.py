@@ -311,9 +311,20 @@ def test_invalid_tolerance_is_rejected():
         OutputAccumulator("logits", "torch", "onnxrt", Tolerance(atol=-1))
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_an_output_with_no_finite_element_is_never_a_pass(value):
+    """All-NaN or all-Inf on both sides (NaN weights, `x * nan`): matching, but nothing compared."""
+    ref = np.full((2, 8), value, dtype=np.float32)
+    result = _accumulate([ref, ref], [ref.copy(), ref.copy()], Tolerance(atol=1e30, rtol=1e30))
+    assert not result and result.finite_elements == 0 and result.nonfinite_mismatches == 0
+    assert "none of the 32 elements is finite on both sides" in result.reason
+    assert "nothing was compared" in result.reason
+
+
 def test_empty_and_scalar_outputs():
     empty = _accumulate([np.zeros((0, 4))], [np.zeros((0, 4))])
-    assert empty and empty.elements == 0 and empty.max_abs_err is None
+    assert not empty and empty.elements == 0 and empty.max_abs_err is None
+    assert "no elements on either side: nothing was compared" in empty.reason
     scalar = _accumulate([np.float32(2.0)], [np.float32(3.0)], Tolerance(atol=0.5))
     assert not scalar and scalar.worst[0].index == (0,) and scalar.max_abs_err == 1.0
 
