@@ -12,6 +12,7 @@ from harness.cache import StageCache, cache_dir_from_env
 from harness.golden import write_golden
 from harness.pipeline import rejudge, run_pipeline
 from harness.progress import StageProgress
+from harness.stages import STAGES
 from harness.stages.base import RunConfig, torch_model
 from harness.stages.run import selected_backends
 from harness.stages.scan import scan_recipe
@@ -179,6 +180,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     cache = StageCache(cache_dir_from_env())
+    unknown = sorted(set(args.stage or ()) - {stage.name for stage in STAGES})
+    if unknown:
+        raise UsageError(
+            f"--stage {' '.join(unknown)}: no such stage; stages: {', '.join(s.name for s in STAGES)}"
+        )
     if args.action == "clean":
         print(f"removed {cache.clean(args.stage)} cache entries from {cache.root}")
         return int(ExitCode.PASSED)
