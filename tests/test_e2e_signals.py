@@ -1,0 +1,76 @@
+"""Ctrl-C and SIGTERM at any stage: the documented exit code, one line naming the stage, nothing earlier lost.
+
+Each case starts a real `harness convert mnist` and sends the signal when the stage's progress line
+appears (cached stages included: the cache is shared, so later cases reach their stage sooner).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from models.core.errors import ExitCode
+from models.results.document import load_results
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "CI"}  # plain progress lines, one per stage
+    return {**environ, "HARNESS_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), "PYTHONUNBUFFERED": "1"}
+
+
+def _convert_and_signal(out, env, stage: str, signum: int) -> tuple[int, str]:
+    args = [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith(f"[{stage}] ") and line.rstrip().endswith("…"):
+            proc.send_signal(signum)
+            break
+    _, rest = proc.communicate(timeout=300)
+    return proc.returncode, "".join(lines) + rest
+
+
+@pytest.mark.parametrize(
+    ("stage", "signum", "code"),
+    [
+        ("export", signal.SIGINT, ExitCode.INTERRUPTED),
+        ("build", signal.SIGTERM, ExitCode.TERMINATED),
+        ("run", signal.SIGINT, ExitCode.INTERRUPTED),
+        ("compare", signal.SIGINT, ExitCode.INTERRUPTED),
+    ],
+    ids=["sigint-export", "sigterm-build", "sigint-run", "sigint-compare"],
+)
+def test_a_signal_in_a_stage_exits_with_its_code_and_names_the_stage(tmp_path, env, stage, signum, code):
+    out = tmp_path / "run"
+    returncode, stderr = _convert_and_signal(out, env, stage, signum)
+    name = signal.Signals(signum).name
+    last = stderr.strip().splitlines()[-1]
+    assert returncode == code, stderr
+    assert last.startswith(f"harness: interrupted by {name}") and f"in stage '{stage}'" in last, stderr
+    results = load_results(out)
+    statuses = {s.name: s.status for s in results.stages}
+    assert statuses[stage] == "interrupted"
+    assert results.verdict.exit_code == code and results.verdict.status == code.name
+    for record in results.stages:
+        for artifact in record.artifacts.values():
+            artifact.verified(out)  # everything the finished stages wrote is intact
+    assert not list(out.rglob("*.partial")), "no half-written file is left"
+    assert (out / "report.html").is_file()
+
+    # the same command again goes on from the cache and passes
+    again = subprocess.run(
+        [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert again.returncode == ExitCode.PASSED, again.stderr
