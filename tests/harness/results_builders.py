@@ -16,6 +16,7 @@ from models.results.detections import DetectionPair, DetectionsReport, ImageAgre
 from models.results.stages import CompareDetails, RunDetails, RunnerRecord, StageRecord
 
 REFERENCE = "torch"
+TOLERANCE = DetectionTolerance(0.95, 0.95, 0.01)
 CANDIDATE = "onnxrt"
 
 
@@ -89,8 +90,12 @@ def comparison(
     )
 
 
-def missing(output: str, missing_from: str = CANDIDATE, ref: str = REFERENCE, cand: str = CANDIDATE) -> MissingOutput:
-    return MissingOutput(output, ref, cand, missing_from, 1, 1, f"output '{output}' is missing from {missing_from}")
+def missing(
+    output: str, missing_from: str = CANDIDATE, ref: str = REFERENCE, cand: str = CANDIDATE
+) -> MissingOutput:
+    return MissingOutput(
+        output, ref, cand, missing_from, 1, 1, f"output '{output}' is missing from {missing_from}"
+    )
 
 
 def crossmatch(*mismatches: str, ref: str = REFERENCE, cand: str = CANDIDATE) -> CrossMatch:
@@ -133,7 +138,7 @@ def detection_match(
     matched: float,
     mean_iou: float | None = 0.99,
     score: float | None = 0.001,
-    tolerance: DetectionTolerance = DetectionTolerance(0.95, 0.95, 0.01),
+    tolerance: DetectionTolerance = TOLERANCE,
 ) -> DetectionMatch:
     """The match of one image with the given matched fraction, mean IoU and max |score delta|."""
     boxes = 10
@@ -152,7 +157,9 @@ def detection_match(
     )
 
 
-def image(index: int, matched: float, mean_iou: float | None = 0.99, score: float | None = 0.001) -> ImageAgreement:
+def image(
+    index: int, matched: float, mean_iou: float | None = 0.99, score: float | None = 0.001
+) -> ImageAgreement:
     return ImageAgreement(index, detection_match(matched, mean_iou, score))
 
 

@@ -40,7 +40,11 @@ def tiny_model(_weights: Path | None):
 def feeds(value: float | None = None) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     return [
-        {"x": np.full((1, 3, 8, 8), value, np.float32) if value is not None else rng.random((1, 3, 8, 8), np.float32)}
+        {
+            "x": np.full((1, 3, 8, 8), value, np.float32)
+            if value is not None
+            else rng.random((1, 3, 8, 8), np.float32)
+        }
         for _ in range(2)
     ]
 
@@ -138,7 +142,9 @@ def test_changing_only_a_tolerance_reruns_only_compare(cold, tmp_path, change):
     assert {s.status for s in changed.stages if s.name not in ("compare", "samples")} <= {"cached", "skipped"}
     compare = changed.stage("compare")
     assert compare is not None and compare.details is not None
-    assert {c.tolerance.atol for c in compare.details.comparisons} == {1e-2 if "overrides" in change else 1e-3}
+    assert {c.tolerance.atol for c in compare.details.comparisons} == {
+        1e-2 if "overrides" in change else 1e-3
+    }
 
 
 def edited(path: Path) -> Callable[[Path], bytes]:
@@ -180,7 +186,9 @@ def keys(config: RunConfig, ledger: Mapping[str, StageRecord]) -> dict[str, str]
     record = RecipeRecord.of(config.recipe, config.weights)
     found, earlier = {}, {}
     for stage in STAGES:
-        inp = StageInput(config.out_dir, record, config.overrides, config.precisions_in_order, dict(earlier), config)
+        inp = StageInput(
+            config.out_dir, record, config.overrides, config.precisions_in_order, dict(earlier), config
+        )
         key = stage_key(stage, inp)
         if key is not None:
             found[stage.name] = key
@@ -234,7 +242,9 @@ def _artifact_of(stage: str, name: str):
     def change(cold, tmp_path, monkeypatch):
         record = cold.ledger[stage]
         artifact = dataclasses.replace(record.artifacts[name], sha256="0" * 64)
-        return {"ledger": {stage: dataclasses.replace(record, artifacts={**record.artifacts, name: artifact})}}
+        return {
+            "ledger": {stage: dataclasses.replace(record, artifacts={**record.artifacts, name: artifact})}
+        }
 
     return change
 
@@ -251,8 +261,14 @@ def _code_of(module: str):
 CASES = {
     "weights": (_new_weights, {"scan", "export", "run"}),
     "samples": (_new_samples, {"scan", "export", "surgery", "precision", "run", "compare"}),
-    "export-option": (_recipe(export=ExportOptions(exporter="torchscript", opset=18)), {"scan", "export", "run"}),
-    "build-target": (_recipe(build=BuildOptions(compute_capabilities=((8, 9),))), {"scan", "export", "build", "run"}),
+    "export-option": (
+        _recipe(export=ExportOptions(exporter="torchscript", opset=18)),
+        {"scan", "export", "run"},
+    ),
+    "build-target": (
+        _recipe(build=BuildOptions(compute_capabilities=((8, 9),))),
+        {"scan", "export", "build", "run"},
+    ),
     "workspace": (_recipe(build=BuildOptions(workspace_bytes=1 << 28)), {"scan", "export", "build", "run"}),
     "recipe-tolerance": (_recipe(default_tolerance=Tolerance(1e-3, 1e-4)), {"compare"}),
     "--atol": (_config(overrides=ToleranceOverrides.parse(["1e-2"], [])), {"compare"}),
@@ -303,7 +319,9 @@ def test_keys_are_stable_when_nothing_changes(cold, tmp_path):
     ("change", "affected"),
     [pytest.param(*case, id=name, marks=MARKS.get(name, ())) for name, case in CASES.items()],
 )
-def test_a_change_alters_exactly_the_keys_of_the_stages_it_feeds(cold, tmp_path, monkeypatch, change, affected):
+def test_a_change_alters_exactly_the_keys_of_the_stages_it_feeds(
+    cold, tmp_path, monkeypatch, change, affected
+):
     weights = tmp_path / "w.pt"
     weights.write_bytes(cold.weights.read_bytes())
     before = keys(cold.config(tmp_path, weights=weights), cold.ledger)
@@ -318,7 +336,11 @@ def test_a_change_alters_exactly_the_keys_of_the_stages_it_feeds(cold, tmp_path,
 
 
 def _project_files() -> set[Path]:
-    return {p.resolve() for top in ("harness", "models", "conversions", "reports") for p in (ROOT / top).rglob("*.py")}
+    return {
+        p.resolve()
+        for top in ("harness", "models", "conversions", "reports")
+        for p in (ROOT / top).rglob("*.py")
+    }
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
@@ -338,7 +360,11 @@ CLOSURE_HOLDS = {
     "surgery": ["conversions/onnx_passes/driver.py", "conversions/onnx_passes/passes/fold_constants.py"],
     "precision": ["conversions/precision/__init__.py"],
     "build": ["conversions/tensorrt_build.py"],
-    "run": ["harness/backends/torch_backend.py", "harness/backends/onnxrt.py", "harness/backends/tensorrt.py"],
+    "run": [
+        "harness/backends/torch_backend.py",
+        "harness/backends/onnxrt.py",
+        "harness/backends/tensorrt.py",
+    ],
     "compare": [
         "harness/comparison.py",
         "harness/crossmatch.py",
@@ -376,7 +402,10 @@ def test_entry_round_trip_and_corrupt_entry_is_not_trusted(tmp_path):
     (run_dir / "model.engine").write_bytes(b"plan" * 100)
     cache = StageCache(tmp_path / "cache")
     details = SurgeryDetails(passes=())
-    cache.store(CacheEntry("build", "k1", {"engine": Artifact.of_file(run_dir, "model.engine")}, details, "why"), run_dir)
+    cache.store(
+        CacheEntry("build", "k1", {"engine": Artifact.of_file(run_dir, "model.engine")}, details, "why"),
+        run_dir,
+    )
     entry = cache.lookup("build", "k1")
     assert entry is not None and entry.details == details and entry.reason == "why"
     assert [row["key"] for row in cache.entries()] == ["k1"]
@@ -398,7 +427,9 @@ def test_a_folder_artifact_is_restored_without_files_of_an_earlier_run(tmp_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(bytes([i]) * 10)
     cache = StageCache(tmp_path / "cache")
-    cache.store(CacheEntry("run", "k", {"outputs_onnxrt": Artifact.of_folder(run_dir, "outputs/onnxrt")}), run_dir)
+    cache.store(
+        CacheEntry("run", "k", {"outputs_onnxrt": Artifact.of_folder(run_dir, "outputs/onnxrt")}), run_dir
+    )
     stale = run_dir / "outputs" / "onnxrt" / "7.npz"
     stale.write_bytes(b"an earlier run's sample")
     entry = cache.lookup("run", "k")

@@ -49,7 +49,9 @@ def test_boxes_shifted_by_12px_fail_the_gate_although_tensors_pass(tmp_path: Pat
     shifted = runs.outputs_per_sample(samples=2, batch=1, perturb=runs.shift_boxes(12.0, images=[1]))
     results = runs.write_run(tmp_path, {"torch": reference, "onnxrt": shifted})
 
-    assert compare_of(results).passed, "the loose tensor tolerance passes; only detections can catch the shift"
+    assert compare_of(results).passed, (
+        "the loose tensor tolerance passes; only detections can catch the shift"
+    )
     verdict = results.verdict
     assert verdict.exit_code == ExitCode.ACCURACY_FAILED and not verdict.passed
     assert "detections disagree: Torch vs ORT on image 1:" in verdict.summary

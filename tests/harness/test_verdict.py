@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.core.errors import ExitCode
 from harness.verdict import verdict_for
+from models.core.errors import ExitCode
 from models.results.document import Verdict
 from models.results.stages import StageRecord
 from tests.harness import results_builders as build
