@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import harness.bench
+
 Direction = Literal["<=", ">="]
 _COMPARE = {"<=": operator.le, ">=": operator.ge}
 
@@ -33,7 +35,8 @@ class BenchSettings:
     compare_samples: int = 16
     compare_repeats: int = 5
     memory_samples: tuple[int, int] = (10, 200)
-    tracemalloc: bool = True
+    # the memory benchmark's own runs (recipe parameters besides `samples`)
+    memory_params: Mapping[str, Any] = field(default_factory=lambda: {"image_size": 320})
 
     @property
     def run_dir(self) -> Path:
@@ -58,7 +61,7 @@ class BenchSettings:
             "compare_samples": self.compare_samples,
             "compare_repeats": self.compare_repeats,
             "memory_samples": list(self.memory_samples),
-            "tracemalloc": self.tracemalloc,
+            "memory_params": dict(self.memory_params),
         }
 
 
@@ -144,8 +147,6 @@ def register_benchmark(name: str, title: str, rank: int) -> Callable[[BenchFn], 
 
 def benchmarks() -> list[Benchmark]:
     """Every benchmark module of this package, imported so it registers, in run order."""
-    import harness.bench
-
     for module in pkgutil.iter_modules(harness.bench.__path__):
         if not module.name.startswith("_"):  # not __main__, the command line
             importlib.import_module(f"harness.bench.{module.name}")

@@ -52,6 +52,10 @@ def build_yolov5s_batch_squeezed(weights: Path | None) -> torch.nn.Module:
     return BatchSqueezed(build_yolov5s(weights)).eval()
 
 
+def _cycled(batches: list, count: int) -> list:
+    return [batches[i % len(batches)] for i in range(count)] if count > 0 else batches
+
+
 @register_recipe
 def yolov5(
     image_size: int = 640,
@@ -60,10 +64,13 @@ def yolov5(
     max_batch: int = 8,
     exporter: str = "dynamo",
     squeeze_batch: int = 0,
+    samples: int = 0,
 ) -> Recipe:
     """`-p squeeze_batch=1`: the batch-1 deployment variant whose output is squeezed to (25200, 85);
     exported with a dynamic batch axis as such scripts do, deployed at batch 1 (static_dims), so the
-    TorchScript exporter's stray If is decidable and the `remove_stray_if` pass inlines it."""
+    TorchScript exporter's stray If is decidable and the `remove_stray_if` pass inlines it.
+    `-p samples=N`: N sample batches, the photos' batches cycled (0: one pass over the photos), e.g. for
+    the memory benchmark's 10 vs 200 samples."""
     from models.photos import letterboxed_batches
 
     if image_size % 32:
@@ -76,7 +83,9 @@ def yolov5(
         name="yolov5",
         description="YOLOv5s detector (80 classes), letterboxed photos, in-graph box decode",
         build_model=build_yolov5s,
-        sample_inputs=lambda: [{"images": b} for b in letterboxed_batches(image_size, batch)],
+        sample_inputs=lambda: [
+            {"images": b} for b in _cycled(letterboxed_batches(image_size, batch), samples)
+        ],
         inputs=(TensorSpec("images", ("batch", 3, image_size, image_size)),),
         output_names=("output0",),
         shape_ranges={

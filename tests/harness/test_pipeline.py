@@ -9,8 +9,8 @@ import pytest
 
 from harness.pipeline import RunConfig, run_pipeline
 from models.core.errors import ExitCode
-from models.results.document import load_results
 from models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec
+from models.results.document import load_results
 
 
 def depth_model():
