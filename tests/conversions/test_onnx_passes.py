@@ -13,16 +13,17 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from conversions import onnx_files
+from conversions.onnx_files import op_counts
 from conversions.onnx_passes import (
     PassContext,
     PassOutcome,
-    model_io,
-    op_counts,
     register_pass,
     registered_passes,
     run_passes,
     unregister_pass,
 )
+from models.core import serde
 from models.core.errors import HarnessError, UsageError
 from tests.fixtures import make_onnx_fixtures as fixtures
 from tests.fixtures.onnx_runtime import assert_identical_outputs
@@ -170,7 +171,7 @@ def test_reports_are_json_serializable_and_count_ops_per_pass(tmp_path: Path) ->
     assert first.op_counts_before == op_counts(onnx.load(model))
     assert first.op_counts_after == second.op_counts_before
     assert first.op_counts_after == op_counts(onnx.load(tmp_path / "out.onnx"))
-    decoded = json.loads(json.dumps([r.to_json() for r in reports]))
+    decoded = json.loads(json.dumps(serde.to_json(reports)))
     assert decoded[0]["changes"] == list(first.changes)
     assert decoded[0]["max_abs_diff"] == 0.0
     assert decoded[1]["duration_s"] >= 0
@@ -198,19 +199,20 @@ def test_external_data_is_loaded_and_a_small_result_is_saved_as_one_file(tmp_pat
 def test_a_result_over_the_single_file_limit_keeps_weights_beside_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(model_io, "_SINGLE_FILE_LIMIT", 100)
-    monkeypatch.setattr(model_io, "_EXTERNAL_MIN_BYTES", 0)
+    monkeypatch.setattr(onnx_files, "SINGLE_FILE_LIMIT", 100)
+    monkeypatch.setattr(onnx_files, "EXTERNAL_MIN_BYTES", 0)
     model = fixtures.identities(tmp_path / "m.onnx")
     feeds = [{"x": _random(2, 3)}]
     out = tmp_path / "out.onnx"
     # ORT too gets this model from a staged file with external data
     run_passes(model, out, ["drop_identity"], check_feeds=feeds)
-    assert (tmp_path / "out.onnx.data").is_file()
+    (sidecar,) = onnx_files.external_data_files(out)
+    assert (tmp_path / sidecar).is_file()
     stored = onnx.load(out, load_external_data=False).graph.initializer
     assert stored and all(onnx.external_data_helper.uses_external_data(t) for t in stored)
     onnx.checker.check_model(str(out))
     assert_identical_outputs(model, out, feeds)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "out.onnx", "out.onnx.data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.onnx", "out.onnx", sidecar])
 
 
 # -- the simple passes ---------------------------------------------------------------------------
