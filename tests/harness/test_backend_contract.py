@@ -69,7 +69,13 @@ class StandInTrtRunner:
 
     def infer(self, feed_dict):
         self.infer_calls += 1
-        values = dict(zip([o.name for o in self.session.get_outputs()], self.session.run(None, dict(feed_dict))))
+        values = dict(
+            zip(
+                [o.name for o in self.session.get_outputs()],
+                self.session.run(None, dict(feed_dict)),
+                strict=True,
+            )
+        )
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         returned = OrderedDict()
         for name in (n for n in names if n in values):
@@ -128,7 +134,7 @@ def test_every_saved_tensorrt_sample_holds_its_own_values(tmp_path, stand_in_ten
     trt_outputs = _saved(tmp_path, "tensorrt", "depth")
     torch_outputs = _saved(tmp_path, "torch", "depth")
     assert len(trt_outputs) == 2 and not np.array_equal(trt_outputs[0], trt_outputs[1])
-    for trt, reference in zip(trt_outputs, torch_outputs):
+    for trt, reference in zip(trt_outputs, torch_outputs, strict=True):
         np.testing.assert_allclose(trt, reference, atol=1e-5)
     compare = results.details(CompareDetails)
     assert compare is not None

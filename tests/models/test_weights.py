@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.core.errors import UsageError
 from models.architectures.yolov5 import YOLOv5, init_yolov5_seeded, sample_photos, yolov5s
+from models.core.errors import UsageError
 from models.weights import load_weights, save_weights
 
 

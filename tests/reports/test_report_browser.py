@@ -96,10 +96,10 @@ def test_report_loads_offline_without_errors_and_fits_1280px(
         banner = page.locator("#verdict").evaluate("e => getComputedStyle(e).backgroundColor")
         banner_rgb = tuple(int(c) for c in banner.removeprefix("rgb(").removesuffix(")").split(",")[:3])
         assert banner_rgb in {rgb for _, rgb in colours}
-        if name == "yolov5" and (target := chromium.requested_screenshot("yolov5-report.png")) is not None:
-            if target.resolve() != shot.resolve():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(shot, target)
+        target = chromium.requested_screenshot("yolov5-report.png") if name == "yolov5" else None
+        if target is not None and target.resolve() != shot.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, target)
     finally:
         visit.close()
 
