@@ -221,7 +221,9 @@ def test_fp16_outputs_stay_within_fp16_bound_with_fp32_io(conv_model: Path, tmp_
     assert (tmp_path / result.path).is_file() and result.precision == "fp16"
     assert _io_types(tmp_path / result.path) == _io_types(conv_model) == [TensorProto.FLOAT] * 3
     assert result.op_counts.get("Cast", 0) >= 3  # one after the input, one before each output
-    conv_weights = [node.input[1] for node in onnx.load(tmp_path / result.path).graph.node if node.op_type == "Conv"]
+    conv_weights = [
+        node.input[1] for node in onnx.load(tmp_path / result.path).graph.node if node.op_type == "Conv"
+    ]
     assert len(conv_weights) == 3
     assert {_initializer_types(tmp_path / result.path)[w] for w in conv_weights} == {TensorProto.FLOAT16}
     errors = _relative_errors(conv_model, (tmp_path / result.path), HELD_OUT)
@@ -298,7 +300,9 @@ def test_fp16_overflow_is_fixed_by_the_suggested_block_list(tmp_path: Path) -> N
     # the block-listed chain reads FP32 end to end, under the source model's tensor names
     assert _nodes(tmp_path / fixed.path)["flatten"].input[0] == "sum"
     assert _tensor_types(tmp_path / fixed.path)["sum"] == TensorProto.FLOAT
-    assert _initializer_types(tmp_path / fixed.path)["hundred"] == TensorProto.FLOAT16  # the rest is still FP16
+    assert (
+        _initializer_types(tmp_path / fixed.path)["hundred"] == TensorProto.FLOAT16
+    )  # the rest is still FP16
 
 
 def test_range_check_flags_underflow_and_the_block_list_restores_precision(tmp_path: Path) -> None:
@@ -314,7 +318,10 @@ def test_range_check_flags_underflow_and_the_block_list_restores_precision(tmp_p
         return _relative_errors(model, variant, [feed])[0]
 
     assert error(tmp_path / fp16_onnx(model, tmp_path / "plain.onnx").path) > 10 * FP16_BOUND
-    assert error(tmp_path / fp16_onnx(model, tmp_path / "fixed.onnx", block_list=report.block_list).path) <= FP16_BOUND
+    assert (
+        error(tmp_path / fp16_onnx(model, tmp_path / "fixed.onnx", block_list=report.block_list).path)
+        <= FP16_BOUND
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -402,8 +409,12 @@ int8_qdq_onnx(Path(sys.argv[1]), Path(sys.argv[2]), [{"images": feeds[k]} for k 
 
 
 def test_int8_is_byte_identical_across_runs_and_processes(torchscript_model: Path, tmp_path: Path) -> None:
-    first = (tmp_path / "a" / int8_qdq_onnx(torchscript_model, tmp_path / "a" / "int8.onnx", CALIBRATION).path).read_bytes()
-    second = (tmp_path / "b" / int8_qdq_onnx(torchscript_model, tmp_path / "b" / "int8.onnx", CALIBRATION).path).read_bytes()
+    first = (
+        tmp_path / "a" / int8_qdq_onnx(torchscript_model, tmp_path / "a" / "int8.onnx", CALIBRATION).path
+    ).read_bytes()
+    second = (
+        tmp_path / "b" / int8_qdq_onnx(torchscript_model, tmp_path / "b" / "int8.onnx", CALIBRATION).path
+    ).read_bytes()
     assert first == second
 
     feeds = tmp_path / "feeds.npz"
