@@ -13,9 +13,8 @@ from pathlib import Path
 
 from harness.cache import StageCache, cache_dir_from_env
 from harness.golden import write_golden
-from harness.pipeline import rejudge, run_pipeline
+from harness.pipeline import STAGES, rejudge, run_pipeline
 from harness.progress import StageProgress
-from harness.stages import STAGES
 from harness.stages.base import RunConfig, torch_model
 from harness.stages.run import selected_backends
 from harness.stages.scan import scan_recipe

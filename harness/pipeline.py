@@ -18,8 +18,7 @@ from conversions.tensorrt_flavor import select_flavor
 from harness.cache import CacheEntry, StageCache, stable_hash
 from harness.code_keys import code_hash
 from harness.environment import environment
-from harness.stages import STAGES
-from harness.stages import compare as compare_stage
+from harness.stages import build, compare, export, precision, run, samples, scan, surgery
 from harness.stages.base import RunConfig, Stage, StageFailed, StageInput, StageSkipped
 from harness.verdict import verdict_for
 from models.core.artifacts import PARTIAL_SUFFIX
@@ -30,7 +29,19 @@ from models.results.recipe import RecipeRecord, ToleranceOverrides
 from models.results.stages import RunDetails, StageRecord
 from reports.render import write_reports
 
-__all__ = ["RunConfig", "rejudge", "run_pipeline"]
+__all__ = ["STAGES", "RunConfig", "rejudge", "run_pipeline"]
+
+# the order stages run in: each reads only what the stages before it wrote
+STAGES: tuple[Stage, ...] = (
+    samples.STAGE,
+    scan.STAGE,
+    export.STAGE,
+    surgery.STAGE,
+    precision.STAGE,
+    build.STAGE,
+    run.STAGE,
+    compare.STAGE,
+)
 
 
 class Progress(Protocol):
@@ -187,7 +198,7 @@ def rejudge(run_dir: Path, overrides: ToleranceOverrides) -> Results:
         )
     if results.verdict.status == UNFINISHED.status:
         raise UsageError(f"{run_dir}: {UNFINISHED.summary}")
-    earlier = {s.name: s for s in results.stages if s.name != compare_stage.STAGE.name}
+    earlier = {s.name: s for s in results.stages if s.name != compare.STAGE.name}
     for record in earlier.values():
         for artifact in record.artifacts.values():
             try:
@@ -202,7 +213,7 @@ def rejudge(run_dir: Path, overrides: ToleranceOverrides) -> Results:
     inp = StageInput(run_dir, results.recipe, overrides, results.recipe.precisions, earlier)
     start = time.perf_counter()
     try:
-        out = compare_stage.STAGE.run(inp)
+        out = compare.STAGE.run(inp)
     except StageSkipped as e:
         raise UsageError(f"{run_dir}: {e}") from e
     record = StageRecord(

@@ -17,39 +17,18 @@ import harness.stages.base as stage_base
 import harness.stages.build as build_stage
 from harness.cache import CacheEntry, StageCache
 from harness.code_keys import ROOT, closure, code_hash, module_file
-from harness.pipeline import RunConfig, run_pipeline, stage_key
-from harness.stages import STAGES
+from harness.pipeline import STAGES, RunConfig, run_pipeline, stage_key
 from harness.stages.base import Stage, StageInput
 from harness.stages.samples import STAGE as SAMPLES_STAGE
 from models.core.artifacts import Artifact
+from tests.harness.cache_recipe import feeds, sample_feeds, tiny_model
 from models.recipe import BuildOptions, ExportOptions, Recipe, ShapeRange, TensorSpec, Tolerance
 from models.results.document import Results
 from models.results.recipe import RecipeRecord, ToleranceOverrides
 from models.results.stages import StageRecord, SurgeryDetails, TensorRTFlavor
 
 CACHED_STAGES = [stage.name for stage in STAGES if stage.key is not None]
-
-
-def tiny_model(_weights: Path | None):
-    import torch  # heavy: only when a stage builds the model
-
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.ReLU()).eval()
-
-
-def feeds(value: float | None = None) -> list[dict[str, np.ndarray]]:
-    rng = np.random.default_rng(0)
-    return [
-        {
-            "x": np.full((1, 3, 8, 8), value, np.float32)
-            if value is not None
-            else rng.random((1, 3, 8, 8), np.float32)
-        }
-        for _ in range(2)
-    ]
-
-
-SAMPLE_FEEDS = feeds()
+KEY = "5e" * 32  # keys are SHA-256 hex digests
 
 
 def make_recipe(**changes) -> Recipe:
@@ -57,7 +36,7 @@ def make_recipe(**changes) -> Recipe:
         name="tiny",
         description="cache test",
         build_model=tiny_model,
-        sample_inputs=lambda: SAMPLE_FEEDS,
+        sample_inputs=sample_feeds,
         inputs=(TensorSpec("x", ("batch", 3, 8, 8)),),
         output_names=("y",),
         shape_ranges={"x": ShapeRange((1, 3, 8, 8), (1, 3, 8, 8), (2, 3, 8, 8))},
@@ -284,29 +263,8 @@ CASES = {
     "surgery-driver-code": (_code_of("conversions.onnx_passes.driver"), {"surgery"}),
     "pass-code": (_code_of("conversions.onnx_passes.passes.fold_constants"), {"surgery"}),
     "comparison-code": (_code_of("harness.comparison"), {"compare"}),
-    "recipe-code": (_code_of(__name__), {"scan", "export", "run"}),
+    "recipe-code": (_code_of("tests.harness.cache_recipe"), {"scan", "export", "run"}),
 }
-# The stage modules share one closure today: harness/stages/__init__.py imports every stage, and a
-# module's closure holds its package's __init__. And the pass modules, which
-# conversions/onnx_passes/registry.py imports by pkgutil, are in no closure at all.
-SHARED_CLOSURE = pytest.mark.xfail(
-    strict=True,
-    reason="every stage's closure holds harness/stages/__init__.py, which imports every stage module, so "
-    "editing one stage's code changes every stage's key (needs harness/stages/__init__.py or code_keys)",
-)
-UNSEEN_PASSES = pytest.mark.xfail(
-    strict=True,
-    reason="conversions/onnx_passes/registry.py imports the pass modules by pkgutil, which code_keys does not "
-    "follow: editing a pass changes no key and reuses stale surgery results (use models.core.registry."
-    "import_submodules, which code_keys follows)",
-)
-MARKS = {
-    "surgery-driver-code": SHARED_CLOSURE,
-    "comparison-code": SHARED_CLOSURE,
-    "pass-code": UNSEEN_PASSES,
-}
-
-
 @pytest.mark.usefixtures("rtx")
 def test_keys_are_stable_when_nothing_changes(cold, tmp_path):
     config = cold.config(tmp_path)
@@ -317,7 +275,7 @@ def test_keys_are_stable_when_nothing_changes(cold, tmp_path):
 @pytest.mark.usefixtures("rtx")
 @pytest.mark.parametrize(
     ("change", "affected"),
-    [pytest.param(*case, id=name, marks=MARKS.get(name, ())) for name, case in CASES.items()],
+    [pytest.param(*case, id=name) for name, case in CASES.items()],
 )
 def test_a_change_alters_exactly_the_keys_of_the_stages_it_feeds(
     cold, tmp_path, monkeypatch, change, affected
@@ -376,17 +334,13 @@ CLOSURE_HOLDS = {
 }
 
 
-@pytest.mark.parametrize(
-    "stage",
-    [pytest.param(s, id=s.name, marks=UNSEEN_PASSES if s.name == "surgery" else ()) for s in STAGES],
-)
+@pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
 def test_a_stages_closure_holds_the_code_it_runs_and_not_the_orchestrator(stage):
     files = {f.relative_to(ROOT).as_posix() for f in closure(module_file(stage.run.__module__))}
     assert set(CLOSURE_HOLDS[stage.name]) <= files
     assert not files & {"harness/pipeline.py", "harness/cli.py", "reports/render.py", "harness/verdict.py"}
 
 
-@SHARED_CLOSURE
 def test_a_stages_closure_leaves_out_the_other_stages():
     files = {s.name: set(closure(module_file(s.run.__module__))) for s in STAGES}
     assert (ROOT / "harness/crossmatch.py").resolve() not in files["export"]
@@ -403,20 +357,20 @@ def test_entry_round_trip_and_corrupt_entry_is_not_trusted(tmp_path):
     cache = StageCache(tmp_path / "cache")
     details = SurgeryDetails(passes=())
     cache.store(
-        CacheEntry("build", "k1", {"engine": Artifact.of_file(run_dir, "model.engine")}, details, "why"),
+        CacheEntry("build", KEY, {"engine": Artifact.of_file(run_dir, "model.engine")}, details, "why"),
         run_dir,
     )
-    entry = cache.lookup("build", "k1")
+    entry = cache.lookup("build", KEY)
     assert entry is not None and entry.details == details and entry.reason == "why"
-    assert [row["key"] for row in cache.entries()] == ["k1"]
+    assert [row["key"] for row in cache.entries()] == [KEY]
 
     (run_dir / "model.engine").unlink()
     restored = cache.restore(entry, run_dir)
     assert restored["engine"].verified(run_dir).read_bytes() == b"plan" * 100
 
-    entry_dir = tmp_path / "cache" / "build" / "k1"
+    entry_dir = tmp_path / "cache" / "build" / KEY
     (entry_dir / "model.engine").write_bytes(b"plan" * 50)  # truncated, as by a crash or a disk error
-    assert cache.lookup("build", "k1") is None
+    assert cache.lookup("build", KEY) is None
     assert not entry_dir.exists(), "a damaged entry is removed so the stage re-runs"
 
 
@@ -428,11 +382,11 @@ def test_a_folder_artifact_is_restored_without_files_of_an_earlier_run(tmp_path)
         path.write_bytes(bytes([i]) * 10)
     cache = StageCache(tmp_path / "cache")
     cache.store(
-        CacheEntry("run", "k", {"outputs_onnxrt": Artifact.of_folder(run_dir, "outputs/onnxrt")}), run_dir
+        CacheEntry("run", KEY, {"outputs_onnxrt": Artifact.of_folder(run_dir, "outputs/onnxrt")}), run_dir
     )
     stale = run_dir / "outputs" / "onnxrt" / "7.npz"
     stale.write_bytes(b"an earlier run's sample")
-    entry = cache.lookup("run", "k")
+    entry = cache.lookup("run", KEY)
     assert entry is not None
     cache.restore(entry, run_dir)
     assert sorted(p.name for p in (run_dir / "outputs" / "onnxrt").iterdir()) == ["0.npz", "1.npz"]
@@ -440,8 +394,8 @@ def test_a_folder_artifact_is_restored_without_files_of_an_earlier_run(tmp_path)
 
 def test_half_written_entry_is_invisible(tmp_path):
     cache = StageCache(tmp_path / "cache")
-    partial = tmp_path / "cache" / "build" / ".k1.abc.partial"
+    partial = tmp_path / "cache" / "build" / f".{KEY[:16]}.abc.partial"
     partial.mkdir(parents=True)
-    (partial / "entry.json").write_text(json.dumps({"stage": "build", "key": "k1", "artifacts": {}}))
-    assert cache.lookup("build", "k1") is None
+    (partial / "entry.json").write_text(json.dumps({"stage": "build", "key": KEY, "artifacts": {}}))
+    assert cache.lookup("build", KEY) is None
     assert cache.entries() == []

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.pipeline import STAGES
 from harness.sample_files import sample_file, write_sample
-from harness.stages import STAGES
 from harness.stages import compare as compare_stage
 from harness.stages.base import StageInput
 from harness.verdict import verdict_for
