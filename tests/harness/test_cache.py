@@ -9,7 +9,6 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import harness.pipeline as pipeline
@@ -21,11 +20,11 @@ from harness.pipeline import STAGES, RunConfig, run_pipeline, stage_key
 from harness.stages.base import Stage, StageInput
 from harness.stages.samples import STAGE as SAMPLES_STAGE
 from models.core.artifacts import Artifact
-from tests.harness.cache_recipe import feeds, sample_feeds, tiny_model
 from models.recipe import BuildOptions, ExportOptions, Recipe, ShapeRange, TensorSpec, Tolerance
 from models.results.document import Results
 from models.results.recipe import RecipeRecord, ToleranceOverrides
 from models.results.stages import StageRecord, SurgeryDetails, TensorRTFlavor
+from tests.harness.cache_recipe import feeds, sample_feeds, tiny_model
 
 CACHED_STAGES = [stage.name for stage in STAGES if stage.key is not None]
 KEY = "5e" * 32  # keys are SHA-256 hex digests
@@ -265,6 +264,8 @@ CASES = {
     "comparison-code": (_code_of("harness.comparison"), {"compare"}),
     "recipe-code": (_code_of("tests.harness.cache_recipe"), {"scan", "export", "run"}),
 }
+
+
 @pytest.mark.usefixtures("rtx")
 def test_keys_are_stable_when_nothing_changes(cold, tmp_path):
     config = cold.config(tmp_path)
