@@ -43,6 +43,22 @@ class ShapeRange:
     opt: Shape
     max: Shape
 
+    def __post_init__(self) -> None:
+        shapes = {"min": self.min, "opt": self.opt, "max": self.max}
+        ranks = {len(shape) for shape in shapes.values()}
+        if len(ranks) != 1:
+            raise UsageError(f"shape range min/opt/max {list(shapes.values())} have different ranks")
+        if any(
+            not isinstance(d, int) or isinstance(d, bool) or d < 1 for shape in shapes.values() for d in shape
+        ):
+            raise UsageError(
+                f"shape range min/opt/max {list(shapes.values())}: every dimension must be an integer >= 1"
+            )
+        if not all(lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True)):
+            raise UsageError(
+                f"shape range needs min <= opt <= max in every dimension, got {list(shapes.values())}"
+            )
+
 
 @dataclass(frozen=True)
 class Tolerance:

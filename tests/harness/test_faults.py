@@ -176,3 +176,53 @@ def test_a_model_whose_outputs_are_all_nan_fails_the_gate(tmp_path):
     assert "nothing was compared" in (tmp_path / "report.html").read_text()
     compared = results.stage("compare").details.comparisons
     assert compared and not any(c.passed for c in compared) and all(c.finite_elements == 0 for c in compared)
+
+
+# -- input problems are exit 2 with one line naming the culprit, before any stage runs -----------
+
+
+@pytest.mark.parametrize(
+    ("param", "named"),
+    [
+        ("digits=abc", "parameter 'digits' must be int"),
+        ("batch=2.5", "parameter 'batch' must be int"),
+        ("batch=0", "every dimension must be an integer >= 1"),
+        ("nosuch=1", "has no parameter 'nosuch'"),
+        ("novalue", "must look like key=value"),
+    ],
+)
+def test_a_bad_recipe_parameter_is_a_usage_error_naming_it(tmp_path, capsys, param, named):
+    out = tmp_path / "out"
+    assert main(["convert", "mnist", "-p", param, "--out", str(out), "--no-cache"]) == ExitCode.USAGE_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0]
+    assert not out.exists(), "rejected before any stage ran"
+
+
+def test_out_naming_a_file_is_a_usage_error_and_the_file_is_kept(tmp_path, capsys):
+    target = tmp_path / "report.txt"
+    target.write_text("mine")
+    assert main(["convert", "mnist", "--out", str(target), "--no-cache"]) == ExitCode.USAGE_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {target}" in err[0]
+    assert target.read_text() == "mine"
+
+
+def test_an_unknown_backend_is_rejected_before_any_stage_runs(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["convert", "mnist", "--backends", "nosuch", "--out", str(out)]) == ExitCode.USAGE_ERROR
+    assert "unknown backend(s) ['nosuch']" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_module_with_a_syntax_error_is_named_with_its_line(tmp_path, monkeypatch):
+    from models.core.errors import UsageError
+    from models.core.registry import Registry
+
+    package = tmp_path / "user_recipes"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "good.py").write_text("X = 1\n")
+    (package / "bad.py").write_text("X = 1\ndef broken(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UsageError, match=r"bad\.py:2: invalid syntax; fix the module user_recipes\.bad"):
+        Registry("recipe", package="user_recipes").names()
