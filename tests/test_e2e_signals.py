@@ -74,3 +74,71 @@ def test_a_signal_in_a_stage_exits_with_its_code_and_names_the_stage(tmp_path, e
         env=env,
     )
     assert again.returncode == ExitCode.PASSED, again.stderr
+
+
+@pytest.mark.parametrize("stage", ["export", "surgery", "build", "run", "compare"])
+def test_a_run_killed_in_a_stage_leaves_a_folder_that_says_so_and_the_next_run_passes(tmp_path, env, stage):
+    out = tmp_path / "run"
+    returncode, _ = _convert_and_signal(out, env, stage, signal.SIGKILL)
+    assert returncode == -signal.SIGKILL
+    assert load_results(out).verdict.status == "UNFINISHED"  # never an earlier run's results
+    compare = subprocess.run(
+        [sys.executable, "-m", "harness", "compare", str(out)], capture_output=True, text=True, env=env
+    )
+    assert compare.returncode == ExitCode.USAGE_ERROR, compare.stderr
+    assert "has not finished" in compare.stderr.strip().splitlines()[-1]
+    again = subprocess.run(
+        [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert again.returncode == ExitCode.PASSED, again.stderr
+    assert not list(out.rglob("*.partial"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, env):
+    out = tmp_path_factory.mktemp("finished")
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == ExitCode.PASSED, proc.stderr
+    return out
+
+
+@pytest.mark.parametrize(
+    ("target", "damage"),
+    [
+        ("outputs/torch/samples/0000000000.npz", "flip"),
+        ("outputs/onnxrt/samples/0000000001.npz", "truncate"),
+        ("model.final.onnx", "flip"),
+        ("samples/samples/0000000000.npz", "flip"),
+        ("results.json", "truncate"),
+    ],
+)
+def test_harness_compare_refuses_a_run_folder_whose_files_were_damaged(
+    tmp_path, finished, env, target, damage
+):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished, out)
+    path = out / target
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "compare", str(out)], capture_output=True, text=True, env=env
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == ExitCode.USAGE_ERROR, proc.stderr
+    assert last.startswith("harness: error:") and (target.rsplit("/", 1)[-1] in last), last
