@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -226,3 +227,115 @@ def test_a_module_with_a_syntax_error_is_named_with_its_line(tmp_path, monkeypat
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(UsageError, match=r"bad\.py:2: invalid syntax; fix the module user_recipes\.bad"):
         Registry("recipe", package="user_recipes").names()
+
+
+# -- structured input, generated: only the documented outcome, never another exception ----------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from models.core.errors import UsageError  # noqa: E402
+from models.results.document import load_results, results_to_text, save_results  # noqa: E402
+from models.results.recipe import ToleranceOverrides  # noqa: E402
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=20), max_size=3), st.lists(st.text(max_size=20), max_size=3))
+def test_any_tolerance_text_parses_or_is_a_usage_error(atol, rtol):
+    try:
+        overrides = ToleranceOverrides.parse(atol, rtol)
+    except UsageError as e:
+        assert "\n" not in str(e)
+        return
+    values = [
+        overrides.atol,
+        overrides.rtol,
+        *overrides.per_output_atol.values(),
+        *overrides.per_output_rtol.values(),
+    ]
+    assert all(v is None or (v >= 0 and v == v) for v in values)
+
+
+def _paths(value, prefix=()):
+    """Every (path, value) in a JSON value, for mutating one place of it."""
+    yield prefix, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, (*prefix, i))
+
+
+def _replace(document, path, new):
+    if not path:
+        return new
+    head, *rest = path
+    copy = dict(document) if isinstance(document, dict) else list(document)
+    copy[head] = _replace(document[head], rest, new)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def saved_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("saved")
+    results = run_pipeline(RunConfig(RECIPE, out, backends=("torch", "onnxrt")))
+    return json.loads(results_to_text(results))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), replacement=JSON)
+def test_results_json_with_any_one_value_replaced_loads_or_is_a_usage_error(
+    tmp_path, saved_results, data, replacement
+):
+    places = list(_paths(saved_results))
+    path, _ = places[data.draw(st.integers(0, len(places) - 1))]
+    (tmp_path / "results.json").write_text(json.dumps(_replace(saved_results, path, replacement)))
+    try:
+        results = load_results(tmp_path)
+    except UsageError as e:
+        assert str(tmp_path / "results.json") in str(e) and "\n" not in str(e)
+        return
+    save_results(results, tmp_path / "again")  # what loads is a well-typed document that writes again
+
+
+@pytest.fixture(scope="module")
+def cached_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cached")
+    run_pipeline(RunConfig(RECIPE, root / "run", backends=("torch", "onnxrt"), cache_dir=root / "cache"))
+    (entry,) = (root / "cache" / "compare").glob("*/entry.json")
+    shutil.copytree(entry.parent, root / "pristine")
+    return root, entry, entry.read_text()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), replacement=JSON)
+def test_a_cache_entry_with_any_one_value_replaced_is_trusted_only_if_unchanged(
+    cached_run, data, replacement
+):
+    root, entry, original = cached_run
+    sealed = json.loads(original)
+    places = list(_paths(sealed))
+    path, _ = places[data.draw(st.integers(0, len(places) - 1))]
+    changed = _replace(sealed, path, replacement)
+    entry.write_text(json.dumps(changed))
+    warnings: list[str] = []
+    cache = StageCache(root / "cache", warn=warnings.append)
+    try:
+        found = cache.lookup("compare", entry.parent.name)
+        # the same text is the same entry; 1 for 1.0 or true for 1 is an edit (Python's == says equal)
+        if json.dumps(changed) == json.dumps(sealed):
+            assert found is not None and warnings == []
+        else:
+            assert found is None and len(warnings) == 1
+    finally:  # put the whole entry back (the lookup dropped a damaged one) for the next example
+        shutil.rmtree(entry.parent, ignore_errors=True)
+        shutil.copytree(root / "pristine", entry.parent)
