@@ -16,7 +16,7 @@ from typing import Protocol
 
 from conversions.tensorrt_flavor import select_flavor
 from harness.cache import CacheEntry, StageCache, stable_hash
-from harness.code_keys import code_hash
+from harness.code_keys import code_hash, keep_parses_in, save_parses
 from harness.environment import environment
 from harness.stages import build, compare, export, precision, run, samples, scan, surgery
 from harness.stages.base import RunConfig, Stage, StageFailed, StageInput, StageSkipped
@@ -118,6 +118,8 @@ def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results
     # leaves an earlier run's results beside this run's files
     save_results(Results(record, env, (), UNFINISHED, config.overrides), config.out_dir)
     cache = StageCache(config.cache_dir) if config.cache_dir is not None else None
+    if config.cache_dir is not None:
+        keep_parses_in(config.cache_dir / PARSES_FILE)
     ledger: dict[str, StageRecord] = {}
     stopped: str | None = None  # why the remaining stages do not run
     interrupted: Interrupted | None = None
@@ -145,6 +147,7 @@ def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results
             stopped = f"the run was interrupted in stage '{stage.name}'"
         if progress is not None:
             progress.finish(stage, entry)
+    save_parses()
     stages = tuple(ledger.values())
     verdict = verdict_for(stages)
     if interrupted is not None:
@@ -159,6 +162,8 @@ def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results
         raise interrupted
     return results
 
+
+PARSES_FILE = ".code-key-parses.json"  # what each source file imports, to derive code keys fast
 
 UNFINISHED = Verdict(
     int(ExitCode.STAGE_FAILED),
