@@ -117,6 +117,11 @@ def save_parses() -> None:
 @functools.cache
 def _parse(path: Path) -> Parsed:
     """(modules named by the imports of `path`, packages whose registry loads all their modules)."""
+    return _parse_cached_fresh(path)
+
+
+def _parse_cached_fresh(path: Path) -> Parsed:
+    """`_parse` without the per-process memo: reads the file, looks its bytes up in the kept parses."""
     global _disk_dirty
     source = path.read_bytes()
     key = hashlib.sha256(str(path).encode() + b"\0" + source).hexdigest()
