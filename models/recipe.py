@@ -88,6 +88,12 @@ class BuildOptions:
     compute_capabilities: tuple[tuple[int, int], ...] = ((8, 6), (8, 9), (12, 0))
 
 
+# ONNX Runtime's graph-optimization level in the run stage (ORT_DISABLE_ALL ... ORT_ENABLE_ALL), lowest first
+OrtOptimization = Literal["disable", "basic", "extended", "all"]
+ORT_OPTIMIZATIONS: tuple[str, ...] = ("disable", "basic", "extended", "all")
+# recipe fields any recipe takes as a parameter (`-p ort_optimization=basic`), besides its factory's own
+FIELD_PARAMS: tuple[str, ...] = ("ort_optimization",)
+
 Precision = Literal["fp32", "tf32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "int8")
 
@@ -192,6 +198,8 @@ class Recipe:
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     # detectors: how to post-process an output into boxes, compared per image between backends
     detection: DetectionSpec | None = None
+    # the ORT backend's graph optimization; lower it where an onnxruntime's optimizer fails on the model
+    ort_optimization: OrtOptimization = "all"
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -227,11 +235,16 @@ def get_recipe(name: str, **params: Any) -> Recipe:
         raise UsageError(f"unknown recipe '{name}'; known recipes: {', '.join(recipe_names())}")
     importlib.import_module(f"models.recipes.{name}")
     factory = _FACTORIES[name]
+    fields = {key: params[key] for key in FIELD_PARAMS if key in params}
+    if fields.get("ort_optimization", "all") not in ORT_OPTIMIZATIONS:
+        raise UsageError(
+            f"ort_optimization={fields['ort_optimization']!r}: expected one of {', '.join(ORT_OPTIMIZATIONS)}"
+        )
     try:
-        recipe = factory(**params)
+        recipe = factory(**{key: value for key, value in params.items() if key not in fields})
     except TypeError as e:
         raise UsageError(f"recipe '{name}' does not take parameters {sorted(params)}: {e}") from e
-    return dataclasses.replace(recipe, params={**recipe.params, **params})
+    return dataclasses.replace(recipe, **fields, params={**recipe.params, **params})
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
