@@ -28,7 +28,9 @@ class OnnxRuntimeBackend(Backend):
     def activate_impl(self) -> None:
         # the same settings the surgery stage proved the final model loads with
         self.settings = OrtSettings.for_run(self.ctx.recipe.ort_optimization)
-        self.session = create_session(self.ctx.onnx_path, self.settings, f"the ONNX model {self.ctx.onnx_path}")
+        self.session = create_session(
+            self.ctx.onnx_path, self.settings, f"the ONNX model {self.ctx.onnx_path}"
+        )
         self.providers = tuple(self.session.get_providers())
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._io = IOOrder(tuple(i.name for i in self.session.get_inputs()), tuple(self._output_names))
