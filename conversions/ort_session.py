@@ -51,11 +51,11 @@ class OrtSettings:
         return cls(optimization, run_providers())
 
     @classmethod
-    def as_written(cls) -> OrtSettings:
+    def as_written(cls, threads: int | None = 1) -> OrtSettings:
         """CPU, ORT's own graph rewrites off, one thread: the graph runs as written, deterministically,
         so a difference between two models comes from their graphs alone (and no idle thread pool
         spins between the many small sessions a check creates)."""
-        return cls("disable", CPU_ONLY, threads=1)
+        return cls("disable", CPU_ONLY, threads=threads)
 
     def session_options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()

@@ -53,10 +53,14 @@ def fold_constants(graph: gs.Graph, context: PassContext) -> PassOutcome:
     folding bakes shapes into the model. Precondition: the ops feeding constants must run on ONNX
     Runtime's CPU provider (others are left, not failed).
     """
+    if not _has_roots_to_fold(graph):
+        return PassOutcome(False, ())
     before = GraphSnapshot.of(graph)
     inlined: list[str] = []
     for _ in range(_MAX_ROUNDS):
-        facts = ShapeFacts(graph, {})
+        # inference (the costly part) only where its answers are used: shapes by Shape nodes, value
+        # kinds where sequences/optionals may be
+        facts = ShapeFacts(graph, {}) if _inference_matters(graph) else None
         non_tensors = _non_tensor_names(graph, facts)
         splits = _split_shape_ranges(graph)
         with _trusted_shapes(graph, facts), unexportable_as_tensors(graph):
@@ -83,9 +87,29 @@ def _produces(node: gs.Node, names: set[str]) -> bool:
     return any(tensor.name in names for tensor in node.outputs)
 
 
-def _non_tensor_names(root: gs.Graph, facts: ShapeFacts) -> set[str]:
+def _has_roots_to_fold(root: gs.Graph) -> bool:
+    """Whether folding can start anywhere: a constant, a node without inputs, or a Shape/Size."""
+    for graph in walk_graphs(root):
+        if any(isinstance(t, gs.Constant) for t in graph.tensors().values()):
+            return True
+        if any(not node.inputs or node.op in ("Shape", "Size") for node in graph.nodes):
+            return True
+    return False
+
+
+def _inference_matters(root: gs.Graph) -> bool:
+    for graph in walk_graphs(root):
+        for node in graph.nodes:
+            if is_onnx_op(node, "Shape") or node.op in _NON_TENSOR_OPS or node.subgraphs():
+                return True
+        if any(getattr(t, "type", "tensor_type") != "tensor_type" for t in graph.tensors().values()):
+            return True
+    return False
+
+
+def _non_tensor_names(root: gs.Graph, facts: ShapeFacts | None) -> set[str]:
     """Names of sequence/optional values: inferred, declared, or produced by a sequence/optional op."""
-    names = set(facts.non_tensor_values)
+    names = set(facts.non_tensor_values) if facts is not None else set()
     for graph in walk_graphs(root):
         for tensor in graph.tensors().values():
             if getattr(tensor, "type", "tensor_type") != "tensor_type":
@@ -147,8 +171,11 @@ def _rejoin_shape_ranges(splits: list[_Split]) -> None:
 
 
 @contextmanager
-def _trusted_shapes(root: gs.Graph, facts: ShapeFacts) -> Iterator[None]:
+def _trusted_shapes(root: gs.Graph, facts: ShapeFacts | None) -> Iterator[None]:
     """While graphsurgeon folds, intermediates carry only the shapes inference proved (or none)."""
+    if facts is None:  # no Shape node reads them
+        yield
+        return
     declared: dict[int, tuple[gs.Variable, object]] = {}
     for graph in walk_graphs(root):
         for tensor in graph.tensors().values():  # a subgraph lists the outer tensors it reads too

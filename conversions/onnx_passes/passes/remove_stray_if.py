@@ -23,6 +23,8 @@ def remove_stray_if(graph: gs.Graph, context: PassContext) -> PassOutcome:
     stay for the `cleanup` pass. Preconditions: none (nested Ifs are handled too).
     """
     inlined: list[str] = []
+    if not any(is_onnx_op(n, "If") for owner in walk_graphs(graph) for n in owner.nodes):
+        return PassOutcome(False, ())
     while True:
         # Shapes are re-inferred each round: an inlined If often reveals the rank of what follows it.
         evaluator = PartialEvaluator(ShapeFacts(graph, context.static_dims))
