@@ -96,6 +96,12 @@ class BuildOptions:
     compute_capabilities: tuple[tuple[int, int], ...] = ((8, 6), (8, 9), (12, 0))
 
 
+# ONNX Runtime's graph-optimization level in the run stage (ORT_DISABLE_ALL ... ORT_ENABLE_ALL), lowest first
+OrtOptimization = Literal["disable", "basic", "extended", "all"]
+ORT_OPTIMIZATIONS: tuple[str, ...] = ("disable", "basic", "extended", "all")
+# recipe fields any recipe takes as a parameter (`-p ort_optimization=basic`), besides its factory's own
+FIELD_PARAMS: tuple[str, ...] = ("ort_optimization",)
+
 Precision = Literal["fp32", "tf32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "int8")
 
@@ -165,6 +171,8 @@ class Recipe:
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     # detectors: how to post-process an output into boxes, compared per image between backends
     detection: DetectionSpec | None = None
+    # the ORT backend's graph optimization; lower it where an onnxruntime's optimizer fails on the model
+    ort_optimization: OrtOptimization = "all"
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -2,6 +2,10 @@
 
 Dims are ints when known and None when dynamic. Inference runs on a weightless copy (large constants
 become typed inputs), so it is cheap and works for models over 2 GB.
+
+Only what ONNX Runtime enforces is trusted: the declared shapes of the graph's inputs, and constants.
+A shape declared on an intermediate tensor (`value_info`, an output) may be stale, e.g. static where
+the model has since become dynamic, so intermediates get the inferred shape or none.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from conversions.onnx_passes.graph_edit import walk_graphs
+from conversions.onnx_passes.model_io import unexportable_as_tensors
 
 Dims = tuple[int | None, ...]
 
@@ -24,12 +29,14 @@ class ShapeFacts:
     """Known shapes keyed by tensor object, so they survive renaming while a pass edits the graph."""
 
     def __init__(self, graph: gs.Graph, static_dims: Mapping[str, Mapping[int, int]]) -> None:
-        inferred = _inferred_shapes(graph, static_dims)
+        inferred, self.non_tensor_values = _inferred_shapes(graph, static_dims)
         self._dims: dict[int, Dims] = {}
         self._tensors: list[gs.Tensor] = []  # kept alive so their ids stay unique
+        trusted = {id(tensor) for tensor in graph.inputs}
         for owner in walk_graphs(graph):
             for tensor in owner.tensors().values():
-                dims = _merge(_own_dims(tensor), inferred.get(tensor.name))
+                own = _own_dims(tensor) if id(tensor) in trusted or isinstance(tensor, gs.Constant) else None
+                dims = _merge(own, inferred.get(tensor.name))
                 if dims is not None:
                     self._tensors.append(tensor)
                     self._dims[id(tensor)] = dims
@@ -56,7 +63,10 @@ def _merge(own: Dims | None, inferred: Dims | None) -> Dims | None:
     return tuple(a if a is not None else b for a, b in zip(own, inferred, strict=True))
 
 
-def _inferred_shapes(graph: gs.Graph, static_dims: Mapping[str, Mapping[int, int]]) -> dict[str, Dims]:
+def _inferred_shapes(
+    graph: gs.Graph, static_dims: Mapping[str, Mapping[int, int]]
+) -> tuple[dict[str, Dims], frozenset[str]]:
+    """Inferred shapes by tensor name, and the names of values that are not tensors (sequences, optionals)."""
     skeleton = graph.copy()
     input_names = {tensor.name for tensor in skeleton.inputs}
     for tensor in skeleton.inputs:
@@ -74,16 +84,20 @@ def _inferred_shapes(graph: gs.Graph, static_dims: Mapping[str, Mapping[int, int
             elif isinstance(tensor, gs.Variable) and tensor.name not in input_names:
                 # stale annotations (e.g. an exporter's dim_params) would shadow what the static dims imply
                 tensor.shape = None
-    model = gs.export_onnx(skeleton, do_type_check=False)
+    with unexportable_as_tensors(skeleton):
+        model = gs.export_onnx(skeleton, do_type_check=False)
     try:
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except onnx.shape_inference.InferenceError:
-        return {}
+        return {}, frozenset()
     shapes: dict[str, Dims] = {}
+    non_tensors: set[str] = set()
     graphs = [model.graph]
     while graphs:
         current = graphs.pop()
         for info in (*current.input, *current.value_info, *current.output):
+            if info.type.WhichOneof("value") not in (None, "tensor_type"):
+                non_tensors.add(info.name)
             if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
                 shapes[info.name] = tuple(
                     dim.dim_value if dim.HasField("dim_value") else None
@@ -93,4 +107,4 @@ def _inferred_shapes(graph: gs.Graph, static_dims: Mapping[str, Mapping[int, int
             graphs.extend(attr.g for attr in node.attribute if attr.type == onnx.AttributeProto.GRAPH)
             for attr in node.attribute:
                 graphs.extend(attr.graphs)
-    return shapes
+    return shapes, frozenset(non_tensors)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime
 
+from conversions.ort_session import OrtSettings, create_session
 from harness.backends.base import Backend, BackendContext, register_backend
 from models.recipe import Feed
 from models.results.stages import IOOrder
@@ -24,13 +26,11 @@ class OnnxRuntimeBackend(Backend):
         return None if ctx.onnx_path is not None else "no ONNX model (the export stage did not produce one)"
 
     def activate_impl(self) -> None:
-        import onnxruntime as ort
-
-        available = ort.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.ctx.onnx_path), options, providers=providers)
+        # the same settings the surgery stage proved the final model loads with
+        self.settings = OrtSettings.for_run(self.ctx.recipe.ort_optimization)
+        self.session = create_session(
+            self.ctx.onnx_path, self.settings, f"the ONNX model {self.ctx.onnx_path}"
+        )
         self.providers = tuple(self.session.get_providers())
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._io = IOOrder(tuple(i.name for i in self.session.get_inputs()), tuple(self._output_names))
@@ -43,7 +43,11 @@ class OnnxRuntimeBackend(Backend):
         del self.session
 
     def describe(self) -> dict[str, str]:
-        return {"providers": ", ".join(self.providers)}
+        return {
+            "providers": ", ".join(self.providers),
+            "onnxruntime": onnxruntime.__version__,
+            "graph_optimization": self.settings.optimization,
+        }
 
     def io_order(self) -> IOOrder:
         return self._io

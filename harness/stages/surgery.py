@@ -9,6 +9,7 @@ import onnxruntime
 
 from conversions.onnx_files import onnx_artifact
 from conversions.onnx_passes.driver import run_passes
+from conversions.ort_session import OrtSettings
 from harness.stages.base import Stage, StageInput, StageOutput, StageSkipped, versions
 from models.results.stages import SurgeryDetails
 
@@ -29,6 +30,10 @@ def surgery(inp: StageInput) -> StageOutput:
         recipe.surgery_passes,
         static_dims=recipe.export.static_dims,
         check_feeds=list(islice(inp.samples(), CHECK_SAMPLES)),
+        # each pass is checked on the graph as written (ORT's rewrites off, ORT's default threads)...
+        check_settings=OrtSettings.as_written(threads=None),
+        # ...and the final model must load in the session the run stage will create
+        run_settings=OrtSettings.for_run(recipe.ort_optimization),
     )
     return StageOutput({"onnx_final": onnx_artifact(inp.run_dir, FINAL_FILE)}, SurgeryDetails(tuple(reports)))
 
@@ -38,6 +43,7 @@ def surgery_key(inp: StageInput) -> dict[str, Any]:
     return {
         "onnx": inp.artifact("onnx").sha256,
         "passes": list(recipe.surgery_passes),
+        "ort_optimization": recipe.ort_optimization,
         "static_dims": {k: {str(a): n for a, n in v.items()} for k, v in recipe.export.static_dims.items()},
         "samples": inp.artifact("samples").sha256,
         "versions": versions("onnx", "onnx-graphsurgeon", "onnxruntime"),

@@ -16,7 +16,7 @@ from typing import Any
 
 from models.core.errors import UsageError
 from models.core.registry import Registry
-from models.recipe import Recipe
+from models.recipe import FIELD_PARAMS, ORT_OPTIMIZATIONS, Recipe
 
 RecipeFactory = Callable[..., Recipe]
 
@@ -62,12 +62,19 @@ def _check_params(name: str, factory: RecipeFactory, params: dict[str, Any]) -> 
 
 def get_recipe(name: str, **params: Any) -> Recipe:
     factory = RECIPES.get(name)
-    _check_params(name, factory, params)
+    # recipe fields any recipe takes as a parameter (e.g. `-p ort_optimization=basic`)
+    fields = {key: params[key] for key in FIELD_PARAMS if key in params}
+    if fields.get("ort_optimization", "all") not in ORT_OPTIMIZATIONS:
+        raise UsageError(
+            f"ort_optimization={fields['ort_optimization']!r}: expected one of {', '.join(ORT_OPTIMIZATIONS)}"
+        )
+    own = {key: value for key, value in params.items() if key not in fields}
+    _check_params(name, factory, own)
     try:
-        recipe = factory(**params)
+        recipe = factory(**own)
     except (ValueError, UsageError) as e:
-        raise UsageError(f"recipe '{name}' parameters {params}: {e}") from e
-    return dataclasses.replace(recipe, params={**recipe.params, **params})
+        raise UsageError(f"recipe '{name}' parameters {own}: {e}") from e
+    return dataclasses.replace(recipe, **fields, params={**recipe.params, **params})
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:

@@ -12,8 +12,8 @@ def drop_identity(graph: gs.Graph, context: PassContext) -> PassOutcome:
 
     Consumers of an Identity read its input instead. When the Identity produces a graph output, the
     producer of its input is made to write the output tensor itself, so output names never change.
-    Kept (with the reason in the changes): an Identity that is the only way to expose a graph input,
-    a constant, an outer-scope tensor or another output under the output's name.
+    Kept (with the reason in the changes): an Identity of a constant, and one that is the only way to
+    expose a graph input, an outer-scope tensor or another output under the output's name.
     """
     changes: list[str] = []
     removed = 0
@@ -51,6 +51,12 @@ def drop_identity(graph: gs.Graph, context: PassContext) -> PassOutcome:
 def _removal_blocker(owner: gs.Graph, node: gs.Node, local_nodes: set[int]) -> str | None:
     """Why this Identity must stay, or None if it can go."""
     source, target = node.inputs[0], node.outputs[0]
+    if isinstance(source, gs.Constant):
+        # Consumers would read an initializer, whose value ONNX's load-time inference evaluates: that can
+        # expose a constraint the model breaks where the value was hidden (e.g. Range given a 1-element
+        # vector, as ONNX's own AffineGrid function body does, once an If returning it was inlined).
+        # Making constants visible is fold_constants' decision, checked on ORT; it folds Identity too.
+        return f"its input '{source.name}' is a constant (fold_constants folds such an Identity when it can)"
     if not contains(owner.outputs, target):
         return None
     if contains(owner.outputs, source):

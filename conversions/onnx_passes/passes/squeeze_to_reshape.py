@@ -10,6 +10,7 @@ from conversions.onnx_passes.shape_facts import Dims, ShapeFacts
 
 # (size or None when dynamic, the input axis it comes from or None for an inserted 1)
 OutputDim = tuple[int | None, int | None]
+_OPS = ("Squeeze", "Unsqueeze")
 
 
 @register_pass("squeeze_to_reshape")
@@ -21,6 +22,8 @@ def squeeze_to_reshape(graph: gs.Graph, context: PassContext) -> PassOutcome:
     dynamic dim that moves becomes -1. Squeezed dims must be known to be 1. Nodes that do not meet
     this are kept, with the reason in the changes. The old axes inputs are left for `cleanup`.
     """
+    if not any(is_onnx_op(n, op) for owner in walk_graphs(graph) for n in owner.nodes for op in _OPS):
+        return PassOutcome(False, ())
     facts = ShapeFacts(graph, context.static_dims)
     evaluator = PartialEvaluator(facts)
     names = tensor_names(graph)
