@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from models.core.artifacts import write_text_atomic
 from models.core.errors import UsageError
 from models.core.serde import SchemaError, from_json, to_json
+from models.results.diff import RunDiff
 from models.results.recipe import RecipeRecord, ToleranceOverrides
 from models.results.stages import StageDetails, StageRecord
 
@@ -69,6 +70,8 @@ class Results:
     stages: tuple[StageRecord, ...]
     verdict: Verdict
     overrides: ToleranceOverrides = field(default_factory=ToleranceOverrides)
+    # `harness convert --baseline DIR`: how this run compares with that earlier run, which gated it
+    baseline: RunDiff | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_unix: float = field(default_factory=time.time)
     schema: str = SCHEMA
