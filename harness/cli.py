@@ -1,4 +1,4 @@
-"""`harness` command line: convert, compare, scan, list, index. Exit codes are the CI gate (see ExitCode)."""
+"""`harness` command line: convert, compare, diff, scan, list, index. Exit codes are the CI gate (see ExitCode)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from harness.cache import StageCache, cache_dir_from_env
+from harness.diff import diff_runs, load_run
 from harness.golden import write_golden
 from harness.pipeline import STAGES, rejudge, run_pipeline
 from harness.progress import StageProgress
@@ -21,8 +22,10 @@ from harness.stages.scan import scan_recipe
 from models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
 from models.recipe import PRECISIONS, Recipe
 from models.recipes import get_recipe, parse_params, recipe_names
+from models.results.diff import DEFAULT_FACTOR, DEFAULT_FLOOR, check_gate
 from models.results.document import Results
 from models.results.recipe import ToleranceOverrides
+from reports.diff import diff_text, write_diff_html, write_diff_json
 from reports.index import write_index
 
 DEFAULT_ARTIFACTS = Path("artifacts")
@@ -42,6 +45,25 @@ def _add_tolerance_flags(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="[OUTPUT=]X",
         help="relative tolerance for every output, or OUTPUT=X for one; repeatable; overrides the recipe",
+    )
+
+
+def _add_baseline_flags(parser: argparse.ArgumentParser, defaults: str) -> None:
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="an earlier run (folder or results.json) to gate on: exit 1 when an output's p99 or max abs "
+        "error grew beyond the factor over it",
+    )
+    parser.add_argument(
+        "--baseline-factor", type=float, metavar="X", help=f"allowed growth over the baseline ({defaults})"
+    )
+    parser.add_argument(
+        "--baseline-floor",
+        type=float,
+        metavar="X",
+        help=f"growth to an error at most X is never a regression ({defaults})",
     )
 
 
@@ -80,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert every node to FP16, even those whose FP32 values overflow or underflow FP16",
     )
     _add_tolerance_flags(convert)
+    _add_baseline_flags(convert, "default: the recipe's, 2 and 1e-6")
 
     compare = sub.add_parser(
         "compare", help="re-run comparison and report from saved outputs, no model is run"
@@ -88,6 +111,27 @@ def build_parser() -> argparse.ArgumentParser:
         "run_dir", type=Path, help="a run directory holding results.json, e.g. artifacts/yolov5"
     )
     _add_tolerance_flags(compare)
+    _add_baseline_flags(compare, "default: those the run was gated with, else 2 and 1e-6")
+
+    diff = sub.add_parser(
+        "diff", help="what changed from run A to run B: every statistic, failures, times and versions"
+    )
+    diff.add_argument("a", type=Path, help="the earlier run: a run folder or its results.json")
+    diff.add_argument("b", type=Path, help="the later run: a run folder or its results.json")
+    diff.add_argument(
+        "--factor",
+        type=float,
+        default=DEFAULT_FACTOR,
+        help=f"a p99 or max abs error that grew beyond this factor is a regression (default {DEFAULT_FACTOR:g})",
+    )
+    diff.add_argument(
+        "--floor",
+        type=float,
+        default=DEFAULT_FLOOR,
+        help=f"growth to an error at most this is never a regression (default {DEFAULT_FLOOR:g})",
+    )
+    diff.add_argument("--html", type=Path, metavar="FILE", help="also write the diff as an HTML page")
+    diff.add_argument("--json", type=Path, metavar="FILE", help="also write the diff as JSON")
 
     scan = sub.add_parser("scan", help="list ops the exporter or TensorRT will reject, with their fixes")
     scan.add_argument("recipe")
@@ -137,6 +181,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else cache_dir_from_env(),
         precisions=tuple(args.precision) if args.precision else None,
         fp16_auto_block_list=not args.no_fp16_block_list,
+        baseline=args.baseline,
+        baseline_factor=args.baseline_factor,
+        baseline_floor=args.baseline_floor,
     )
     with StageProgress(f"convert {recipe.name}") as progress:
         results = run_pipeline(config, progress)
@@ -151,8 +198,28 @@ def _check_weights(recipe: Recipe, weights: Path) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    results = rejudge(args.run_dir, ToleranceOverrides.parse(args.atol, args.rtol))
+    overrides = ToleranceOverrides.parse(args.atol, args.rtol)
+    results = rejudge(args.run_dir, overrides, args.baseline, args.baseline_factor, args.baseline_floor)
     return _finish(results, args.run_dir)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    check_gate(args.factor, args.floor)
+    diff = diff_runs(
+        load_run(args.a),
+        load_run(args.b),
+        factor=args.factor,
+        floor=args.floor,
+        sources=(str(args.a), str(args.b)),
+    )
+    print(diff_text(diff), end="")
+    for flag, path, write in (("--html", args.html, write_diff_html), ("--json", args.json, write_diff_json)):
+        if path is not None:
+            try:
+                print(f"{flag[2:]}: {write(diff, path)}")
+            except OSError as e:
+                raise UsageError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+    return int(ExitCode.PASSED if diff else ExitCode.ACCURACY_FAILED)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -213,6 +280,7 @@ def _finish(results: Results, out_dir: Path) -> int:
 COMMANDS = {
     "convert": cmd_convert,
     "compare": cmd_compare,
+    "diff": cmd_diff,
     "scan": cmd_scan,
     "list": cmd_list,
     "cache": cmd_cache,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from models.core.errors import ExitCode, UsageError
-from models.recipe import Tolerance
+from models.recipe import Recipe, Tolerance
 from models.results.comparisons import SAMPLES, OutputComparison
 from models.results.detections import DetectionPair
 from models.results.diff import (
@@ -133,12 +133,14 @@ class _Differ:
         )
         return StatChange(spec.stat, spec.label, before, after, spec.kind, spec.better, spec.gated, regressed)
 
-    def growth(self, where: str, s: StatChange) -> str:
-        ratio = s.ratio
-        by = f"x{ratio:.3g} > x{self.factor:g}" if ratio is not None else "from 0"
-        return (
-            f"{where}: {s.label} {_num(s.before)} -> {_num(s.after)} ({by}; above the floor {self.floor:g})"
-        )
+    def growth(self, where: str, grown: list[StatChange]) -> str:
+        """One sentence for the gated statistics of one comparison that grew beyond the factor."""
+        parts = [
+            f"{s.label} {_num(s.before)} -> {_num(s.after)} "
+            + (f"(x{s.ratio:.3g})" if s.ratio is not None else "(from 0)")
+            for s in grown
+        ]
+        return f"{where}: {', '.join(parts)}: beyond x{self.factor:g} and above the floor {self.floor:g}"
 
     # --- tensor comparisons ---------------------------------------------------------------------
 
@@ -155,7 +157,8 @@ class _Differ:
                 if spec.stat == "argmax_agreement" and va is None and vb is None:
                     continue
                 stats.append(self.stat_change(spec, va, vb))
-        regressions = [self.growth(where, s) for s in stats if s.regressed]
+        grown = [s for s in stats if s.regressed]
+        regressions = [self.growth(where, grown)] if grown else []
         status: ChangeStatus
         if before is None:
             status = "added"
@@ -477,6 +480,39 @@ def load_baseline(path: Path, recipe: str, factor: float, floor: float) -> Basel
             "as far as the compare stage"
         )
     return Baseline(results, str(path), factor, floor)
+
+
+def baseline_of_recipe(
+    recipe: Recipe, path: Path | None, factor: float | None, floor: float | None
+) -> Baseline | None:
+    """The baseline of a run of `recipe` (`harness convert --baseline`), with the factor and floor
+    given, else the recipe's. None: no baseline gate."""
+    if path is None:
+        return None
+    factor = recipe.baseline_factor if factor is None else factor
+    floor = recipe.baseline_floor if floor is None else floor
+    return load_baseline(path, recipe.name, factor, floor)
+
+
+def baseline_of_run(
+    results: Results, path: Path | None, factor: float | None, floor: float | None
+) -> Baseline | None:
+    """The baseline to re-judge a saved run against (`harness compare`): `path`, else the one the run
+    was gated on; the factor and floor given, else those it was gated with. None: no baseline gate."""
+    recorded = results.baseline
+    if path is None and recorded is None:
+        return None
+    factor = factor if factor is not None else (recorded.factor if recorded else DEFAULT_FACTOR)
+    floor = floor if floor is not None else (recorded.floor if recorded else DEFAULT_FLOOR)
+    if path is not None:
+        return load_baseline(path, results.recipe.name, factor, floor)
+    assert recorded is not None
+    try:
+        return load_baseline(Path(recorded.a.source), results.recipe.name, factor, floor)
+    except UsageError as e:
+        raise UsageError(
+            f"{e} (this run was gated on that baseline: give it again with --baseline DIR)"
+        ) from None
 
 
 def judge_against(results: Results, baseline: Baseline) -> Results:

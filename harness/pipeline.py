@@ -17,6 +17,7 @@ from typing import Protocol
 from conversions.tensorrt_flavor import select_flavor
 from harness.cache import CacheEntry, StageCache, stable_hash
 from harness.code_keys import code_hash, keep_parses_in, save_parses
+from harness.diff import baseline_of_recipe, baseline_of_run, judge_against
 from harness.environment import environment
 from harness.stages import build, compare, export, precision, run, samples, scan, surgery
 from harness.stages.base import RunConfig, Stage, StageFailed, StageInput, StageSkipped
@@ -111,6 +112,10 @@ def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results
     from polygraphy.logger import G_LOGGER  # imported after the flavor is chosen (see select_flavor)
 
     G_LOGGER.module_severity = G_LOGGER.WARNING  # our ledger and report say what happened
+    # a bad --baseline is a usage error before anything runs
+    baseline = baseline_of_recipe(
+        config.recipe, config.baseline, config.baseline_factor, config.baseline_floor
+    )
     prepare_run_folder(config.out_dir)
     record = RecipeRecord.of(config.recipe, config.weights)
     env = environment()
@@ -157,6 +162,8 @@ def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results
             f"interrupted by {interrupted.signal_name} in stage '{interrupted.stage}'",
         )
     results = Results(record, env, stages, verdict, config.overrides)
+    if baseline is not None and interrupted is None:
+        results = judge_against(results, baseline)
     write_results(results, config.out_dir)
     if interrupted is not None:
         raise interrupted
@@ -193,8 +200,15 @@ def write_results(results: Results, out_dir: Path) -> None:
     write_reports(results, out_dir)
 
 
-def rejudge(run_dir: Path, overrides: ToleranceOverrides) -> Results:
-    """Re-run the comparison, verdict and reports of a finished run from its saved outputs (no model)."""
+def rejudge(
+    run_dir: Path,
+    overrides: ToleranceOverrides,
+    baseline: Path | None = None,
+    baseline_factor: float | None = None,
+    baseline_floor: float | None = None,
+) -> Results:
+    """Re-run the comparison, verdict and reports of a finished run from its saved outputs (no model);
+    gated on `baseline`, else on the baseline the run was gated on, if any."""
     results = load_results(run_dir)
     unknown = overrides.unknown_outputs(results.recipe.output_names)
     if unknown:
@@ -203,6 +217,7 @@ def rejudge(run_dir: Path, overrides: ToleranceOverrides) -> Results:
         )
     if results.verdict.status == UNFINISHED.status:
         raise UsageError(f"{run_dir}: {UNFINISHED.summary}")
+    gate = baseline_of_run(results, baseline, baseline_factor, baseline_floor)
     earlier = {s.name: s for s in results.stages if s.name != compare.STAGE.name}
     for record in earlier.values():
         for artifact in record.artifacts.values():
@@ -225,6 +240,10 @@ def rejudge(run_dir: Path, overrides: ToleranceOverrides) -> Results:
         "compare", "ok", time.perf_counter() - start, out.reason, dict(out.artifacts), out.details
     )
     stages = results.with_stage(record).stages
-    rejudged = dataclasses.replace(results, stages=stages, overrides=overrides, verdict=verdict_for(stages))
+    rejudged = dataclasses.replace(
+        results, stages=stages, overrides=overrides, verdict=verdict_for(stages), baseline=None
+    )
+    if gate is not None:
+        rejudged = judge_against(rejudged, gate)
     write_results(rejudged, run_dir)
     return rejudged

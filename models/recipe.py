@@ -102,6 +102,11 @@ ORT_OPTIMIZATIONS: tuple[str, ...] = ("disable", "basic", "extended", "all")
 # recipe fields any recipe takes as a parameter (`-p ort_optimization=basic`), besides its factory's own
 FIELD_PARAMS: tuple[str, ...] = ("ort_optimization",)
 
+# `harness convert --baseline DIR`: how much a gated error may grow over the baseline run's, and the
+# absolute error at or below which growth is float noise, never a regression (see models.results.diff)
+DEFAULT_BASELINE_FACTOR = 2.0
+DEFAULT_BASELINE_FLOOR = 1e-6
+
 Precision = Literal["fp32", "tf32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "int8")
 
@@ -173,6 +178,10 @@ class Recipe:
     detection: DetectionSpec | None = None
     # the ORT backend's graph optimization; lower it where an onnxruntime's optimizer fails on the model
     ort_optimization: OrtOptimization = "all"
+    # `--baseline DIR` gate: no output's p99/max abs error may grow beyond `baseline_factor` x the
+    # baseline run's (growth to at most `baseline_floor` never counts); `--baseline-factor` overrides
+    baseline_factor: float = DEFAULT_BASELINE_FACTOR
+    baseline_floor: float = DEFAULT_BASELINE_FLOOR
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property

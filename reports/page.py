@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from models.results.document import Results
+from reports.sections.baseline import BaselineSection
 from reports.sections.common import RunView
 from reports.sections.conversion import ConversionSection
 from reports.sections.detections import DetectionsSection
@@ -26,6 +27,7 @@ class ReportView(RunView):
         self.outputs_section = OutputsSection(self)
         self.ordering = OrderingSection(self)
         self.conversion = ConversionSection(self)
+        self.baseline = BaselineSection(self)
 
     @property
     def outputs(self) -> list[OutputSection]:
@@ -37,6 +39,8 @@ class ReportView(RunView):
 
     def sections(self) -> Iterator[tuple[str, str]]:
         """(anchor, title) of the page's sections, for the contents line."""
+        if self.baseline.view is not None:
+            yield "baseline", "Baseline"
         yield "outputs", "Outputs"
         if self.detections is not None:
             yield "detections", "Detections"

@@ -54,6 +54,9 @@ class RunConfig:
     cache_dir: Path | None = None  # None: no cache
     precisions: tuple[str, ...] | None = None  # None: the recipe's
     fp16_auto_block_list: bool = True  # keep tensors that overflow/underflow FP16 in FP32
+    baseline: Path | None = None  # an earlier run to gate on (`--baseline`); None: no baseline gate
+    baseline_factor: float | None = None  # None: the recipe's
+    baseline_floor: float | None = None  # None: the recipe's
 
     @property
     def precisions_in_order(self) -> tuple[str, ...]:

@@ -22,12 +22,12 @@ from typing import Any, Literal
 
 from models.core.errors import UsageError
 from models.core.serde import SchemaError, from_json, to_json
-from models.recipe import Tolerance
+from models.recipe import DEFAULT_BASELINE_FACTOR, DEFAULT_BASELINE_FLOOR, Tolerance
 
 DIFF_SCHEMA = "trt-harness/diff"
 DIFF_SCHEMA_VERSION = 1
-DEFAULT_FACTOR = 2.0  # a gated error may at most double over the baseline
-DEFAULT_FLOOR = 1e-6  # errors at or below this are float32 rounding noise at unit scale
+DEFAULT_FACTOR = DEFAULT_BASELINE_FACTOR  # a gated error may at most double over the baseline
+DEFAULT_FLOOR = DEFAULT_BASELINE_FLOOR  # errors at or below this are float32 rounding noise at unit scale
 
 # which way a statistic gets better; "neither" for sizes (samples) that only describe the comparison
 Better = Literal["lower", "higher", "neither"]
