@@ -103,7 +103,10 @@ def _entries(results: Results) -> dict[Key, _Entry]:
 
 
 def _num(x: float | None) -> str:
-    return "none" if x is None else f"{x:.3g}"
+    """3 significant digits, in scientific notation outside [0.01, 1000): 0.0972, 8.34e-04."""
+    if x is None:
+        return "none"
+    return f"{x:.3g}" if x == 0 or 0.01 <= abs(x) < 1000 else f"{x:.2e}"
 
 
 class _Differ:
@@ -245,7 +248,8 @@ class _Differ:
         if gated and pa is not None and pb is not None and (newly or status == "new failure"):
             shown = ", ".join(str(i) for i in newly[:10]) + (" ..." if len(newly) > 10 else "")
             regressions.append(
-                f"{where}: {len(newly)} image(s) whose detections agreed in A disagree in B ({shown})"
+                f"{where}: {len(newly)} image(s) whose detections agreed in A disagree in B "
+                f"({'image' if len(newly) == 1 else 'images'} {shown})"
                 if newly
                 else f"{where}: agreed in A, disagree in B"
             )

@@ -106,10 +106,11 @@ def diff_text(diff: RunDiff) -> str:
             )
         lines += _table(headers, rows)
 
-    for c in [*comparisons, *detections]:
+    shown = [(c.output, c) for c in comparisons] + [(f"detections of {d.output}", d) for d in detections]
+    for subject, c in shown:
         if c.state != "fail" or c.status == "still failing":
             continue
-        lines += ["", f"{c.output}, {c.title}: every statistic (* gated)"]
+        lines += ["", f"{subject}, {c.title}: every statistic (* gated)"]
         lines += _table(
             ["statistic", view.before, view.after, "change"],
             [[r.label + (" *" if r.gated else ""), r.before, r.after, r.change] for r in c.rows],
