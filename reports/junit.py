@@ -21,6 +21,7 @@ from typing import Any
 
 from models.core.artifacts import write_text_atomic
 from models.results.comparisons import SAMPLES
+from models.results.diff import RunDiff
 from models.results.document import Results
 from models.results.stages import CompareDetails
 from reports.page import ReportView
@@ -89,6 +90,9 @@ def junit_tree(results: Results) -> ET.ElementTree:
     if view.detections is not None:
         _detection_cases(suite, classname, view)
 
+    if results.baseline is not None:
+        _baseline_cases(suite, classname, results.baseline)
+
     cases = suite.findall("testcase")
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
@@ -124,6 +128,27 @@ def _detection_cases(suite: ET.Element, classname: str, view: ReportView) -> Non
             f"informational ({view.pair_label(ref, cand)} is not at a gated precision): "
             f"detections differ on {differing} of {len(passed)} image(s)",
         )
+
+
+def _baseline_cases(suite: ET.Element, classname: str, diff: RunDiff) -> None:
+    """One case per comparison and detection pair the baseline gate judged: failed when it regressed."""
+    for c in diff.comparisons:
+        at = "" if c.sample_set == SAMPLES else f"@{c.sample_set}"
+        prec = "" if c.precision == "fp32" else f":{c.precision}"
+        case = _case(suite, classname, f"baseline:{c.output}[{c.ref_backend}-vs-{c.cand_backend}{at}{prec}]")
+        if c.regressed:
+            _fail(case, "; ".join(c.regressions), kind="BaselineRegression")
+        elif c.status in ("added", "removed"):
+            _skip(case, f"{c.status}: compared in only one of the baseline ({diff.a.source}) and this run")
+    for d in diff.detections:
+        prec = "" if d.precision == "fp32" else f":{d.precision}"
+        case = _case(
+            suite, classname, f"baseline:detections:{d.output}[{d.ref_backend}-vs-{d.cand_backend}{prec}]"
+        )
+        if d.regressed:
+            _fail(case, "; ".join(d.regressions), kind="BaselineRegression")
+        elif not d.gated or d.status in ("added", "removed"):
+            _skip(case, f"{d.status}{'' if d.gated else ', informational'}")
 
 
 def junit_xml(results: Results) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -17,6 +18,7 @@ from models.results.diff import RunDiff, diff_from_json, diff_to_text
 from models.results.document import Results, load_results, save_results
 from models.results.stages import CompareDetails
 from reports.diff import diff_text, render_diff_html
+from reports.junit import junit_xml
 from reports.render import render_html
 from tests.reports import results_fixtures as fixtures
 from tests.reports.page import parse
@@ -146,3 +148,20 @@ def test_a_report_without_a_baseline_has_no_baseline_section(base):
     passing = judge_against(base, Baseline(base, "runs/base"))
     section = parse(render_html(passing)).by_id("baseline")
     assert section is not None and "UNCHANGED" in section.text
+
+
+def test_junit_has_a_case_per_baseline_comparison_failed_where_it_regressed(base):
+    gated = judge_against(drifted(base), Baseline(base, "runs/base"))
+    root = ET.fromstring(junit_xml(gated))
+    cases = {c.get("name"): c for c in root.iter("testcase") if c.get("name", "").startswith("baseline:")}
+    assert set(cases) == {
+        f"baseline:{OUTPUT}[torch-vs-onnxrt]",
+        f"baseline:{OUTPUT}[torch-vs-onnxrt@batch1]",
+        f"baseline:{OUTPUT}[torch-vs-onnxrt@batch4]",
+        f"baseline:{OUTPUT}[torch-vs-onnxrt@batch8]",
+        f"baseline:detections:{OUTPUT}[torch-vs-onnxrt]",
+    }
+    failed = sorted(name for name, c in cases.items() if c.find("failure") is not None)
+    assert failed == [f"baseline:detections:{OUTPUT}[torch-vs-onnxrt]", f"baseline:{OUTPUT}[torch-vs-onnxrt]"]
+    assert cases[f"baseline:{OUTPUT}[torch-vs-onnxrt]"].find("failure").get("type") == "BaselineRegression"
+    assert "baseline:" not in junit_xml(base)  # no baseline, no baseline cases
