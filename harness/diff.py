@@ -176,10 +176,12 @@ class _Differ:
             status = "fixed"
         elif not before.passed:
             status = "still failing"
-        elif any(s.changed for s in stats) or (ca and cb and ca.tolerance != cb.tolerance):
-            status = "within factor"
-        else:
+        elif not any(s.changed for s in stats) and not (ca and cb and ca.tolerance != cb.tolerance):
             status = "unchanged"
+        else:
+            gated = [s for s in stats if s.gated]
+            improved = not any(s.worse for s in gated) and any(s.better_now for s in gated)
+            status = "improved" if improved else "within factor"
         if status in ("added", "removed"):
             regressions = []  # nothing to compare with: shown, never gated
         return ComparisonChange(
@@ -511,12 +513,18 @@ def baseline_of_run(
     if path is not None:
         return load_baseline(path, results.recipe.name, factor, floor)
     assert recorded is not None
+    source = Path(recorded.a.source)
+    again = "this run was gated on that baseline: give it again with --baseline DIR"
     try:
-        return load_baseline(Path(recorded.a.source), results.recipe.name, factor, floor)
+        baseline = load_baseline(source, results.recipe.name, factor, floor)
     except UsageError as e:
+        raise UsageError(f"{e} ({again})") from None
+    if baseline.results.run_id != recorded.a.run_id:
         raise UsageError(
-            f"{e} (this run was gated on that baseline: give it again with --baseline DIR)"
-        ) from None
+            f"--baseline {source} now holds another run (run id {baseline.results.run_id[:12]}, not "
+            f"{recorded.a.run_id[:12]}): {again}"
+        )
+    return baseline
 
 
 def judge_against(results: Results, baseline: Baseline) -> Results:

@@ -35,7 +35,8 @@ Better = Literal["lower", "higher", "neither"]
 StatKind = Literal["error", "count", "fraction", "similarity"]
 ChangeStatus = Literal[
     "unchanged",  # every statistic equal
-    "within factor",  # changed, no gated statistic beyond the factor
+    "improved",  # no gated statistic worse, one better
+    "within factor",  # a gated statistic worse, none beyond the factor (or only others changed)
     "regressed",  # a gated statistic grew beyond the factor (and the floor)
     "new failure",  # passed in A, fails in B
     "fixed",  # failed in A, passes in B

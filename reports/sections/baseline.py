@@ -19,6 +19,7 @@ from reports.sections.common import RunView, slugify, tolerance_text
 # the badge colour of each status
 STATE = {
     "unchanged": "pass",
+    "improved": "pass",
     "within factor": "pass",
     "fixed": "pass",
     "regressed": "fail",
@@ -177,6 +178,7 @@ class DiffView:
             "regressed",
             "new failure",
             "fixed",
+            "improved",
             "still failing",
             "within factor",
             "unchanged",

@@ -30,7 +30,9 @@ from models.recipes import RECIPES
 from models.results.diff import RunDiff, diff_from_json
 from models.results.document import Gpu, Results, Verdict, load_results, save_results
 from models.results.stages import CompareDetails, RunDetails
+from reports.diff import render_diff_html
 from tests.harness.diff_recipe import CLEAN, NAME, PLANTED, diff_noise
+from tests.reports.page import parse
 
 BACKENDS = ("torch", "onnxrt")
 
@@ -130,7 +132,7 @@ def test_the_perturbed_output_is_a_regression_named_with_exit_1(runs, capsys, tm
     # the other way round it got better: no regression
     assert main(["diff", str(runs.drift), str(runs.base)]) == ExitCode.PASSED
     assert f"{PLANTED}  Torch vs ORT  pass -> pass" in capsys.readouterr().out
-    assert statuses(diff_runs(load_results(runs.drift), load_results(runs.base)))[PLANTED] == "within factor"
+    assert statuses(diff_runs(load_results(runs.drift), load_results(runs.base)))[PLANTED] == "improved"
 
 
 def test_the_factor_and_the_floor_are_options(runs, capsys):
@@ -200,8 +202,25 @@ def test_an_environment_change_is_shown(runs, capsys, tmp_path):
     if "onnxscript" in env.packages:
         assert f"package onnxscript {env.packages['onnxscript']} absent" in lines
     assert f"ORT onnxruntime {env.packages['onnxruntime']} 1.99.0" in lines  # the runner's own record
-    changed = {c.what for c in diff_runs(base, edited).environment}
+    diff = diff_runs(base, edited)
+    changed = {c.what for c in diff.environment}
     assert {"python", "GPUs", "package onnxruntime", "package tensorrt", "ORT onnxruntime"} <= changed
+    assert diff.passed and not diff.unchanged
+    environment = parse(render_diff_html(diff)).by_id("environment")
+    assert "package onnxruntime" in environment.text and "1.99.0" in environment.text
+
+
+def test_a_verdict_gone_from_pass_to_fail_is_a_regression_even_with_nothing_compared(runs):
+    base = load_results(runs.base)
+    failed = Verdict(int(ExitCode.STAGE_FAILED), "STAGE_FAILED", "stage 'export' failed: boom")
+    stages = tuple(s for s in base.stages if s.name not in ("run", "compare"))
+    broken = dataclasses.replace(base, stages=stages, verdict=failed)
+    diff = diff_runs(base, broken)
+    assert statuses(diff) == {PLANTED: "removed", CLEAN: "removed"}
+    assert diff.regressions == (
+        "the run's verdict went from PASS to STAGE_FAILED (exit 4): stage 'export' failed: boom",
+    )
+    assert diff_runs(broken, base).passed  # the other way round nothing was compared before
 
 
 def test_stage_and_runner_times_are_listed(runs, capsys):
@@ -302,6 +321,10 @@ def test_re_judging_needs_the_recorded_baseline_or_a_new_one(runs, registered, t
     assert main(["compare", str(out)]) == ExitCode.USAGE_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(moved) in err[0] and "--baseline DIR" in err[0]
+    shutil.copytree(runs.drift, moved)  # another run where the baseline was
+    assert main(["compare", str(out)]) == ExitCode.USAGE_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--baseline {moved} now holds another run" in err[0]
     assert main(["compare", str(out), "--baseline", str(runs.drift)]) == ExitCode.PASSED  # vs itself
     assert load_results(out).baseline.a.source == str(runs.drift)
     capsys.readouterr()
