@@ -102,6 +102,11 @@ def _entries(results: Results) -> dict[Key, _Entry]:
     return found
 
 
+def _precision(pair: str, precision: str) -> str:
+    """ ", fp16" after a pair whose runners' names do not say their precision already (FP32 is the norm)."""
+    return "" if precision == "fp32" or precision.lower() in pair.lower() else f", {precision}"
+
+
 def _num(x: float | None) -> str:
     """3 significant digits, in scientific notation outside [0.01, 1000): 0.0972, 8.34e-04."""
     if x is None:
@@ -120,9 +125,8 @@ class _Differ:
 
     def where(self, output: str, ref: str, cand: str, sample_set: str, precision: str) -> str:
         at = "" if sample_set == SAMPLES else f" at {sample_set}"
-        prec = "" if precision == "fp32" else f", {precision}"
         pair = f"{self.names.get(ref, ref)} vs {self.names.get(cand, cand)}"
-        return f"{output} ({pair}{at}{prec})"
+        return f"{output} ({pair}{at}{_precision(pair, precision)})"
 
     def stat_change(self, spec: _Stat, before: Any, after: Any) -> StatChange:
         before = None if before is None else float(before)
@@ -211,10 +215,9 @@ class _Differ:
     def detection(self, output: str, pa: DetectionPair | None, pb: DetectionPair | None) -> DetectionChange:
         pair = pb or pa
         assert pair is not None
-        where = f"detections of {output} ({self.names.get(pair.ref_backend, pair.ref_backend)} vs "
-        where += f"{self.names.get(pair.cand_backend, pair.cand_backend)}"
-        where += "" if pair.precision == "fp32" else f", {pair.precision}"
-        where += ")"
+        names = f"{self.names.get(pair.ref_backend, pair.ref_backend)} vs "
+        names += self.names.get(pair.cand_backend, pair.cand_backend)
+        where = f"detections of {output} ({names}{_precision(names, pair.precision)})"
         specs = (
             _Stat("failing_images", "images disagreeing", "count"),
             _Stat("mean_matched_fraction", "mean matched fraction", "fraction", "higher"),

@@ -206,7 +206,8 @@ class DiffView:
         text = f"{self.diff.display(ref)} vs {self.diff.display(cand)}"
         if sample_set is not None and sample_set != SAMPLES:
             text += f" at {sample_set}"
-        return text if precision == "fp32" else f"{text}, {precision}"
+        named = precision == "fp32" or precision.lower() in text.lower()  # "ORT FP16" says it already
+        return text if named else f"{text}, {precision}"
 
     def _rows(self, stats: Sequence[StatChange]) -> tuple[StatRow, ...]:
         return tuple(
