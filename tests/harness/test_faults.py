@@ -339,3 +339,16 @@ def test_a_cache_entry_with_any_one_value_replaced_is_trusted_only_if_unchanged(
     finally:  # put the whole entry back (the lookup dropped a damaged one) for the next example
         shutil.rmtree(entry.parent, ignore_errors=True)
         shutil.copytree(root / "pristine", entry.parent)
+
+
+def test_a_cached_file_changed_in_place_is_caught_although_its_size_is_the_same(tmp_path, capsys):
+    _run(tmp_path)
+    _run(tmp_path, "warm")  # the lookup records when each file last matched its hash
+    (outputs,) = (tmp_path / "cache" / "run").glob("*/outputs/torch/samples/0000000000.npz")
+    data = bytearray(outputs.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    outputs.write_bytes(bytes(data))
+    capsys.readouterr()
+    again = _run(tmp_path, "again")
+    assert _statuses(again)["run"] == "ok"
+    assert "has a missing or changed file outputs/torch/samples/0000000000.npz" in capsys.readouterr().err
