@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from conversions import onnx_files
+from conversions import onnx_files, replacements
 from models.core.errors import HarnessError
 from models.recipe import Feed, Recipe
 from models.results.stages import ExportDetails
@@ -102,8 +102,6 @@ def _first_line(error: BaseException) -> str:
 def _replacements_applied(recipe: Recipe) -> contextlib.AbstractContextManager[Any]:
     if not recipe.export.replacements:
         return contextlib.nullcontext()
-    from conversions import replacements
-
     return replacements.applied(recipe.export.replacements, recipe.export.static_dims)
 
 

@@ -9,28 +9,49 @@ interrupted run can never leave an entry that a later run trusts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.core.artifacts import Artifact, atomic_path, run_relative, sha256_file
-from models.core.errors import HarnessError
+from models.core.artifacts import PARTIAL_SUFFIX, Artifact, atomic_path, run_relative, sha256_file
+from models.core.errors import HarnessError, UsageError
 from models.core.serde import from_json, to_json
 from models.results.stages import StageDetails
 
 DEFAULT_CACHE_DIR = Path(".harness") / "cache"
 ENTRY_FILE = "entry.json"
+# The Cache Directory Tagging standard (https://bford.info/cachedir/): marks the root as a cache for
+# backup tools, and is how `clean` knows a folder is one it may delete entries from.
+TAG_FILE = "CACHEDIR.TAG"
+TAG_SIGNATURE = "Signature: 8a477f597d28d172789f06886806bc55"
+TAG_TEXT = f"{TAG_SIGNATURE}\n# trt-harness stage cache: `harness cache clean` removes its entries.\n"
+_KEY = re.compile(r"[0-9a-f]{64}")
+_STAGING_MAX_AGE_S = 24 * 3600  # a staging folder this old belongs to a run that was killed
 
 
 def cache_dir_from_env() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE_DIR", DEFAULT_CACHE_DIR))
+    value = os.environ.get("HARNESS_CACHE_DIR")
+    if value is None:
+        return DEFAULT_CACHE_DIR
+    if not value.strip():
+        raise UsageError(
+            "HARNESS_CACHE_DIR is set but empty; unset it (default .harness/cache) or name a folder"
+        )
+    return Path(value)
+
+
+def _stderr(message: str) -> None:
+    print(f"harness: warning: {message}", file=sys.stderr)
 
 
 def stable_hash(value: Any) -> str:
@@ -62,22 +83,49 @@ class CacheEntry:
 
 
 class StageCache:
-    """One folder per stage and key: `<root>/<stage>/<key>/{entry.json, the artifacts' files}`."""
+    """One folder per stage and key: `<root>/<stage>/<key>/{entry.json, the artifacts' files}`.
 
-    def __init__(self, root: Path) -> None:
+    The cache never fails a run: a damaged entry is dropped (one warning) and its stage re-runs; a
+    cache that cannot be written (full, read-only) is left alone for the rest of the run (one warning).
+    `entry.json` carries the SHA-256 of its own content, so an edited or damaged entry is not trusted,
+    and every path it names must stay inside the entry and the run folder.
+    """
+
+    def __init__(self, root: Path, warn: Callable[[str], None] = _stderr) -> None:
         self.root = Path(root)
+        self.warn = warn
+        self.writable = True
 
     def _entry_dir(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
+    def _drop(self, entry_dir: Path, why: str) -> None:
+        self.warn(f"cache entry {entry_dir} {why}; dropped, the stage runs again")
+        shutil.rmtree(entry_dir, ignore_errors=True)
+
     def lookup(self, stage: str, key: str) -> CacheEntry | None:
         entry_dir = self._entry_dir(stage, key)
         try:
-            entry = from_json(CacheEntry, json.loads((entry_dir / ENTRY_FILE).read_text()), "cache entry")
+            text = (entry_dir / ENTRY_FILE).read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, HarnessError):
-            shutil.rmtree(entry_dir, ignore_errors=True)  # damaged: never trusted, re-run and rewrite it
+        except (OSError, UnicodeDecodeError) as e:
+            self._drop(entry_dir, f"cannot be read ({e})")
+            return None
+        try:
+            sealed = json.loads(text)
+            body = sealed["entry"]
+            if sealed.get("sha256") != stable_hash(body):
+                raise ValueError("its content does not match its recorded hash")
+            entry = from_json(CacheEntry, body, "cache entry")
+            if entry.stage != stage or entry.key != key:
+                raise ValueError(f"it records {entry.stage}/{entry.key}")
+            for artifact in entry.artifacts.values():
+                run_relative(artifact.path)  # a path leaving the run folder is an edited entry
+                for member in artifact.members:
+                    run_relative(member.path)
+        except (ValueError, KeyError, TypeError, HarnessError) as e:
+            self._drop(entry_dir, f"is damaged or was edited ({e})")
             return None
         for artifact in entry.artifacts.values():
             for member in artifact.members:
@@ -87,12 +135,12 @@ class StageCache:
                     or file.stat().st_size != member.size_bytes
                     or sha256_file(file) != member.sha256
                 ):
-                    shutil.rmtree(entry_dir, ignore_errors=True)
+                    self._drop(entry_dir, f"has a missing or changed file {member.path}")
                     return None
         return entry
 
     def restore(self, entry: CacheEntry, run_dir: Path) -> dict[str, Artifact]:
-        """Place the entry's files in the run folder (hard links when possible); returns its artifacts."""
+        """Place copies of the entry's files in the run folder; returns its artifacts."""
         entry_dir = self._entry_dir(entry.stage, entry.key)
         for artifact in entry.artifacts.values():
             if artifact.files and all(m.path.startswith(artifact.path + "/") for m in artifact.files):
@@ -101,38 +149,86 @@ class StageCache:
                 target = run_dir / run_relative(member.path)
                 with atomic_path(target) as tmp:
                     tmp.unlink()
-                    _link_or_copy(entry_dir / run_relative(member.path), tmp)
+                    _copy(entry_dir / run_relative(member.path), tmp)
         return dict(entry.artifacts)
 
     def store(self, entry: CacheEntry, run_dir: Path) -> None:
+        """Keep the entry; a cache that cannot be written is a warning, never a failed stage."""
+        if not self.writable:
+            return
         final = self._entry_dir(entry.stage, entry.key)
         if final.exists():
             return
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{entry.key[:16]}.", suffix=".partial", dir=final.parent))
+        staging: Path | None = None
         try:
+            self._ensure_tagged()
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_staging(final.parent)
+            staging = Path(
+                tempfile.mkdtemp(prefix=f".{entry.key[:16]}.", suffix=PARTIAL_SUFFIX, dir=final.parent)
+            )
             for artifact in entry.artifacts.values():
                 for member in artifact.members:
                     target = staging / run_relative(member.path)
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(run_dir / run_relative(member.path), target)
-            (staging / ENTRY_FILE).write_text(json.dumps(to_json(entry)))
+                    _copy(run_dir / run_relative(member.path), target)
+            body = to_json(entry)
+            (staging / ENTRY_FILE).write_text(json.dumps({"sha256": stable_hash(body), "entry": body}))
             os.replace(staging, final)
-        except OSError:
+        except OSError as e:
             if final.exists():  # another run stored the same entry first
                 return
-            raise
+            self.writable = False
+            self.warn(
+                f"cannot write the cache at {self.root} ({e.strerror or e}); this run goes on without it"
+            )
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _ensure_tagged(self) -> None:
+        tag = self.root / TAG_FILE
+        if not tag.is_file():
+            self.root.mkdir(parents=True, exist_ok=True)
+            tag.write_text(TAG_TEXT)
+
+    def is_tagged(self) -> bool:
+        try:
+            return (self.root / TAG_FILE).read_text(errors="replace").startswith(TAG_SIGNATURE)
+        except OSError:
+            return False
+
+    def _remove_stale_staging(self, stage_dir: Path, max_age_s: float = _STAGING_MAX_AGE_S) -> int:
+        """Staging folders of killed runs (kept while young: a concurrent run may be writing one)."""
+        removed = 0
+        now = time.time()
+        for staging in stage_dir.glob(f".*{PARTIAL_SUFFIX}"):
+            try:
+                if staging.is_dir() and now - staging.stat().st_mtime > max_age_s:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    removed += 1
+            except OSError:
+                continue
+        return removed
+
+    def _entry_dirs(self, stages: Iterable[str] = ()) -> list[Path]:
+        """Folders `<root>/<stage>/<key>` that hold an entry.json: the only things the cache owns."""
+        wanted = set(stages)
+        return [
+            entry_file.parent
+            for entry_file in sorted(self.root.glob(f"*/*/{ENTRY_FILE}"))
+            if _KEY.fullmatch(entry_file.parent.name)
+            and (not wanted or entry_file.parent.parent.name in wanted)
+        ]
 
     def entries(self) -> list[dict[str, Any]]:
         rows = []
-        for entry_file in sorted(self.root.glob(f"*/*/{ENTRY_FILE}")):
-            if entry_file.parent.name.startswith("."):  # a staging folder of an unfinished store
-                continue
+        for entry_dir in self._entry_dirs():
             try:
-                entry = from_json(CacheEntry, json.loads(entry_file.read_text()), str(entry_file))
-            except (OSError, ValueError, HarnessError):
+                entry = from_json(
+                    CacheEntry, json.loads((entry_dir / ENTRY_FILE).read_text())["entry"], str(entry_dir)
+                )
+            except (OSError, ValueError, KeyError, TypeError, HarnessError):
                 continue
             size = sum(a.size_bytes for a in entry.artifacts.values())
             rows.append(
@@ -146,19 +242,32 @@ class StageCache:
         return rows
 
     def clean(self, stages: Iterable[str] = ()) -> int:
-        """Remove entries (of the given stages, or all); returns how many were removed."""
+        """Remove the entries (of the given stages, or all) and killed runs' staging folders.
+
+        Only a folder tagged as this cache is touched, and in it only what the cache wrote: entry
+        folders (a 64-hex key holding an entry.json) and staging folders; anything else stays.
+        """
+        if not self.root.exists():
+            return 0
+        if not self.is_tagged():
+            raise UsageError(
+                f"{self.root} is not a trt-harness cache (it has no {TAG_FILE}); nothing was removed. "
+                "Check HARNESS_CACHE_DIR"
+            )
         removed = 0
+        for entry_dir in self._entry_dirs(stages):
+            shutil.rmtree(entry_dir, ignore_errors=True)
+            removed += 1
         wanted = set(stages)
-        for stage_dir in sorted(p for p in self.root.glob("*") if p.is_dir()):
-            if wanted and stage_dir.name not in wanted:
-                continue
-            removed += sum(1 for _ in stage_dir.glob(f"*/{ENTRY_FILE}"))
-            shutil.rmtree(stage_dir, ignore_errors=True)
+        for stage_dir in (p for p in self.root.iterdir() if p.is_dir() and (not wanted or p.name in wanted)):
+            self._remove_stale_staging(stage_dir, max_age_s=0)
+            with contextlib.suppress(OSError):
+                stage_dir.rmdir()  # only when empty
         return removed
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+def _copy(source: Path, target: Path) -> None:
+    # copies, never hard links: a file shared by the cache and a run folder is corrupted for both by
+    # one in-place edit, and onnx refuses external data with more than one link (a hardlink attack
+    # guard, onnx.checker / onnx.load). copyfile uses copy_file_range, a reflink where the FS has them.
+    shutil.copyfile(source, target)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from harness.cache import StageCache, cache_dir_from_env
 from harness.golden import write_golden
-from harness.pipeline import rejudge, run_pipeline
+from harness.pipeline import STAGES, rejudge, run_pipeline
 from harness.progress import StageProgress
 from harness.stages.base import RunConfig, torch_model
 from harness.stages.run import selected_backends
 from harness.stages.scan import scan_recipe
-from models.core.errors import ExitCode, HarnessError, UsageError
-from models.recipe import PRECISIONS, Recipe, get_recipe, parse_params, recipe_names
+from models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
+from models.recipe import PRECISIONS, Recipe
+from models.recipes import get_recipe, parse_params, recipe_names
 from models.results.document import Results
 from models.results.recipe import ToleranceOverrides
 from reports.index import write_index
@@ -178,6 +182,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     cache = StageCache(cache_dir_from_env())
+    unknown = sorted(set(args.stage or ()) - {stage.name for stage in STAGES})
+    if unknown:
+        raise UsageError(
+            f"--stage {' '.join(unknown)}: no such stage; stages: {', '.join(s.name for s in STAGES)}"
+        )
     if args.action == "clean":
         print(f"removed {cache.clean(args.stage)} cache entries from {cache.root}")
         return int(ExitCode.PASSED)
@@ -212,16 +221,43 @@ COMMANDS = {
 }
 
 
+def _raise_interrupted(signum: int, frame: object) -> None:
+    if signum == signal.SIGTERM:
+        raise Interrupted("SIGTERM", ExitCode.TERMINATED)
+    raise Interrupted("SIGINT", ExitCode.INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _signals_as_interruptions() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Interrupted` (which no `except Exception` swallows) while the CLI runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with _signals_as_interruptions():
+            return COMMANDS[args.command](args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return int(e.exit_code)
-    except KeyboardInterrupt:
-        print("harness: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Interrupted) as e:
+        name = e.signal_name if isinstance(e, Interrupted) else "SIGINT"
+        where = f" in stage '{e.stage}'" if isinstance(e, Interrupted) and e.stage else ""
+        print(
+            f"harness: interrupted by {name}{where}; the files of finished stages are intact: run the "
+            "same command again to go on (finished stages come from the cache)",
+            file=sys.stderr,
+        )
+        return int(e.exit_code if isinstance(e, Interrupted) else ExitCode.INTERRUPTED)
     except Exception:
         traceback.print_exc()
         print(

@@ -431,6 +431,15 @@ class OutputAccumulator:
                     f"below the required {_fmt_pct(tol.min_argmax_agreement)}"
                 )
         if not self._finite:
+            # NaN/Inf in the same places on both sides match, but a comparison of nothing is no pass
+            if not self._elements:
+                reasons.append(f"'{self.output}' has no elements on either side: nothing was compared")
+            elif not self._nonfinite_mismatches:
+                reasons.append(
+                    f"none of the {self._elements} elements is finite on both sides (NaN/Inf: {ref_name} "
+                    f"{self._ref_nan}/{self._ref_inf}, {cand_name} {self._cand_nan}/{self._cand_inf}): "
+                    "nothing was compared; check the weights and inputs"
+                )
             return reasons
         check = tol.check
         if check == "elemwise":

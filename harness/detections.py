@@ -103,10 +103,14 @@ def compare_pair(
     for index, (ref_dets, cand_dets) in enumerate(zip(ref_images, cand_images, strict=True)):
         absent = tuple(name for name, dets in ((ref, ref_dets), (cand, cand_dets)) if dets is None)
         if absent or ref_dets is None or cand_dets is None:
-            images.append(ImageAgreement(index, None, absent))
+            images.append(ImageAgreement(index, None, absent, spec.output))
             continue
         images.append(
-            ImageAgreement(index, compare_detections(ref_dets, cand_dets, spec.tolerance, spec.iou_match))
+            ImageAgreement(
+                index,
+                compare_detections(ref_dets, cand_dets, spec.tolerance, spec.iou_match),
+                output=spec.output,
+            )
         )
     return DetectionPair(ref, cand, precision, precision in spec.gated_precisions, tuple(images))
 
@@ -138,13 +142,33 @@ def write_detection_images(feeds: Iterable[Mapping[str, Any]], input_name: str, 
     return count
 
 
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.1f}".rstrip("0").rstrip(".") + "%"
+
+
+def brief_failures(image: ImageAgreement) -> str:
+    """The criteria one image failed, briefly: "matched 40% < 95%, mean IoU 0.712 < 0.95"."""
+    match = image.match
+    if match is None:
+        return image.failures[0]
+    tol = match.tolerance
+    found = []
+    if not match.matched_fraction >= tol.min_matched_fraction:
+        found.append(f"matched {_percent(match.matched_fraction)} < {_percent(tol.min_matched_fraction)}")
+    if match.mean_iou is not None and not match.mean_iou >= tol.min_mean_iou:
+        found.append(f"mean IoU {match.mean_iou:.3f} < {tol.min_mean_iou:g}")
+    if match.max_score_delta is not None and not match.max_score_delta <= tol.max_score_delta:
+        found.append(f"max |score delta| {match.max_score_delta:.3g} > {tol.max_score_delta:g}")
+    return ", ".join(found)
+
+
 def gate_failures(detections: DetectionsReport | None, display: Callable[[str], str]) -> list[str]:
-    """One line per failing image of a gated pair: "Torch vs ORT on image 2: matched fraction 0.4 < 0.95"."""
+    """One line per failing image of a gated pair: "Torch vs ORT on image 2: matched 40% < 95%"."""
     if detections is None:
         return []
     return [
         f"{display(pair.ref_backend)} vs {display(pair.cand_backend)} on image {image.image}: "
-        + "; ".join(image.failures)
+        + brief_failures(image)
         for pair in detections.pairs
         if pair.gated
         for image in pair.images

@@ -16,20 +16,32 @@ from typing import Protocol
 
 from conversions.tensorrt_flavor import select_flavor
 from harness.cache import CacheEntry, StageCache, stable_hash
-from harness.code_keys import code_hash
+from harness.code_keys import code_hash, keep_parses_in, save_parses
 from harness.environment import environment
-from harness.stages import STAGES
-from harness.stages import compare as compare_stage
+from harness.stages import build, compare, export, precision, run, samples, scan, surgery
 from harness.stages.base import RunConfig, Stage, StageFailed, StageInput, StageSkipped
 from harness.verdict import verdict_for
-from models.core.errors import ExitCode, HarnessError, UsageError
+from models.core.artifacts import PARTIAL_SUFFIX
+from models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
 from models.recipe import Recipe
-from models.results.document import Results, load_results, save_results
+from models.results.document import Results, Verdict, load_results, save_results
 from models.results.recipe import RecipeRecord, ToleranceOverrides
 from models.results.stages import RunDetails, StageRecord
 from reports.render import write_reports
 
-__all__ = ["RunConfig", "rejudge", "run_pipeline"]
+__all__ = ["STAGES", "RunConfig", "rejudge", "run_pipeline"]
+
+# the order stages run in: each reads only what the stages before it wrote
+STAGES: tuple[Stage, ...] = (
+    samples.STAGE,
+    scan.STAGE,
+    export.STAGE,
+    surgery.STAGE,
+    precision.STAGE,
+    build.STAGE,
+    run.STAGE,
+    compare.STAGE,
+)
 
 
 class Progress(Protocol):
@@ -99,34 +111,81 @@ def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results
     from polygraphy.logger import G_LOGGER  # imported after the flavor is chosen (see select_flavor)
 
     G_LOGGER.module_severity = G_LOGGER.WARNING  # our ledger and report say what happened
-    config.out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_folder(config.out_dir)
     record = RecipeRecord.of(config.recipe, config.weights)
+    env = environment()
+    # until the run ends, the folder's results.json says it is unfinished: a run killed midway never
+    # leaves an earlier run's results beside this run's files
+    save_results(Results(record, env, (), UNFINISHED, config.overrides), config.out_dir)
     cache = StageCache(config.cache_dir) if config.cache_dir is not None else None
+    if config.cache_dir is not None:
+        keep_parses_in(config.cache_dir / PARSES_FILE)
     ledger: dict[str, StageRecord] = {}
-    failed: str | None = None
+    stopped: str | None = None  # why the remaining stages do not run
+    interrupted: Interrupted | None = None
     for stage in STAGES:
-        if failed is not None:
-            ledger[stage.name] = StageRecord(
-                stage.name, "skipped", reason=f"not run: stage '{failed}' failed"
-            )
+        if stopped is not None:
+            ledger[stage.name] = StageRecord(stage.name, "skipped", reason=f"not run: {stopped}")
             continue
-        if progress is not None:
-            progress.start(stage)
-        inp = StageInput(
-            config.out_dir, record, config.overrides, config.precisions_in_order, dict(ledger), config
-        )
         start = time.perf_counter()
-        entry = _run_stage(stage, inp, cache)
+        try:
+            if progress is not None:
+                progress.start(stage)
+            inp = StageInput(
+                config.out_dir, record, config.overrides, config.precisions_in_order, dict(ledger), config
+            )
+            entry = _run_stage(stage, inp, cache)
+        except (KeyboardInterrupt, Interrupted) as e:
+            interrupted = e if isinstance(e, Interrupted) else Interrupted("SIGINT", ExitCode.INTERRUPTED)
+            interrupted.stage = stage.name
+            entry = StageRecord(stage.name, "interrupted", reason=f"interrupted by {interrupted.signal_name}")
         entry = dataclasses.replace(entry, duration_s=time.perf_counter() - start)
         ledger[stage.name] = entry
         if entry.status == "failed":
-            failed = stage.name
+            stopped = f"stage '{stage.name}' failed"
+        elif entry.status == "interrupted":
+            stopped = f"the run was interrupted in stage '{stage.name}'"
         if progress is not None:
             progress.finish(stage, entry)
+    save_parses()
     stages = tuple(ledger.values())
-    results = Results(record, environment(), stages, verdict_for(stages), config.overrides)
+    verdict = verdict_for(stages)
+    if interrupted is not None:
+        verdict = Verdict(
+            int(interrupted.exit_code),
+            interrupted.exit_code.name,
+            f"interrupted by {interrupted.signal_name} in stage '{interrupted.stage}'",
+        )
+    results = Results(record, env, stages, verdict, config.overrides)
     write_results(results, config.out_dir)
+    if interrupted is not None:
+        raise interrupted
     return results
+
+
+PARSES_FILE = ".code-key-parses.json"  # what each source file imports, to derive code keys fast
+
+UNFINISHED = Verdict(
+    int(ExitCode.STAGE_FAILED),
+    "UNFINISHED",
+    "the run that writes this folder has not finished (or was killed); run `harness convert` again",
+)
+
+
+def prepare_run_folder(out_dir: Path) -> None:
+    """Create the run folder, or a usage error naming it; remove what killed runs left half-written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test{PARTIAL_SUFFIX}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(
+            f"--out {out_dir}: cannot write there ({e.strerror or e}); choose another folder"
+        ) from None
+    for leftover in out_dir.rglob(f".*{PARTIAL_SUFFIX}"):
+        if leftover.is_file():  # only our temporary files (see models.core.artifacts.atomic_path)
+            leftover.unlink(missing_ok=True)
 
 
 def write_results(results: Results, out_dir: Path) -> None:
@@ -142,13 +201,24 @@ def rejudge(run_dir: Path, overrides: ToleranceOverrides) -> Results:
         raise UsageError(
             f"tolerance given for unknown output(s) {unknown}; outputs: {list(results.recipe.output_names)}"
         )
-    earlier = {s.name: s for s in results.stages if s.name != compare_stage.STAGE.name}
+    if results.verdict.status == UNFINISHED.status:
+        raise UsageError(f"{run_dir}: {UNFINISHED.summary}")
+    earlier = {s.name: s for s in results.stages if s.name != compare.STAGE.name}
+    for record in earlier.values():
+        for artifact in record.artifacts.values():
+            try:
+                artifact.verified(run_dir)
+            except HarnessError as e:
+                raise UsageError(
+                    f"{run_dir} holds files that its results.json did not record ({e}); "
+                    "run `harness convert` again"
+                ) from None
     if results.details(RunDetails) is None:
         raise UsageError(f"{run_dir}: the run did not get as far as running the backends; nothing to compare")
     inp = StageInput(run_dir, results.recipe, overrides, results.recipe.precisions, earlier)
     start = time.perf_counter()
     try:
-        out = compare_stage.STAGE.run(inp)
+        out = compare.STAGE.run(inp)
     except StageSkipped as e:
         raise UsageError(f"{run_dir}: {e}") from e
     record = StageRecord(

@@ -6,9 +6,11 @@ import os
 import sys
 from typing import Any, TextIO
 
-from harness.ledger import StageRecord
+from rich.console import Console
 
-_STYLE = {"ok": "green", "cached": "cyan", "skipped": "yellow", "failed": "red"}
+from models.results.stages import StageRecord
+
+_STYLE = {"ok": "green", "cached": "cyan", "skipped": "yellow", "failed": "red", "interrupted": "red"}
 
 
 def is_ci() -> bool:
@@ -26,8 +28,6 @@ class StageProgress:
 
     def __enter__(self) -> StageProgress:
         if self.live:
-            from rich.console import Console
-
             self.console = Console(file=self.stream)
             self.console.rule(self.title)
         return self

@@ -14,8 +14,6 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,17 +23,6 @@ from models.core.errors import UsageError
 
 # YOLOv5/YOLOv8 pass at most this many boxes (best first) to NMS after the confidence filter.
 DEFAULT_MAX_CANDIDATES = 30000
-
-
-def _json_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
-    names = [f.name for f in dataclasses.fields(cls)]
-    missing = [name for name in names if name not in data]
-    if missing:
-        raise UsageError(
-            f"{cls.__name__} JSON lacks {missing}; expected an object with keys {names} "
-            f"as written by {cls.__name__}.to_json()"
-        )
-    return {name: data[name] for name in names}
 
 
 @dataclass(frozen=True)
@@ -54,27 +41,6 @@ class Letterbox:
     def __post_init__(self) -> None:
         if not (np.isfinite(self.scale) and self.scale > 0):
             raise UsageError(f"Letterbox scale must be a positive finite number, got {self.scale}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "scale": float(self.scale),
-            "pad": [float(p) for p in self.pad],
-            "original_hw": [int(d) for d in self.original_hw],
-            "new_hw": [int(d) for d in self.new_hw],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Letterbox:
-        values = _json_fields(cls, data)
-        pad_x, pad_y = values["pad"]
-        original_h, original_w = values["original_hw"]
-        new_h, new_w = values["new_hw"]
-        return cls(
-            scale=float(values["scale"]),
-            pad=(float(pad_x), float(pad_y)),
-            original_hw=(int(original_h), int(original_w)),
-            new_hw=(int(new_h), int(new_w)),
-        )
 
 
 def boxes_to_original(boxes: np.ndarray, letterbox: Letterbox) -> np.ndarray:
@@ -135,18 +101,6 @@ class Detections:
     def to_original(self, letterbox: Letterbox) -> Detections:
         """These detections with boxes mapped from the letterboxed input back to the original image."""
         return Detections(boxes_to_original(self.boxes, letterbox), self.scores, self.classes)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "boxes": self.boxes.tolist(),
-            "scores": self.scores.tolist(),
-            "classes": self.classes.tolist(),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Detections:
-        values = _json_fields(cls, data)
-        return cls(values["boxes"], values["scores"], values["classes"])
 
 
 def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -404,13 +358,6 @@ class DetectionTolerance:
     min_mean_iou: float = 0.9
     max_score_delta: float = 0.05
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> DetectionTolerance:
-        return cls(**{name: float(value) for name, value in _json_fields(cls, data).items()})
-
 
 @dataclass(frozen=True, eq=False)
 class DetectionMatch:
@@ -453,22 +400,6 @@ class DetectionMatch:
 
     def __bool__(self) -> bool:
         return not self.failures
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "passed": bool(self),
-            "failures": list(self.failures),
-            "tolerance": self.tolerance.to_json(),
-            "num_ref": self.num_ref,
-            "num_cand": self.num_cand,
-            "pairs": [list(pair) for pair in self.pairs],
-            "matched_fraction": self.matched_fraction,
-            "mean_iou": self.mean_iou,
-            "max_score_delta": self.max_score_delta,
-            "mean_score_delta": self.mean_score_delta,
-            "only_ref": self.only_ref.to_json(),
-            "only_cand": self.only_cand.to_json(),
-        }
 
 
 def _greedy_matches(iou: np.ndarray, iou_match: float) -> list[tuple[int, int]]:

@@ -1,16 +1,11 @@
-"""The recipe: the only place that knows a model, and the registry that finds recipes by name.
+"""The recipe: the only place that knows a model, as typed values (inputs, outputs, tolerances, options).
 
-A recipe module lives in `models/recipes/<name>.py` and decorates a factory function with
-`@register_recipe`. The factory takes keyword parameters (e.g. `image_size`) so a test or a
-user can derive a smaller variant (`-p image_size=320`) without a second recipe file.
+Recipes are found by name through the registry in `models.recipes`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import pkgutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,6 +43,22 @@ class ShapeRange:
     opt: Shape
     max: Shape
 
+    def __post_init__(self) -> None:
+        shapes = {"min": self.min, "opt": self.opt, "max": self.max}
+        ranks = {len(shape) for shape in shapes.values()}
+        if len(ranks) != 1:
+            raise UsageError(f"shape range min/opt/max {list(shapes.values())} have different ranks")
+        if any(
+            not isinstance(d, int) or isinstance(d, bool) or d < 1 for shape in shapes.values() for d in shape
+        ):
+            raise UsageError(
+                f"shape range min/opt/max {list(shapes.values())}: every dimension must be an integer >= 1"
+            )
+        if not all(lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True)):
+            raise UsageError(
+                f"shape range needs min <= opt <= max in every dimension, got {list(shapes.values())}"
+            )
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -66,9 +77,6 @@ class Tolerance:
     quantile: float = 0.99
     # for class-score outputs (see Recipe.class_axes): also require this fraction of equal argmaxes
     min_argmax_agreement: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -135,41 +143,6 @@ class DetectionSpec:
                 f"DetectionSpec gated_precisions {unknown} are not precisions; use some of {list(PRECISIONS)}"
             )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "layout": self.layout,
-            "conf_thres": self.conf_thres,
-            "iou_thres": self.iou_thres,
-            "max_det": self.max_det,
-            "iou_match": self.iou_match,
-            "class_names": list(self.class_names),
-            "tolerance": self.tolerance.to_json(),
-            "gated_precisions": list(self.gated_precisions),
-            "min_wh": self.min_wh,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> DetectionSpec:
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in data]
-        if missing:
-            raise UsageError(
-                f"DetectionSpec JSON lacks {missing}; expected the keys {names} as written by DetectionSpec.to_json()"
-            )
-        return cls(
-            output=str(data["output"]),
-            layout=data["layout"],
-            conf_thres=float(data["conf_thres"]),
-            iou_thres=float(data["iou_thres"]),
-            max_det=int(data["max_det"]),
-            iou_match=float(data["iou_match"]),
-            class_names=tuple(str(name) for name in data["class_names"]),
-            tolerance=DetectionTolerance.from_json(data["tolerance"]),
-            gated_precisions=tuple(str(p) for p in data["gated_precisions"]),
-            min_wh=float(data["min_wh"]),
-        )
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -210,56 +183,3 @@ class Recipe:
         if precision in self.precision_tolerances:
             return self.precision_tolerances[precision]
         return self.tolerances.get(output, self.default_tolerance)
-
-
-RecipeFactory = Callable[..., Recipe]
-_FACTORIES: dict[str, RecipeFactory] = {}
-
-
-def register_recipe(factory: RecipeFactory) -> RecipeFactory:
-    """Make a recipe visible to the CLI and nox; the registered name is the module's name."""
-    name = factory.__module__.rsplit(".", 1)[-1]
-    _FACTORIES[name] = factory
-    return factory
-
-
-def recipe_names() -> list[str]:
-    """Names of all recipes, found without importing them (so listing stays light)."""
-    import models.recipes
-
-    return sorted(m.name for m in pkgutil.iter_modules(models.recipes.__path__) if not m.name.startswith("_"))
-
-
-def get_recipe(name: str, **params: Any) -> Recipe:
-    if name not in recipe_names():
-        raise UsageError(f"unknown recipe '{name}'; known recipes: {', '.join(recipe_names())}")
-    importlib.import_module(f"models.recipes.{name}")
-    factory = _FACTORIES[name]
-    fields = {key: params[key] for key in FIELD_PARAMS if key in params}
-    if fields.get("ort_optimization", "all") not in ORT_OPTIMIZATIONS:
-        raise UsageError(
-            f"ort_optimization={fields['ort_optimization']!r}: expected one of {', '.join(ORT_OPTIMIZATIONS)}"
-        )
-    try:
-        recipe = factory(**{key: value for key, value in params.items() if key not in fields})
-    except TypeError as e:
-        raise UsageError(f"recipe '{name}' does not take parameters {sorted(params)}: {e}") from e
-    return dataclasses.replace(recipe, **fields, params={**recipe.params, **params})
-
-
-def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    """Parse `key=value` recipe parameters; values are read as int, float or str."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"recipe parameter '{pair}' must look like key=value (e.g. image_size=320)")
-        value: Any = raw
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
-        params[key] = value
-    return params

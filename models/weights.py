@@ -7,6 +7,7 @@ dict whose 'model' or 'state_dict' entry is one) and `.safetensors`.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,9 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     import torch
 
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own advice (weights_only=False) is not for this file
+            warnings.simplefilter("ignore")
+            content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any reader failure means a bad file, reported in one line
         raise UsageError(f"cannot read weights file {path}: {_torch_load_reason(e)}") from e
     return _unwrap(content, path)
@@ -119,15 +122,31 @@ def _mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.
         for k, v in expected.items()
         if k in found and tuple(found[k].shape) != tuple(v.shape)
     ]
+    # a cast across kinds loses values silently: integers load as all-zero float weights (when
+    # rounded), complex numbers drop their imaginary part
+    lossy = [
+        f"{k}: file {found[k].dtype} vs model {v.dtype}"
+        for k, v in expected.items()
+        if k in found and _kind(found[k]) != _kind(v)
+    ]
     return [
         f"{label} ({len(items)}): {_listed(items)}"
         for label, items in (
             ("missing keys", missing),
             ("unexpected keys", unexpected),
             ("mis-shaped keys", misshaped),
+            ("keys of a dtype that cannot be cast without loss", lossy),
         )
         if items
     ]
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    if tensor.is_complex():
+        return "complex"
+    if tensor.is_floating_point():
+        return "float"
+    return "bool" if str(tensor.dtype) == "torch.bool" else "integer"
 
 
 def _listed(items: list[str]) -> str:
@@ -143,7 +162,9 @@ def _one_line(error: Exception) -> str:
 def _torch_load_reason(error: Exception) -> str:
     text = str(error)
     # weights_only=True refuses pickled objects, e.g. a full Ultralytics checkpoint holding the module
-    pickled = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    pickled = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(
+        r"unsupported GLOBAL (\S+) whose module \S+ is blocked", text
+    )
     if pickled:
         return (
             f"it pickles a {pickled[1]} object, not only tensors; re-save just the weights, e.g. "

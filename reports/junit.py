@@ -74,9 +74,11 @@ def junit_tree(results: Results) -> ET.ElementTree:
             if pair.state == "skipped":
                 _skip(case, pair.summary)
             elif pair.state == "fail":
-                message = comparison.reason if comparison else pair.summary
-                detail = f"{pair.label}: {pair.summary}" + (f"\n{message}" if comparison else "")
-                _fail(case, message, detail, kind="AccuracyFailed" if comparison else "MissingOutput")
+                # a failing OutputComparison is falsy: test for None, not truth
+                compared = comparison is not None
+                message = comparison.reason if comparison is not None else pair.summary
+                detail = f"{pair.label}: {pair.summary}" + (f"\n{message}" if compared else "")
+                _fail(case, message, detail, kind="AccuracyFailed" if compared else "MissingOutput")
 
     compare = results.details(CompareDetails)
     for crossmatch in compare.crossmatch if compare else ():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import pytest
 
 from models.core.errors import ExitCode
 from models.recipes.mvs import REPLACEMENTS
+from models.results.document import load_results
+from models.results.stages import StageRecord
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +29,8 @@ def harness(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-def stages(run_dir: Path) -> dict[str, dict]:
-    return {s["name"]: s for s in json.loads((run_dir / "results.json").read_text())["stages"]}
+def stages(run_dir: Path) -> dict[str, StageRecord]:
+    return {s.name: s for s in load_results(run_dir).stages}
 
 
 def op_types(path: Path) -> set[str]:
@@ -40,26 +41,24 @@ def test_with_the_recipe_replacements_mvs_exports_builds_and_every_output_passes
     proc = harness("convert", "mvs", "--out", str(tmp_path), env=env)
     assert proc.returncode == ExitCode.PASSED, proc.stdout + proc.stderr
     ledger = stages(tmp_path)
-    assert ledger["build"]["status"] == "ok" and ledger["build"]["details"]["network_layers"] > 0
-    compared = {
-        c["output"] for c in ledger["compare"]["details"]["comparisons"] if c["cand_backend"] == "onnxrt"
-    }
-    assert compared == set(ledger["export"]["details"]["outputs"]) and len(compared) == 9
+    assert ledger["build"].status == "ok" and ledger["build"].details.primary.network_layers > 0
+    compared = {c.output for c in ledger["compare"].details.comparisons if c.cand_backend == "onnxrt"}
+    assert compared == set(ledger["export"].details.outputs) and len(compared) == 9
     assert not op_types(tmp_path / "model.final.onnx") & {"GridSample", "Einsum", "Pad", "If", "Inverse"}
-    calls = ledger["export"]["details"]["replacement_calls"]
-    rewritten = {c["replacement"] for c in calls if c["action"] == "replaced"}
+    calls = ledger["export"].details.replacement_calls
+    rewritten = {c.replacement for c in calls if c.action == "replaced"}
     assert {"inverse", "grid_sample", "einsum", "einops", "pad", "squeeze_static"} <= rewritten
     # this model computes its interpolate sizes from tensor shapes, which already follow the input:
     # the replacement keeps those calls and says why, rather than rewriting them
-    kept = [c for c in calls if c["replacement"] == "interpolate_size"]
-    assert kept and all(c["action"] == "kept original" and c["detail"] for c in kept)
+    kept = [c for c in calls if c.replacement == "interpolate_size"]
+    assert kept and all(c.action == "kept original" and c.detail for c in kept)
 
 
 def test_as_its_authors_wrote_it_mvs_fails_to_export_on_the_matrix_inverse(tmp_path, env):
     proc = harness("convert", "mvs", "-p", "replacements=", "--out", str(tmp_path), env=env)
     assert proc.returncode == ExitCode.STAGE_FAILED, proc.stdout + proc.stderr
     export = stages(tmp_path)["export"]
-    assert export["status"] == "failed" and "aten::linalg_inv" in export["reason"]
+    assert export.status == "failed" and "aten::linalg_inv" in export.reason
     assert (tmp_path / "report.html").is_file(), "the report is written even when a stage fails"
 
 
@@ -68,13 +67,11 @@ def test_without_squeeze_replacement_the_stray_ifs_are_inlined_by_the_surgery_pa
     proc = harness("convert", "mvs", "-p", f"replacements={without_squeeze}", "--out", str(tmp_path), env=env)
     assert proc.returncode == ExitCode.PASSED, proc.stdout + proc.stderr
     ledger = stages(tmp_path)
-    assert ledger["export"]["details"]["op_counts"].get("If", 0) > 0, (
-        "the TorchScript exporter emits stray Ifs"
-    )
-    stray_if = next(p for p in ledger["surgery"]["details"]["passes"] if p["name"] == "remove_stray_if")
-    assert stray_if["modified"] and "If" not in stray_if["op_counts_after"]
+    assert ledger["export"].details.op_counts.get("If", 0) > 0, "the TorchScript exporter emits stray Ifs"
+    stray_if = next(p for p in ledger["surgery"].details.passes if p.name == "remove_stray_if")
+    assert stray_if.modified and "If" not in stray_if.op_counts_after
     assert "If" not in op_types(tmp_path / "model.final.onnx")
-    assert ledger["build"]["status"] == "ok"
+    assert ledger["build"].status == "ok"
 
 
 def test_legacy_exporter_yolov5_with_squeezed_batch_builds_after_the_if_pass(tmp_path, env):
@@ -82,10 +79,10 @@ def test_legacy_exporter_yolov5_with_squeezed_batch_builds_after_the_if_pass(tmp
     proc = harness("convert", "yolov5", *args, "--out", str(tmp_path), env=env)
     assert proc.returncode == ExitCode.PASSED, proc.stdout + proc.stderr
     ledger = stages(tmp_path)
-    assert ledger["export"]["details"]["op_counts"].get("If") == 1
-    stray_if = next(p for p in ledger["surgery"]["details"]["passes"] if p["name"] == "remove_stray_if")
-    assert stray_if["modified"] and "inlined If" in stray_if["changes"][0]
-    assert ledger["build"]["status"] == "ok"
+    assert ledger["export"].details.op_counts.get("If") == 1
+    stray_if = next(p for p in ledger["surgery"].details.passes if p.name == "remove_stray_if")
+    assert stray_if.modified and "inlined If" in stray_if.changes[0]
+    assert ledger["build"].status == "ok"
 
 
 def test_scan_lists_every_problem_op_of_mvs_with_its_fix(env):

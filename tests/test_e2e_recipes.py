@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,8 @@ import sys
 import pytest
 
 from models.core.errors import ExitCode
+from models.results.document import load_results
+from models.results.stages import CompareDetails
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +31,16 @@ def test_recipe_passes_end_to_end(recipe, tmp_path, env):
         env=env,
     )
     assert proc.returncode == ExitCode.PASSED, proc.stdout + proc.stderr
-    results = json.loads((out / "results.json").read_text())
-    ledger = {s["name"]: s for s in results["stages"]}
-    assert ledger["build"]["status"] == "ok"
-    comparisons = ledger["compare"]["details"]["comparisons"]
-    assert comparisons and all(c["passed"] for c in comparisons)
+    results = load_results(out)
+    assert results.stage("build").status == "ok"
+    compare = results.details(CompareDetails)
+    assert compare.comparisons and all(c.passed for c in compare.comparisons)
     if recipe in ("mnist", "resnet50"):
         # classifiers gate on the predicted class too
-        assert all(c["argmax_agreement"] == 1.0 for c in comparisons)
+        assert all(c.argmax_agreement == 1.0 for c in compare.comparisons)
     if recipe == "yolov8":
-        detections = ledger["compare"]["details"]["detections"]
-        assert detections["passed"] and any(p["gated"] for p in detections["pairs"])
+        assert compare.detections is not None and compare.detections.passed
+        assert any(p.gated for p in compare.detections.pairs)
 
     index = subprocess.run(
         [sys.executable, "-m", "harness", "index", str(tmp_path)], capture_output=True, text=True, env=env

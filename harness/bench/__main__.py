@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.bench.base import BenchSettings, benchmarks
+from harness.bench.report import to_markdown, write_report
+from harness.bench.suite import run_suite
 from models.core.errors import HarnessError
 
 # A smoke run: the same code paths at sizes that take a couple of minutes in all.
@@ -26,6 +28,7 @@ QUICK = {
     "compare_samples": 4,
     "compare_repeats": 3,
     "memory_samples": (2, 20),
+    "memory_params": {"image_size": 160},
 }
 
 
@@ -89,12 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-samples", type=_positive, nargs=2, metavar=("FEW", "MANY"),
         help=f"sample counts of the memory benchmark (default {' '.join(map(str, full.memory_samples))})",
     )  # fmt: skip
-    parser.add_argument("--no-tracemalloc", action="store_true", help="skip the tracemalloc peak")
+    parser.add_argument(
+        "--memory-image-size", type=_positive,
+        help=f"image size of the memory benchmark's runs (default {full.memory_params['image_size']})",
+    )  # fmt: skip
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
-    settings = BenchSettings(out_dir=args.out, threads=args.threads, tracemalloc=not args.no_tracemalloc)
+    settings = BenchSettings(out_dir=args.out, threads=args.threads)
     if args.quick:
         settings = dataclasses.replace(settings, **QUICK)
     chosen = {
@@ -105,14 +111,13 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     }  # fmt: skip
     if args.image_size is not None:
         chosen["params"] = {**settings.params, "image_size": args.image_size}
+    if args.memory_image_size is not None:
+        chosen["memory_params"] = {**settings.memory_params, "image_size": args.memory_image_size}
     return dataclasses.replace(settings, **chosen)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from polygraphy.logger import G_LOGGER
-
-    from harness.bench.report import to_markdown, write_report
-    from harness.bench.suite import run_suite
+    from polygraphy.logger import G_LOGGER  # heavy, and only after the TensorRT flavor is chosen
 
     G_LOGGER.module_severity = G_LOGGER.WARNING  # not its "Loading inference results" lines
 

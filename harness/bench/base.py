@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import operator
-import pkgutil
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from models.core.registry import Registry
 
 Direction = Literal["<=", ">="]
 _COMPARE = {"<=": operator.le, ">=": operator.ge}
@@ -33,7 +33,8 @@ class BenchSettings:
     compare_samples: int = 16
     compare_repeats: int = 5
     memory_samples: tuple[int, int] = (10, 200)
-    tracemalloc: bool = True
+    # the memory benchmark's own runs (recipe parameters besides `samples`)
+    memory_params: Mapping[str, Any] = field(default_factory=lambda: {"image_size": 320})
 
     @property
     def run_dir(self) -> Path:
@@ -58,7 +59,7 @@ class BenchSettings:
             "compare_samples": self.compare_samples,
             "compare_repeats": self.compare_repeats,
             "memory_samples": list(self.memory_samples),
-            "tracemalloc": self.tracemalloc,
+            "memory_params": dict(self.memory_params),
         }
 
 
@@ -131,25 +132,16 @@ class Benchmark:
     rank: int  # run order: the pipeline benchmark first, it produces the run the others measure
 
 
-_REGISTRY: dict[str, Benchmark] = {}
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark", package="harness.bench", hint="see --only")
 
 
 def register_benchmark(name: str, title: str, rank: int) -> Callable[[BenchFn], BenchFn]:
-    def register(fn: BenchFn) -> BenchFn:
-        _REGISTRY[name] = Benchmark(name, title, fn, rank)
-        return fn
-
-    return register
+    return BENCHMARKS.decorator(name, lambda fn: Benchmark(name, title, fn, rank))
 
 
 def benchmarks() -> list[Benchmark]:
-    """Every benchmark module of this package, imported so it registers, in run order."""
-    import harness.bench
-
-    for module in pkgutil.iter_modules(harness.bench.__path__):
-        if not module.name.startswith("_"):  # not __main__, the command line
-            importlib.import_module(f"harness.bench.{module.name}")
-    return sorted(_REGISTRY.values(), key=lambda b: b.rank)
+    """Every benchmark module of this package (found by the registry), in run order."""
+    return sorted(BENCHMARKS.values(), key=lambda b: b.rank)
 
 
 # --- statistics of timing samples -----------------------------------------------------------------

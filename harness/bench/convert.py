@@ -6,22 +6,28 @@ which an in-process run would hide.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.bench.base import BenchSettings
-from harness.cache import ROOT
+from harness.code_keys import ROOT
+from harness.comparison import default_pairs
+from harness.sample_files import SampleFolder
+from harness.stages.run import OUTPUTS
 from models.core.errors import ExitCode, HarnessError
+from models.results.comparisons import SAMPLES
+from models.results.document import RESULTS_FILE, Results, load_results
+from models.results.stages import RunDetails
 
 # exit codes of a run that went through every stage and reached a verdict (pass or not)
-_COMPLETED = (ExitCode.PASSED, ExitCode.ACCURACY_FAILED, ExitCode.ORDERING_MISMATCH)
+COMPLETED = (ExitCode.PASSED, ExitCode.ACCURACY_FAILED, ExitCode.ORDERING_MISMATCH)
 
 
 @dataclass(frozen=True)
@@ -52,76 +58,98 @@ class ConvertRun:
 
 
 def convert_command(settings: BenchSettings, *extra_args: str) -> list[str]:
-    params = [arg for key, value in settings.params.items() for arg in ("-p", f"{key}={value}")]
-    return [
-        sys.executable, "-m", "harness", "convert", settings.recipe, *params,
-        "--out", str(settings.run_dir.resolve()), *extra_args,
-    ]  # fmt: skip
+    return cli_command(
+        "convert",
+        settings.recipe,
+        *param_args(settings.params),
+        "--out",
+        str(settings.run_dir.resolve()),
+        *extra_args,
+    )
+
+
+def cli_command(*args: str) -> list[str]:
+    """`harness ARGS...` as this interpreter runs it: the real command line, in a process of its own."""
+    return [sys.executable, "-m", "harness.cli", *args]
+
+
+def param_args(params: Mapping[str, Any]) -> list[str]:
+    return [arg for key, value in params.items() for arg in ("-p", f"{key}={value}")]
+
+
+def run_harness(command: Sequence[str], results_path: Path, cache_dir: Path) -> tuple[float, int, Results]:
+    """Run a `harness` command line; its wall time, exit code and the results it wrote. Fails unless it
+    reached a verdict."""
+    results_path.unlink(missing_ok=True)  # never read a previous run's ledger
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(cache_dir.resolve()), "CI": "true"}
+    start = time.perf_counter()
+    process = subprocess.run(list(command), cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if process.returncode not in COMPLETED or not results_path.is_file():
+        tail = "\n".join((process.stdout + process.stderr).strip().splitlines()[-15:])
+        raise HarnessError(
+            f"`{shlex.join(command)}` exited with {process.returncode} before reaching a verdict, so there "
+            f"is nothing to measure; run it by hand to see why. Its last lines:\n{tail}"
+        )
+    return wall, process.returncode, load_results(results_path)
 
 
 def run_convert(settings: BenchSettings, *extra_args: str) -> ConvertRun:
     """Run `harness convert` on the bench cache and run folder; fail unless it reached a verdict."""
     command = convert_command(settings, *extra_args)
-    results_path = settings.run_dir / "results.json"
-    results_path.unlink(missing_ok=True)  # never read a previous run's ledger
-    env = {**os.environ, "HARNESS_CACHE_DIR": str(settings.cache_dir.resolve()), "CI": "true"}
-    start = time.perf_counter()
-    process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if process.returncode not in _COMPLETED or not results_path.is_file():
-        tail = "\n".join((process.stdout + process.stderr).strip().splitlines()[-15:])
-        raise HarnessError(
-            f"`{shlex.join(command)}` exited with {process.returncode} before reaching a verdict, so there "
-            f"is nothing to time; run it by hand to see why. Its last lines:\n{tail}"
-        )
-    results = json.loads(results_path.read_text())
-    stages = tuple(StageTiming(s["name"], s["status"], s["duration_s"]) for s in results["stages"])
-    return ConvertRun(wall, process.returncode, stages)
+    wall, code, results = run_harness(command, settings.run_dir / RESULTS_FILE, settings.cache_dir)
+    stages = tuple(StageTiming(s.name, s.status, s.duration_s) for s in results.stages)
+    return ConvertRun(wall, code, stages)
 
 
 def ensure_run(settings: BenchSettings) -> Path:
     """The bench run folder with saved outputs of the settings' recipe; runs `harness convert` (on the
     bench cache) when the folder holds another recipe's run or none."""
-    if _saved_run_matches(settings):
+    if saved_run_matches(settings.run_dir, settings.recipe, settings.params):
         return settings.run_dir
     run_convert(settings)
     return settings.run_dir
 
 
-def _saved_run_matches(settings: BenchSettings) -> bool:
+def saved_results(run_dir: Path) -> Results | None:
+    """The run's results, or None when there is none this harness can read."""
     try:
-        results = json.loads((settings.run_dir / "results.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        return load_results(run_dir)
+    except HarnessError:
+        return None
+
+
+def saved_run_matches(run_dir: Path, recipe: str, params: Mapping[str, Any]) -> bool:
+    """Whether `run_dir` holds a run of `recipe` with `params` that saved outputs of two runners or more."""
+    results = saved_results(run_dir)
+    if results is None:
         return False
-    recipe = results["recipe"]
-    same_recipe = recipe["name"] == settings.recipe and all(
-        recipe["params"].get(key) == value for key, value in settings.params.items()
+    same_recipe = results.recipe.name == recipe and all(
+        results.recipe.params.get(key) == value for key, value in params.items()
     )
-    return same_recipe and len(saved_outputs(settings.run_dir)) >= 2
+    return same_recipe and len(saved_outputs(run_dir, results)) >= 2
 
 
-def saved_outputs(run_dir: Path) -> dict[str, Path]:
-    """Backend name -> its saved outputs file, for every backend the run executed."""
-    results = json.loads((run_dir / "results.json").read_text())
-    run_stage = next((s for s in results["stages"] if s["name"] == "run"), None)
-    if run_stage is None:
+def saved_outputs(run_dir: Path, results: Results | None = None) -> dict[str, SampleFolder]:
+    """Runner -> its saved outputs on the recipe's samples, for every runner the run executed."""
+    results = results or load_results(run_dir)
+    run, record = results.details(RunDetails), results.stage("run")
+    if run is None or record is None:
         return {}
     return {
-        name: run_dir / run_stage["artifacts"][f"outputs_{name}"]["path"]
-        for name, info in run_stage["details"].get("backends", {}).items()
-        if info["executed"]
+        name: SampleFolder(run_dir, record.artifacts[runner.outputs], f"{OUTPUTS}/{name}/{SAMPLES}")
+        for name, runner in run.executed().items()
+        if runner.outputs in record.artifacts and SAMPLES in runner.sample_sets
     }
 
 
-def saved_outputs_pair(run_dir: Path) -> dict[str, Path]:
+def saved_outputs_pair(run_dir: Path) -> dict[str, SampleFolder]:
     """The first compared pair's saved outputs, reference first (Torch and ONNX Runtime for a CPU run)."""
-    from harness.comparison import default_pairs
-
     outputs = saved_outputs(run_dir)
     pairs = default_pairs(outputs)
     if not pairs:
         raise HarnessError(
-            f"{run_dir}: fewer than two backends' outputs were saved ({', '.join(outputs) or 'none'}); "
+            f"{run_dir}: fewer than two runners' outputs were saved ({', '.join(outputs) or 'none'}); "
             "re-run `harness convert` with at least two backends"
         )
     reference, candidate = pairs[0]

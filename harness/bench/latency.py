@@ -29,6 +29,7 @@ from harness.bench.base import (
 from harness.bench.convert import ensure_run
 from models.core.errors import HarnessError
 from models.recipe import Feed
+from models.recipes import get_recipe
 
 TITLE = "Inference latency: Torch eager vs ONNX Runtime (CPU)"
 ORT_LIMIT = 0.7  # ORT's median latency at batch 1 at most 70% of Torch eager's
@@ -67,7 +68,7 @@ def batch_feed(feeds: Sequence[Feed], batch: int) -> Feed:
 
 
 def ort_session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy: only when latency is measured
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -87,7 +88,7 @@ def ort_infer(session: Any, feed: Feed) -> Infer:
 
 
 def torch_infer(model: Any, feed: Feed, input_names: Sequence[str]) -> Infer:
-    import torch
+    import torch  # heavy: only when latency is measured
 
     tensors = [torch.from_numpy(feed[name]) for name in input_names]
 
@@ -136,7 +137,7 @@ def measure_latency(
     threads: int,
 ) -> dict[str, Any]:
     """Latency samples, medians and p90s per batch size and engine, and ORT/Torch median ratios."""
-    import torch
+    import torch  # heavy: only when latency is measured
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -195,8 +196,6 @@ def measure_latency(
 
 @register_benchmark("latency", TITLE, rank=1)
 def latency_benchmark(settings: BenchSettings) -> BenchResult:
-    from models.recipe import get_recipe
-
     run_dir = ensure_run(settings)
     recipe = get_recipe(settings.recipe, **settings.params)
     samples = recipe.sample_inputs()

@@ -1,31 +1,30 @@
-"""Benchmark 4: peak resident memory of comparing few vs many samples, each count in a fresh process.
+"""Benchmark 4: the saved outputs of few vs many samples: peak memory of `harness compare` on them, their
+size on disk, and the run stage's time beyond inference.
 
-Samples are made on the fly from the run's first saved sample times (1 + small noise), so only the
-comparison could hold memory from one sample to the next. The worker's baseline is its peak RSS after
-imports, loading the base arrays and making (and dropping) one sample; what the comparison adds on top
-is its growth. Run as `python -m harness.bench.memory SPEC.json SAMPLES [--tracemalloc]` it is that
-worker and prints one JSON line.
+For each sample count N, `harness convert <recipe> -p samples=N` (no cache, so every stage runs and
+the run stage's timings are its own) writes a run folder; then `harness compare <run folder>`, the real
+command line in a fresh process, re-judges the saved files while its peak RSS is measured. Outputs are
+read one sample at a time, so the peak must not grow with N. The run folder is reused while it holds
+a run of the same recipe, parameters and count whose run stage ran.
 
-Linux carries a process's peak RSS (ru_maxrss) across fork and exec, so a worker started directly by
-the benchmark would report the benchmark's own peak. The worker is therefore started by a shell that
-forks it: a forked shell's child starts a new count. /proc's VmHWM, the peak of the worker's own
-address space, is recorded beside it as a cross-check.
+Peak RSS is the `ru_maxrss` of the compare process (see `harness.bench.rss`). Linux carries a
+process's peak across fork and exec, so the measuring launcher is started by a shell that forks it:
+a forked shell's child starts a new count, and the launcher, importing the standard library only,
+hands its child a floor of a few MiB.
+
+Disk: each runner's outputs as saved (`.npz`, one file per sample) and, for the few-sample run, the
+same outputs as Polygraphy JSON, written by `harness golden` (the encoding the harness saved before).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import resource
+import shutil
 import subprocess
 import sys
-import time
-import tracemalloc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from harness.bench.base import (
     BenchResult,
@@ -37,229 +36,254 @@ from harness.bench.base import (
     ratio,
     register_benchmark,
 )
-from harness.bench.convert import ensure_run, saved_outputs_pair
-from harness.cache import ROOT
+from harness.bench.convert import COMPLETED, cli_command, param_args, run_harness, saved_results
+from harness.code_keys import ROOT
 from models.core.errors import HarnessError
-from models.recipe import Tolerance
+from models.results.comparisons import SAMPLES
+from models.results.document import RESULTS_FILE, Results
+from models.results.stages import RunDetails
 
-TITLE = "Peak memory: comparing few vs many samples"
-GROWTH_LIMIT = 1.3  # memory added by the many-sample comparison at most 1.3x the few-sample one
-NOISE = 1e-5  # relative, far inside any tolerance: the comparison takes its usual path
+TITLE = "Saved outputs: peak memory of `harness compare`, disk, run-stage overhead"
+GROWTH_LIMIT = 1.3  # peak RSS of comparing the many-sample run at most 1.3x the few-sample one
+OVERHEAD_LIMIT = 1.3  # the run stage's wall time at most 1.3x the time inside the backends' infer calls
+SAMPLES_PARAM = "samples"
 MIB = 2**20
-# ru_maxrss is in kilobytes on Linux, bytes on macOS
-_RSS_UNIT = 1 if sys.platform == "darwin" else 1024
-
-Base = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
-def fresh_samples(
-    base: Base, pair: Sequence[str], count: int, seed: int
-) -> Iterator[dict[str, dict[str, np.ndarray]]]:
-    """`count` samples {backend: {output: array}}, each array newly allocated: base * (1 + noise)."""
-    rng = np.random.default_rng(seed)
-    for _ in range(count):
-        sample: dict[str, dict[str, np.ndarray]] = {backend: {} for backend in pair}
-        for name, arrays in base.items():
-            for backend, array in zip(pair, arrays, strict=True):
-                if array.dtype.kind != "f":
-                    sample[backend][name] = array.copy()
-                    continue
-                fresh = rng.standard_normal(array.shape, dtype=np.float32).astype(array.dtype, copy=False)
-                fresh *= NOISE
-                fresh += 1
-                fresh *= array
-                sample[backend][name] = fresh
-        yield sample
+def memory_run_dir(settings: BenchSettings, samples: int) -> Path:
+    return settings.out_dir / f"memory-{samples}"
 
 
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _RSS_UNIT
+def memory_params(settings: BenchSettings, samples: int) -> dict[str, Any]:
+    return {**settings.memory_params, SAMPLES_PARAM: samples}
 
 
-def vm_hwm_bytes() -> int | None:
-    """Peak RSS of this process's address space from /proc (Linux); None elsewhere."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    line = next((line for line in status.splitlines() if line.startswith("VmHWM:")), None)
-    return int(line.split()[1]) * 1024 if line else None
-
-
-def write_spec(
-    out_dir: Path,
-    pair: tuple[str, str],
-    sample: Mapping[str, Mapping[str, np.ndarray]],
-    tolerance_for: Callable[[str], Tolerance],
-) -> Path:
-    """Save one sample {backend: {output: array}} of `pair` as the worker's base: arrays in
-    `memory_base.npz`, pair, output names and tolerances in `memory_base.json` (returned)."""
-    outputs = [name for name in sample[pair[0]] if name in sample[pair[1]]]
-    spec_path = out_dir / "memory_base.json"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        f"{side}_{i}": sample[backend][name]
-        for i, name in enumerate(outputs)
-        for side, backend in zip(("ref", "cand"), pair, strict=True)
-    }
-    np.savez(spec_path.with_suffix(".npz"), **arrays)
-    spec = {
-        "pair": list(pair),
-        "outputs": outputs,
-        "shapes": {name: list(sample[pair[0]][name].shape) for name in outputs},
-        "dtypes": {name: str(sample[pair[0]][name].dtype) for name in outputs},
-        "tolerances": {name: tolerance_for(name).to_json() for name in outputs},
-    }
-    spec_path.write_text(json.dumps(spec, indent=1))
-    return spec_path
-
-
-def write_run_spec(run_dir: Path, out_dir: Path, tolerance_for: Callable[[str], Tolerance]) -> Path:
-    """The worker's base from the run's first saved sample of its first compared pair."""
-    from harness.comparing import iterate_saved_outputs
-
-    paths = saved_outputs_pair(run_dir)
-    reference, candidate = paths
-    return write_spec(out_dir, (reference, candidate), next(iterate_saved_outputs(paths)), tolerance_for)
-
-
-def measure_in_this_process(spec_path: Path, samples: int, trace: bool) -> dict[str, Any]:
-    """Baseline and peak RSS (and tracemalloc's peak) of comparing `samples` fresh samples here."""
-    from harness.comparison import compare_runs
-
-    spec = json.loads(spec_path.read_text())
-    pair = tuple(spec["pair"])
-    tolerances = {name: Tolerance(**t) for name, t in spec["tolerances"].items()}
-    with np.load(spec_path.with_suffix(".npz")) as npz:
-        base = {name: (npz[f"ref_{i}"], npz[f"cand_{i}"]) for i, name in enumerate(spec["outputs"])}
-    for _ in fresh_samples(base, pair, 1, seed=0):
-        pass
-    baseline, baseline_hwm = peak_rss_bytes(), vm_hwm_bytes()
-    if trace:
-        tracemalloc.start()
-    start = time.perf_counter()
-    report = compare_runs(
-        fresh_samples(base, pair, samples, seed=1), pairs=[pair], tolerance_for=tolerances.__getitem__
-    )
-    seconds = time.perf_counter() - start
-    peak, peak_hwm = peak_rss_bytes(), vm_hwm_bytes()
-    traced_peak = tracemalloc.get_traced_memory()[1] if trace else None
-    tracemalloc.stop()
-    sample_bytes = sum(a.nbytes for arrays in base.values() for a in arrays)
-    return {
-        "samples": samples,
-        "compared_samples": report.samples,
-        "bytes_per_sample": sample_bytes,
-        "baseline_rss_bytes": baseline,
-        "peak_rss_bytes": peak,
-        "growth_bytes": peak - baseline,
-        "vm_hwm_baseline_bytes": baseline_hwm,
-        "vm_hwm_peak_bytes": peak_hwm,
-        "tracemalloc_peak_bytes": traced_peak,
-        "seconds": seconds,
-    }
-
-
-def measure_in_fresh_process(spec_path: Path, samples: int, trace: bool) -> dict[str, Any]:
-    command = [sys.executable, "-m", "harness.bench.memory", str(spec_path.resolve()), str(samples)]
-    if trace:
-        command.append("--tracemalloc")
-    # the shell forks the worker, so its ru_maxrss does not start at this process's peak (module docstring)
-    forked = ["sh", "-c", '"$@" & wait $!', "sh", *command]
+def measure_peak_rss(command: Sequence[str]) -> dict[str, Any]:
+    """Run `command` in a fresh process (forked by a shell, see the module docstring) and return its
+    exit code, wall time and peak RSS."""
+    launcher = [sys.executable, "-m", "harness.bench.rss", "--", *command]
+    forked = ["sh", "-c", '"$@" & wait $!', "sh", *launcher]
     process = subprocess.run(forked, cwd=ROOT, capture_output=True, text=True)
-    if process.returncode != 0:
+    lines = process.stdout.strip().splitlines()
+    if process.returncode != 0 or not lines:
         raise HarnessError(
-            f"the memory worker `{' '.join(command)}` exited with {process.returncode}:\n"
+            f"the peak-RSS launcher `{' '.join(launcher)}` exited with {process.returncode}:\n"
             + process.stderr.strip()[-2000:]
         )
-    return json.loads(process.stdout.strip().splitlines()[-1])
+    return json.loads(lines[-1])
 
 
-def _difference(peak: int | None, baseline: int | None) -> int | None:
-    return None if peak is None or baseline is None else peak - baseline
+def compare_command(run_dir: Path) -> list[str]:
+    return cli_command("compare", str(run_dir.resolve()))
 
 
-@register_benchmark("memory", TITLE, rank=3)
-def memory_benchmark(settings: BenchSettings) -> BenchResult:
-    from models.recipe import get_recipe
+def measure_compare(run_dir: Path) -> dict[str, Any]:
+    """Peak RSS and wall time of `harness compare <run_dir>`; fails unless it reached a verdict."""
+    measured = measure_peak_rss(compare_command(run_dir))
+    if measured["exit_code"] not in COMPLETED:
+        raise HarnessError(
+            f"`{' '.join(measured['command'])}` exited with {measured['exit_code']} before reaching a "
+            "verdict; its last lines:\n" + "\n".join(measured["output_tail"])
+        )
+    return measured
 
-    run_dir = ensure_run(settings)
-    recipe = get_recipe(settings.recipe, **settings.params)
-    spec_path = write_run_spec(run_dir, settings.out_dir, recipe.tolerance_for)
-    spec = json.loads(spec_path.read_text())
-    few, many = settings.memory_samples
-    runs = {n: measure_in_fresh_process(spec_path, n, settings.tracemalloc) for n in (few, many)}
-    growth = ratio(runs[many]["growth_bytes"], runs[few]["growth_bytes"])
-    traced = ratio(runs[many]["tracemalloc_peak_bytes"], runs[few]["tracemalloc_peak_bytes"])
-    data = {
-        "pair": spec["pair"],
-        "shapes": spec["shapes"],
-        "dtypes": spec["dtypes"],
-        "noise": NOISE,
-        "runs": {str(n): r for n, r in runs.items()},
-        "growth_ratio": growth,
-        "tracemalloc_ratio": traced,
+
+def outputs_on_disk(results: Results) -> dict[str, Any]:
+    """Bytes of each runner's saved outputs, in all and per sample of the recipe's sample set."""
+    run, record = results.details(RunDetails), results.stage("run")
+    if run is None or record is None:
+        return {"total_bytes": 0, "runners": {}}
+    runners = {}
+    for name, runner in run.executed().items():
+        artifact = record.artifacts.get(runner.outputs or "")
+        if artifact is None:
+            continue
+        prefix = f"{artifact.path}/{SAMPLES}/"
+        own = [m.size_bytes for m in artifact.members if m.path.startswith(prefix)]
+        runners[name] = {
+            "total_bytes": artifact.size_bytes,
+            "files": len(artifact.members),
+            "sample_files": len(own),
+            "bytes_per_sample": sum(own) / len(own) if own else None,
+        }
+    return {"total_bytes": sum(r["total_bytes"] for r in runners.values()), "runners": runners}
+
+
+def run_stage_overhead(results: Results) -> dict[str, Any]:
+    """The run stage's wall time against the time spent inside the backends' infer calls (and setup)."""
+    record, run = results.stage("run"), results.details(RunDetails)
+    executed = run.executed() if run is not None else {}
+    inference = sum(r.inference_s for r in executed.values())
+    setup = sum(r.setup_s for r in executed.values())
+    ran = record is not None and record.status == "ok"
+    wall = record.duration_s if record is not None else None
+    return {
+        "status": record.status if record is not None else None,
+        "wall_s": wall,
+        "inference_s": inference,
+        "setup_s": setup,
+        "wall_over_inference": ratio(wall, inference) if ran else None,
+        "wall_less_setup_over_inference": ratio(wall - setup, inference)
+        if ran and wall is not None
+        else None,
     }
 
-    def mib(value: int | None) -> str:
-        return "–" if value is None else f"{value / MIB:.1f}"
 
-    table = Table(
+def polygraphy_json_bytes(run_dir: Path, out: Path) -> dict[str, int]:
+    """The saved outputs of the recipe's samples as Polygraphy JSON (`harness golden`): bytes per runner."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = cli_command("golden", str(run_dir.resolve()), "--out", str(out.resolve()))
+    process = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if process.returncode != 0:
+        raise HarnessError(
+            f"`{' '.join(command)}` exited with {process.returncode}: {process.stderr[-2000:]}"
+        )
+    sizes = {
+        folder.name: sum(f.stat().st_size for f in folder.glob("*.json"))
+        for folder in sorted((out / SAMPLES).iterdir())
+        if folder.is_dir() and folder.name != "inputs"
+    }
+    shutil.rmtree(out, ignore_errors=True)  # hundreds of MB: measured, not kept
+    return sizes
+
+
+def _reusable(run_dir: Path, recipe: str, params: Mapping[str, Any]) -> Results | None:
+    results = saved_results(run_dir)
+    if results is None or results.recipe.name != recipe:
+        return None
+    if any(results.recipe.params.get(k) != v for k, v in params.items()):
+        return None
+    run = results.stage("run")
+    if run is None or run.status != "ok" or len(outputs_on_disk(results)["runners"]) < 2:
+        return None
+    return results
+
+
+def ensure_memory_run(settings: BenchSettings, samples: int) -> Results:
+    """A run folder of `samples` samples whose run stage ran (not from the cache): reused or converted."""
+    run_dir = memory_run_dir(settings, samples)
+    params = memory_params(settings, samples)
+    reused = _reusable(run_dir, settings.recipe, params)
+    if reused is not None:
+        return reused
+    command = cli_command(
+        "convert", settings.recipe, *param_args(params), "--out", str(run_dir.resolve()), "--no-cache"
+    )
+    _wall, _code, results = run_harness(command, run_dir / RESULTS_FILE, settings.cache_dir)
+    return results
+
+
+def memory_data(settings: BenchSettings) -> dict[str, Any]:
+    """Every measurement of the benchmark, by sample count (the raw data of bench.json)."""
+    few, many = settings.memory_samples
+    runs: dict[str, Any] = {}
+    for count in (few, many):
+        results = ensure_memory_run(settings, count)
+        run_dir = memory_run_dir(settings, count)
+        runs[str(count)] = {
+            "run_dir": str(run_dir),
+            "params": memory_params(settings, count),
+            "compare": measure_compare(run_dir),
+            "outputs_on_disk": outputs_on_disk(results),
+            "run_stage": run_stage_overhead(results),
+        }
+    few_run = memory_run_dir(settings, few)
+    runs[str(few)]["polygraphy_json_bytes"] = polygraphy_json_bytes(
+        few_run, settings.out_dir / "memory-golden"
+    )
+    return {
+        "recipe": settings.recipe,
+        "command": " ".join(compare_command(Path("<run dir>"))[1:]),
+        "runs": runs,
+        "peak_rss_ratio": ratio(
+            runs[str(many)]["compare"]["peak_rss_bytes"], runs[str(few)]["compare"]["peak_rss_bytes"]
+        ),
+    }
+
+
+def _mib(value: float | None) -> str:
+    return "–" if value is None else f"{value / MIB:.1f}"
+
+
+def memory_result(settings: BenchSettings, data: Mapping[str, Any]) -> BenchResult:
+    """Tables and targets of the measured `data` (see memory_data)."""
+    few, many = settings.memory_samples
+    runs = data["runs"]
+    params = ", ".join(f"{k}={v}" for k, v in settings.memory_params.items())
+    memory = Table(
         caption=(
-            f"{' vs '.join(spec['pair'])} on outputs {spec['shapes']} "
-            f"({mib(runs[few]['bytes_per_sample'])} MiB per sample, both sides), samples made on the fly; "
-            "one fresh process per count, measured once; "
-            "RSS from getrusage(RUSAGE_SELF).ru_maxrss"
+            f"`harness compare <run dir>` on {data['recipe']} runs ({params}), one fresh process each, "
+            "measured once; peak RSS is the process's ru_maxrss"
         ),
         header=(
             "samples",
-            "baseline RSS MiB",
             "peak RSS MiB",
-            "growth MiB",
-            "VmHWM growth MiB",
-            "tracemalloc peak MiB",
-            "time",
+            "wall",
+            "exit code",
+            "outputs on disk MiB",
+            "run stage / inference",
         ),
         rows=tuple(
             (
-                str(n),
-                mib(r["baseline_rss_bytes"]),
-                mib(r["peak_rss_bytes"]),
-                mib(r["growth_bytes"]),
-                mib(_difference(r["vm_hwm_peak_bytes"], r["vm_hwm_baseline_bytes"])),
-                mib(r["tracemalloc_peak_bytes"]),
-                fmt_seconds(r["seconds"]),
+                n,
+                _mib(r["compare"]["peak_rss_bytes"]),
+                fmt_seconds(r["compare"]["wall_s"]),
+                str(r["compare"]["exit_code"]),
+                _mib(r["outputs_on_disk"]["total_bytes"]),
+                fmt_ratio(r["run_stage"]["wall_over_inference"]),
             )
             for n, r in runs.items()
         ),
     )
-    notes = (f"tracemalloc peak ratio {many}/{few}: {fmt_ratio(traced)}",) if settings.tracemalloc else ()
-    target = Target(
-        "memory",
-        f"RSS growth over baseline, {many} / {few} samples",
-        growth,
-        GROWTH_LIMIT,
-        "<=",
-        ""
-        if growth is not None
-        else f"the {few}-sample run did not exceed its baseline, so no ratio can be formed",
+    json_sizes = runs[str(few)].get("polygraphy_json_bytes", {})
+    disk_rows = []
+    for name, saved in runs[str(few)]["outputs_on_disk"]["runners"].items():
+        files = saved["sample_files"]
+        as_json = json_sizes.get(name)
+        disk_rows.append(
+            (
+                name,
+                str(files),
+                _mib(saved["bytes_per_sample"]),
+                _mib(as_json / files) if as_json is not None and files else "–",
+                fmt_ratio(
+                    ratio(as_json / files, saved["bytes_per_sample"])
+                    if as_json is not None and files
+                    else None
+                ),
+            )
+        )
+    disk = Table(
+        caption=f"one sample's outputs on disk, {few}-sample run: as saved and as Polygraphy JSON (`harness golden`)",
+        header=("runner", "samples", ".npz MiB per sample", "Polygraphy JSON MiB per sample", "JSON / .npz"),
+        rows=tuple(disk_rows),
     )
-    return BenchResult("memory", TITLE, data, (target,), (table,), notes)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.bench.memory", description="memory benchmark worker"
+    overhead = runs[str(many)]["run_stage"]
+    targets = (
+        Target(
+            "memory",
+            f"peak RSS of `harness compare`, {many} / {few} samples",
+            data["peak_rss_ratio"],
+            GROWTH_LIMIT,
+            "<=",
+        ),
+        Target(
+            "memory",
+            f"run stage wall / time in infer calls, {many}-sample run",
+            overhead["wall_over_inference"],
+            OVERHEAD_LIMIT,
+            "<=",
+            "" if overhead["wall_over_inference"] is not None else f"its run stage was {overhead['status']}",
+        ),
     )
-    parser.add_argument(
-        "spec", type=Path, help="memory_base.json written by the benchmark (the .npz beside it)"
+    notes = (
+        f"run stage of the {many}-sample run: {fmt_seconds(overhead['wall_s'])} wall, "
+        f"{fmt_seconds(overhead['inference_s'])} in infer calls, {fmt_seconds(overhead['setup_s'])} setting "
+        f"backends up; without setup: {fmt_ratio(overhead['wall_less_setup_over_inference'])}",
     )
-    parser.add_argument("samples", type=int)
-    parser.add_argument("--tracemalloc", action="store_true", help="also report tracemalloc's peak")
-    args = parser.parse_args(argv)
-    print(json.dumps(measure_in_this_process(args.spec, args.samples, args.tracemalloc)))
-    return 0
+    return BenchResult("memory", TITLE, dict(data), targets, (memory, disk), notes)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@register_benchmark("memory", TITLE, rank=3)
+def memory_benchmark(settings: BenchSettings) -> BenchResult:
+    return memory_result(settings, memory_data(settings))

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.bench.base import BenchResult, BenchSettings, Target, benchmarks
+from harness.environment import environment
 from models.core.errors import HarnessError
+from models.core.serde import to_json
 
 SCHEMA = "trt-harness/bench"
 SCHEMA_VERSION = 1
@@ -49,10 +51,8 @@ class BenchReport:
 
 
 def machine_facts() -> dict[str, Any]:
-    from harness.environment import environment
-
     return {
-        **environment(),
+        **to_json(environment()),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "load_average_start": list(os.getloadavg()),
     }

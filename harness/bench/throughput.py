@@ -10,8 +10,7 @@ logging is silenced while it is timed, but it still computes the statistics it w
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,11 @@ from harness.bench.base import (
     register_benchmark,
 )
 from harness.bench.convert import ensure_run, saved_outputs_pair
+from harness.comparison import compare_runs
+from models.core.errors import HarnessError
+from models.core.serde import to_json
 from models.recipe import Tolerance
+from models.recipes import get_recipe
 
 TITLE = "Comparison throughput: ours vs Polygraphy"
 SPEEDUP_LIMIT = 3.0  # ours at least 3x Polygraphy's MB/s
@@ -55,11 +58,18 @@ POLYGRAPHY_STATISTICS = (
 Samples = list[dict[str, dict[str, np.ndarray]]]
 
 
-def load_samples(paths: Mapping[str, Path], count: int) -> Samples:
-    """`count` samples from saved outputs, decoded; the saved samples repeat in turn (shared, not copied)."""
-    from harness.comparing import iterate_saved_outputs
-
-    saved = list(iterate_saved_outputs(paths))
+def load_samples(folders: Mapping[str, Iterable[Mapping[str, np.ndarray]]], count: int) -> Samples:
+    """`count` samples {runner: outputs} from each runner's saved outputs (one file per sample), decoded;
+    the saved samples repeat in turn (shared, not copied)."""
+    runners = list(folders)
+    per_runner = [list(folders[name]) for name in runners]
+    lengths = {name: len(outputs) for name, outputs in zip(runners, per_runner, strict=True)}
+    if len(set(lengths.values())) != 1 or not per_runner[0]:
+        raise HarnessError(f"the runners saved different numbers of samples or none: {lengths}")
+    saved = [
+        {name: dict(outputs) for name, outputs in zip(runners, sample, strict=True)}
+        for sample in zip(*per_runner, strict=True)
+    ]
     return [saved[i % len(saved)] for i in range(count)]
 
 
@@ -73,8 +83,6 @@ def run_ours(
     tolerance_for: Callable[[str], Tolerance],
     class_axes: Mapping[str, int],
 ) -> bool:
-    from harness.comparison import compare_runs
-
     return compare_runs(
         iter(samples), pairs=[pair], tolerance_for=tolerance_for, class_axes=class_axes
     ).passed
@@ -84,6 +92,7 @@ def polygraphy_inputs(
     samples: Samples, pair: tuple[str, str], tolerance_for: Callable[[str], Tolerance]
 ) -> tuple[Any, Any]:
     """Polygraphy's RunResults of the pair, and its simple compare function with our per-output tolerances."""
+    # polygraphy: heavy, and imported only after the TensorRT flavor is chosen (harness.cli does)
     from polygraphy.comparator import SimpleCompareFunc
     from polygraphy.comparator.struct import IterationResult, RunResults
 
@@ -101,7 +110,7 @@ def polygraphy_inputs(
 
 
 def run_polygraphy(run_results: Any, compare_func: Any) -> bool:
-    from polygraphy.comparator import Comparator
+    from polygraphy.comparator import Comparator  # as in polygraphy_inputs
 
     return bool(Comparator.compare_accuracy(run_results, compare_func=compare_func))
 
@@ -115,7 +124,7 @@ def measure_throughput(
     repeats: int,
 ) -> dict[str, Any]:
     """Seconds per pass over all samples for each implementation, medians and MB/s."""
-    from polygraphy.logger import G_LOGGER
+    from polygraphy.logger import G_LOGGER  # as in polygraphy_inputs
 
     run_results, compare_func = polygraphy_inputs(samples, pair, tolerance_for)
     seconds: dict[str, list[float]] = {"ours": [], "polygraphy": []}
@@ -140,7 +149,7 @@ def measure_throughput(
         "samples": len(samples),
         "bytes_per_pass": total_bytes,
         "repeats": repeats,
-        "tolerances": {name: tolerance_for(name).to_json() for name in samples[0][pair[0]]},
+        "tolerances": {name: to_json(tolerance_for(name)) for name in samples[0][pair[0]]},
         "seconds": seconds,
         "median_s": medians,
         "mb_per_s": throughput,
@@ -152,13 +161,11 @@ def measure_throughput(
 
 @register_benchmark("comparison", TITLE, rank=2)
 def comparison_benchmark(settings: BenchSettings) -> BenchResult:
-    from models.recipe import get_recipe
-
     run_dir = ensure_run(settings)
     recipe = get_recipe(settings.recipe, **settings.params)
-    paths = saved_outputs_pair(run_dir)
-    pair = (*paths,)
-    samples = load_samples(paths, settings.compare_samples)
+    folders = saved_outputs_pair(run_dir)
+    pair = (*folders,)
+    samples = load_samples(folders, settings.compare_samples)
     data = measure_throughput(
         samples, pair, recipe.tolerance_for, recipe.class_axes, repeats=settings.compare_repeats
     )

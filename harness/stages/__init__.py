@@ -1,16 +1,3 @@
-"""The stages of a run, in the order they run: one module each, with its cache key beside it."""
-
-from __future__ import annotations
-
-from harness.stages import base, build, compare, export, precision, run, samples, scan, surgery
-
-STAGES: tuple[base.Stage, ...] = (
-    samples.STAGE,
-    scan.STAGE,
-    export.STAGE,
-    surgery.STAGE,
-    precision.STAGE,
-    build.STAGE,
-    run.STAGE,
-    compare.STAGE,
-)
+"""The stages of a run: one module each, with its cache key beside it. The order they run in is
+`harness.pipeline.STAGES`; this package imports none of them, so a stage's code key (the closure of
+its module's imports, which includes this file) holds that stage's code only."""

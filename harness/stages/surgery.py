@@ -8,7 +8,7 @@ from typing import Any
 import onnxruntime
 
 from conversions.onnx_files import onnx_artifact
-from conversions.onnx_passes import run_passes
+from conversions.onnx_passes.driver import run_passes
 from conversions.ort_session import OrtSettings
 from harness.stages.base import Stage, StageInput, StageOutput, StageSkipped, versions
 from models.results.stages import SurgeryDetails

@@ -14,10 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from models.core.errors import HarnessError
+from models.photos import SAMPLES_DIR
+from models.photos import sample_photos as photos
 
 STRIDES = (8.0, 16.0, 32.0)
 # Pixel anchors of yolov5s.yaml per detection level (P3/8, P4/16, P5/32): (w, h) pairs.
@@ -258,12 +262,6 @@ def sample_photos(size: int) -> torch.Tensor:
     Calibration needs natural images: on synthetic patterns (smooth fields, 1/f noise, dead leaves)
     the statistics of deep layers drift 6-15x from those of photos, saturating every output.
     """
-    import numpy as np
-    from PIL import Image
-
-    from models.photos import SAMPLES_DIR
-    from models.photos import sample_photos as photos
-
     loaded = photos()
     if not loaded:
         raise HarnessError(

@@ -14,6 +14,8 @@ class ExitCode(enum.IntEnum):
     ORDERING_MISMATCH = 3
     STAGE_FAILED = 4
     INTERNAL_ERROR = 5  # a bug in the harness itself: never confused with a verdict
+    INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it
+    TERMINATED = 143  # SIGTERM (a CI job cancelled or timed out)
 
 
 class HarnessError(Exception):
@@ -29,6 +31,19 @@ class HarnessError(Exception):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+class Interrupted(BaseException):
+    """A signal asked the run to stop (SIGINT, SIGTERM): not an error of the harness nor of the model.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` in a library swallows it.
+    """
+
+    def __init__(self, signal_name: str, exit_code: ExitCode, stage: str | None = None) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        self.stage = stage  # where the run was when the signal came, once the pipeline knows
 
 
 class UsageError(HarnessError):

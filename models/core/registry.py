@@ -23,11 +23,22 @@ T = TypeVar("T")
 
 
 def import_submodules(package: str) -> None:
-    """Import every module of `package` whose name does not start with an underscore."""
+    """Import every module of `package` whose name does not start with an underscore.
+
+    A module that does not compile or import is a usage error naming its file and line: it is the
+    user's recipe (or pass, or backend) that needs fixing, not the harness.
+    """
     module = importlib.import_module(package)
     for info in pkgutil.iter_modules(module.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package}.{info.name}")
+        if info.name.startswith("_"):
+            continue
+        name = f"{package}.{info.name}"
+        try:
+            importlib.import_module(name)
+        except SyntaxError as e:
+            raise UsageError(f"{e.filename}:{e.lineno}: {e.msg}; fix the module {name}") from None
+        except ImportError as e:
+            raise UsageError(f"module {name} cannot be imported: {e}; fix or remove it") from None
 
 
 def _origin(value: Any) -> str:

@@ -217,7 +217,7 @@ def _from_dataclass(cls: type, data: Any, where: str) -> Any:
     if members is not None:
         key = _tag_key(cls)
         name = data.get(key)
-        if name not in members:
+        if not isinstance(name, str) or name not in members:
             raise _fail(f"{where}.{key}", f"one of {sorted(members)}", name)
         cls = members[name]
         data = {k: v for k, v in data.items() if k != key}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance, register_recipe
+from models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance
+from models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
@@ -14,6 +15,7 @@ SEED = 0
 
 
 def build_mnist(weights: Path | None) -> torch.nn.Module:
+    # architectures import torch: the recipe module stays light for `harness list`
     from models.architectures.mnist import init_mnist_seeded, mnist_net
     from models.weights import weighted
 
@@ -22,6 +24,7 @@ def build_mnist(weights: Path | None) -> torch.nn.Module:
 
 @register_recipe
 def mnist(digits: int = 20, batch: int = 10) -> Recipe:
+    # architectures import torch: the recipe module stays light for `harness list`
     from models.architectures.mnist import mnist_digits
 
     def sample_inputs() -> list[dict]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec, Tolerance, register_recipe
+from models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec, Tolerance
+from models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
@@ -28,6 +29,7 @@ SURGERY_PASSES = (
 
 
 def build_mvs(weights: Path | None) -> torch.nn.Module:
+    # architectures import torch: the recipe module stays light for `harness list`
     from models.architectures.mvs import init_mvs_seeded, mvs_net
     from models.weights import weighted
 
@@ -47,6 +49,7 @@ def mvs(
 ) -> Recipe:
     """`-p replacements=` (empty) exports the model as its authors wrote it, to see what breaks;
     `-p passes=...` chooses the surgery passes (comma-separated)."""
+    # architectures import torch: the recipe module stays light for `harness list`
     from models.architectures.mvs import MVS_OUTPUT_NAMES
     from models.mvs_scenes import make_scenes
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance, register_recipe
+from models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance
+from models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
@@ -16,6 +17,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_resnet50(weights: Path | None) -> torch.nn.Module:
+    # architectures import torch: the recipe module stays light for `harness list`
     from models.architectures.resnet import init_resnet_seeded, resnet50
     from models.weights import weighted
 

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models.core.errors import UsageError
 from models.detection import DetectionTolerance
 from models.recipe import (
     BuildOptions,
@@ -15,8 +16,8 @@ from models.recipe import (
     ShapeRange,
     TensorSpec,
     Tolerance,
-    register_recipe,
 )
+from models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +38,7 @@ COCO_CLASSES = (
 
 
 def build_yolov5s(weights: Path | None) -> torch.nn.Module:
+    # architectures import torch: the recipe module stays light for `harness list`
     from models.architectures.yolov5 import init_yolov5_seeded, yolov5s
     from models.weights import weighted
 
@@ -44,9 +46,14 @@ def build_yolov5s(weights: Path | None) -> torch.nn.Module:
 
 
 def build_yolov5s_batch_squeezed(weights: Path | None) -> torch.nn.Module:
+    # architectures import torch: the recipe module stays light for `harness list`
     from models.architectures.yolov5 import BatchSqueezed
 
     return BatchSqueezed(build_yolov5s(weights)).eval()
+
+
+def _cycled(batches: list, count: int) -> list:
+    return [batches[i % len(batches)] for i in range(count)] if count > 0 else batches
 
 
 @register_recipe
@@ -57,15 +64,16 @@ def yolov5(
     max_batch: int = 8,
     exporter: str = "dynamo",
     squeeze_batch: int = 0,
+    samples: int = 0,
 ) -> Recipe:
     """`-p squeeze_batch=1`: the batch-1 deployment variant whose output is squeezed to (25200, 85);
     exported with a dynamic batch axis as such scripts do, deployed at batch 1 (static_dims), so the
-    TorchScript exporter's stray If is decidable and the `remove_stray_if` pass inlines it."""
+    TorchScript exporter's stray If is decidable and the `remove_stray_if` pass inlines it.
+    `-p samples=N`: N sample batches, the photos' batches cycled (0: one pass over the photos), e.g. for
+    the memory benchmark's 10 vs 200 samples."""
     from models.photos import letterboxed_batches
 
     if image_size % 32:
-        from models.core.errors import UsageError
-
         raise UsageError(
             f"yolov5: image_size must be a multiple of 32 (the largest stride), got {image_size}"
         )
@@ -75,7 +83,9 @@ def yolov5(
         name="yolov5",
         description="YOLOv5s detector (80 classes), letterboxed photos, in-graph box decode",
         build_model=build_yolov5s,
-        sample_inputs=lambda: [{"images": b} for b in letterboxed_batches(image_size, batch)],
+        sample_inputs=lambda: [
+            {"images": b} for b in _cycled(letterboxed_batches(image_size, batch), samples)
+        ],
         inputs=(TensorSpec("images", ("batch", 3, image_size, image_size)),),
         output_names=("output0",),
         shape_ranges={

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.detection import DetectionTolerance
-from models.recipe import DetectionSpec, Recipe, ShapeRange, TensorSpec, Tolerance, register_recipe
+from models.recipe import DetectionSpec, Recipe, ShapeRange, TensorSpec, Tolerance
+from models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
@@ -17,6 +18,7 @@ CLASS_NAMES = tuple(f"class {i}" for i in range(NUM_CLASSES))
 
 
 def build_yolov8n(weights: Path | None) -> torch.nn.Module:
+    # architectures import torch: the recipe module stays light for `harness list`
     from models.architectures.yolov8 import init_yolov8_seeded, yolov8n
     from models.weights import weighted
 

@@ -16,6 +16,7 @@ class ImageAgreement:
     image: int
     match: DetectionMatch | None
     missing_from: tuple[str, ...] = ()
+    output: str = ""  # the detection output the runners gave (or did not give) for this image
 
     @property
     def passed(self) -> bool:
@@ -24,7 +25,8 @@ class ImageAgreement:
     @property
     def failures(self) -> tuple[str, ...]:
         if self.match is None:
-            return (f"no output from {' and '.join(self.missing_from)} for this image",)
+            what = f"'{self.output}'" if self.output else "output"
+            return (f"no {what} from {' and '.join(self.missing_from)} for this image",)
         return self.match.failures
 
 

@@ -40,7 +40,9 @@ class PairResult:
 
     @property
     def key(self) -> str:
-        return f"{self.ref}-{self.cand}"
+        """Unique among the pairs of one output: the pairs of each sample set get their own."""
+        at = "" if self.sample_set == SAMPLES else f"-{slugify(self.sample_set)}"
+        return f"{self.ref}-{self.cand}{at}"
 
     @functools.cached_property
     def histogram(self) -> Markup | None:
@@ -99,7 +101,9 @@ class OutputSection:
     @property
     def tolerance(self) -> str | None:
         """The output's pass criterion (one per output, shared by its pairs)."""
-        texts = dict.fromkeys(tolerance_text(p.comparison.tolerance) for p in self.compared if p.comparison)
+        texts = dict.fromkeys(
+            tolerance_text(p.comparison.tolerance) for p in self.compared if p.comparison is not None
+        )
         return " / ".join(texts) or None
 
     @property
@@ -230,7 +234,7 @@ class OutputsSection:
                 for ref, cand, sample_set in self.pairs
             ]
             note = None
-            if not any(p.comparison for p in pairs):
+            if all(p.comparison is None for p in pairs):  # a failing comparison is falsy
                 compare_stage = self.run.stage("compare")
                 note = compare_stage.reason or "no backend pair compared this output"
             sections.append(OutputSection(output, slug, tuple(pairs), note))

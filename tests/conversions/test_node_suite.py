@@ -21,8 +21,8 @@ from functools import partial
 
 import pytest
 
-from conversions.onnx_passes import registered_passes
-from models.recipe import get_recipe, recipe_names
+from conversions.onnx_passes.registry import registered_passes
+from models.recipes import get_recipe, recipe_names
 from tests.fixtures.onnx_runtime import (
     CaseConformance,
     node_case_conformance,

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 
 from conversions import onnx_files
 from conversions.onnx_files import op_counts
-from conversions.onnx_passes import (
+from conversions.onnx_passes.driver import run_passes
+from conversions.onnx_passes.registry import (
     PassContext,
     PassOutcome,
     register_pass,
     registered_passes,
-    run_passes,
     unregister_pass,
 )
 from models.core import serde

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from conversions.onnx_files import op_counts
-from conversions.onnx_passes import run_passes
+from conversions.onnx_passes.driver import run_passes
 from tests.fixtures import make_onnx_fixtures as fixtures
 from tests.fixtures.onnx_runtime import assert_identical_outputs
 

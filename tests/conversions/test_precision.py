@@ -27,6 +27,8 @@ from onnx import TensorProto, helper, numpy_helper
 from conversions.precision import fp16_onnx, fp16_range_check, int8_qdq_onnx
 from conversions.precision.range_check import DEFAULT_UNDERFLOW_FRACTION, FP16_MAX
 from models.core.errors import UsageError
+from models.core.serde import from_json, to_json
+from models.results.stages import PrecisionVariant, RangeReport
 
 FP16_UNIT_ROUNDOFF = 2.0**-11  # FP16 keeps 11 significant bits
 # A few layers of FP16 rounding (weights and stored activations): a handful of unit roundoffs of the
@@ -216,13 +218,15 @@ def _tensor_types(path: Path) -> dict[str, int]:
 def test_fp16_outputs_stay_within_fp16_bound_with_fp32_io(conv_model: Path, tmp_path: Path) -> None:
     result = fp16_onnx(conv_model, tmp_path / "fp16.onnx")
 
-    assert result.path.is_file() and result.precision == "fp16"
-    assert _io_types(result.path) == _io_types(conv_model) == [TensorProto.FLOAT] * 3
+    assert (tmp_path / result.path).is_file() and result.precision == "fp16"
+    assert _io_types(tmp_path / result.path) == _io_types(conv_model) == [TensorProto.FLOAT] * 3
     assert result.op_counts.get("Cast", 0) >= 3  # one after the input, one before each output
-    conv_weights = [node.input[1] for node in onnx.load(result.path).graph.node if node.op_type == "Conv"]
+    conv_weights = [
+        node.input[1] for node in onnx.load(tmp_path / result.path).graph.node if node.op_type == "Conv"
+    ]
     assert len(conv_weights) == 3
-    assert {_initializer_types(result.path)[w] for w in conv_weights} == {TensorProto.FLOAT16}
-    errors = _relative_errors(conv_model, result.path, HELD_OUT)
+    assert {_initializer_types(tmp_path / result.path)[w] for w in conv_weights} == {TensorProto.FLOAT16}
+    errors = _relative_errors(conv_model, (tmp_path / result.path), HELD_OUT)
     assert 0 < max(errors) <= FP16_BOUND
 
 
@@ -232,13 +236,13 @@ def test_fp16_block_list_keeps_named_node_in_fp32(torchscript_model: Path, tmp_p
     result = fp16_onnx(torchscript_model, tmp_path / "fp16.onnx", block_list=[head.name])
 
     assert result.block_list == (head.name,)
-    types = _tensor_types(result.path)
-    initializers = _initializer_types(result.path)
-    blocked = _nodes(result.path)[head.name]
+    types = _tensor_types(tmp_path / result.path)
+    initializers = _initializer_types(tmp_path / result.path)
+    blocked = _nodes(tmp_path / result.path)[head.name]
     assert {types.get(name, initializers.get(name)) for name in blocked.input} == {TensorProto.FLOAT}
     assert types[blocked.output[0]] == TensorProto.FLOAT
     assert {initializers[conv.input[1]] for conv in convs[:-1]} == {TensorProto.FLOAT16}
-    assert max(_relative_errors(torchscript_model, result.path, HELD_OUT)) <= FP16_BOUND
+    assert max(_relative_errors(torchscript_model, (tmp_path / result.path), HELD_OUT)) <= FP16_BOUND
 
 
 def test_fp16_unknown_block_list_node_is_a_usage_error(torchscript_model: Path, tmp_path: Path) -> None:
@@ -249,7 +253,8 @@ def test_fp16_unknown_block_list_node_is_a_usage_error(torchscript_model: Path, 
 
 def test_fp16_result_serializes(torchscript_model: Path, tmp_path: Path) -> None:
     result = fp16_onnx(torchscript_model, tmp_path / "fp16.onnx")
-    data = json.loads(json.dumps(result.to_json()))
+    data = json.loads(json.dumps(to_json(result)))
+    assert from_json(PrecisionVariant, data) == result
     assert data["precision"] == "fp16" and data["path"] == "fp16.onnx"
     assert data["library"] and data["library_version"]
     assert data["op_counts"] == result.op_counts and data["block_list"] == []
@@ -272,7 +277,8 @@ def test_range_check_flags_exactly_the_overflowing_nodes(tmp_path: Path) -> None
     assert report.block_list == ("sum_sq", "flatten", "transpose", "normalize")
     assert report.top[0].max_abs > FP16_MAX
     assert [t.max_abs for t in report.top] == sorted((t.max_abs for t in report.top), reverse=True)
-    data = json.loads(json.dumps(report.to_json()))
+    data = json.loads(json.dumps(to_json(report)))
+    assert from_json(RangeReport, data) == report
     assert data["block_list"] == list(report.block_list)
     assert {t["name"] for t in data["flagged"]} == {"sum", "sum_row", "sum_col"}
 
@@ -283,18 +289,20 @@ def test_fp16_overflow_is_fixed_by_the_suggested_block_list(tmp_path: Path) -> N
     (expected,) = _run(model, feed)
 
     plain = fp16_onnx(model, tmp_path / "plain.fp16.onnx")
-    (overflowed,) = _run(plain.path, feed)
+    (overflowed,) = _run(tmp_path / plain.path, feed)
     assert not np.isfinite(overflowed).all()
 
     report = fp16_range_check(model, [feed])
     fixed = fp16_onnx(model, tmp_path / "fixed.fp16.onnx", block_list=report.block_list)
-    (actual,) = _run(fixed.path, feed)
+    (actual,) = _run(tmp_path / fixed.path, feed)
     assert np.isfinite(actual).all()
     np.testing.assert_allclose(actual, expected, rtol=FP16_BOUND)
     # the block-listed chain reads FP32 end to end, under the source model's tensor names
-    assert _nodes(fixed.path)["flatten"].input[0] == "sum"
-    assert _tensor_types(fixed.path)["sum"] == TensorProto.FLOAT
-    assert _initializer_types(fixed.path)["hundred"] == TensorProto.FLOAT16  # the rest is still FP16
+    assert _nodes(tmp_path / fixed.path)["flatten"].input[0] == "sum"
+    assert _tensor_types(tmp_path / fixed.path)["sum"] == TensorProto.FLOAT
+    assert (
+        _initializer_types(tmp_path / fixed.path)["hundred"] == TensorProto.FLOAT16
+    )  # the rest is still FP16
 
 
 def test_range_check_flags_underflow_and_the_block_list_restores_precision(tmp_path: Path) -> None:
@@ -309,8 +317,11 @@ def test_range_check_flags_underflow_and_the_block_list_restores_precision(tmp_p
     def error(variant: Path) -> float:
         return _relative_errors(model, variant, [feed])[0]
 
-    assert error(fp16_onnx(model, tmp_path / "plain.onnx").path) > 10 * FP16_BOUND
-    assert error(fp16_onnx(model, tmp_path / "fixed.onnx", block_list=report.block_list).path) <= FP16_BOUND
+    assert error(tmp_path / fp16_onnx(model, tmp_path / "plain.onnx").path) > 10 * FP16_BOUND
+    assert (
+        error(tmp_path / fp16_onnx(model, tmp_path / "fixed.onnx", block_list=report.block_list).path)
+        <= FP16_BOUND
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -350,7 +361,7 @@ def test_int8_qdq_quantizes_conv_inputs_symmetrically(torchscript_model: Path, t
 
     assert result.precision == "int8"
     assert result.op_counts["QuantizeLinear"] >= 3 and result.op_counts["DequantizeLinear"] >= 6
-    model = onnx.load(result.path)
+    model = onnx.load(tmp_path / result.path)
     producers = {out: node for node in model.graph.node for out in node.output}
     initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     for conv in (node for node in model.graph.node if node.op_type == "Conv"):
@@ -370,8 +381,8 @@ def test_int8_error_exceeds_fp16_but_stays_bounded(conv_model: Path, tmp_path: P
     int8 = int8_qdq_onnx(conv_model, tmp_path / "int8.onnx", CALIBRATION)
     fp16 = fp16_onnx(conv_model, tmp_path / "fp16.onnx")
 
-    int8_error = max(_relative_errors(conv_model, int8.path, HELD_OUT))
-    fp16_error = max(_relative_errors(conv_model, fp16.path, HELD_OUT))
+    int8_error = max(_relative_errors(conv_model, (tmp_path / int8.path), HELD_OUT))
+    fp16_error = max(_relative_errors(conv_model, (tmp_path / fp16.path), HELD_OUT))
     assert fp16_error < int8_error <= INT8_BOUND
 
 
@@ -379,11 +390,11 @@ def test_int8_exclude_nodes_stay_float(torchscript_model: Path, tmp_path: Path) 
     head = [node for node in onnx.load(torchscript_model).graph.node if node.op_type == "Conv"][-1]
     result = int8_qdq_onnx(torchscript_model, tmp_path / "int8.onnx", CALIBRATION, exclude_nodes=[head.name])
 
-    model = onnx.load(result.path)
+    model = onnx.load(tmp_path / result.path)
     producers = {out: node.op_type for node in model.graph.node for out in node.output}
-    excluded = _nodes(result.path)[head.name]
+    excluded = _nodes(tmp_path / result.path)[head.name]
     assert producers.get(excluded.input[0]) != "DequantizeLinear"
-    assert _initializer_types(result.path)[excluded.input[1]] == TensorProto.FLOAT
+    assert _initializer_types(tmp_path / result.path)[excluded.input[1]] == TensorProto.FLOAT
     assert result.block_list == (head.name,)
 
 
@@ -398,8 +409,12 @@ int8_qdq_onnx(Path(sys.argv[1]), Path(sys.argv[2]), [{"images": feeds[k]} for k 
 
 
 def test_int8_is_byte_identical_across_runs_and_processes(torchscript_model: Path, tmp_path: Path) -> None:
-    first = int8_qdq_onnx(torchscript_model, tmp_path / "a" / "int8.onnx", CALIBRATION).path.read_bytes()
-    second = int8_qdq_onnx(torchscript_model, tmp_path / "b" / "int8.onnx", CALIBRATION).path.read_bytes()
+    first = (
+        tmp_path / "a" / int8_qdq_onnx(torchscript_model, tmp_path / "a" / "int8.onnx", CALIBRATION).path
+    ).read_bytes()
+    second = (
+        tmp_path / "b" / int8_qdq_onnx(torchscript_model, tmp_path / "b" / "int8.onnx", CALIBRATION).path
+    ).read_bytes()
     assert first == second
 
     feeds = tmp_path / "feeds.npz"
@@ -455,12 +470,12 @@ def test_tensorrt_builds_the_fp16_variant_with_fp16_convolutions(conv_model: Pat
     from models.recipe import BuildOptions
 
     fp16 = fp16_onnx(conv_model, tmp_path / "convnet.fp16.onnx")
-    trt, network = _tensorrt_network_or_skip(fp16.path)
+    trt, network = _tensorrt_network_or_skip(tmp_path / fp16.path)
     convs = _layer_output_types(network, trt.LayerType.CONVOLUTION)
     assert len(convs) == 3 and set(convs.values()) == {trt.DataType.HALF}
 
-    built = engine_from_onnx(fp16.path, tmp_path, BuildOptions(), {}, "fp16")
-    assert built.engine_path.is_file() and built.plan_size_bytes > 0
+    built = engine_from_onnx(tmp_path / fp16.path, tmp_path, BuildOptions(), {}, "fp16")
+    assert (tmp_path / built.engine).is_file() and built.plan_size_bytes > 0
 
 
 def test_tensorrt_keeps_the_block_list_in_fp32(tmp_path: Path) -> None:
@@ -470,13 +485,13 @@ def test_tensorrt_keeps_the_block_list_in_fp32(tmp_path: Path) -> None:
     model = overflow_model(tmp_path / "overflow.onnx")
     report = fp16_range_check(model, [_overflow_feed()])
     fixed = fp16_onnx(model, tmp_path / "overflow.fp16.onnx", block_list=report.block_list)
-    trt, network = _tensorrt_network_or_skip(fixed.path)
+    trt, network = _tensorrt_network_or_skip(tmp_path / fixed.path)
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     output_types = {layer.name: layer.get_output(0).dtype for layer in layers}
     assert {output_types[name] for name in report.block_list} == {trt.DataType.FLOAT}
     assert output_types["square"] == trt.DataType.HALF
 
-    built = engine_from_onnx(fixed.path, tmp_path, BuildOptions(), {}, "fp16")
+    built = engine_from_onnx(tmp_path / fixed.path, tmp_path, BuildOptions(), {}, "fp16")
     assert built.plan_size_bytes > 0
 
 
@@ -485,12 +500,12 @@ def test_tensorrt_builds_the_int8_qdq_variant(torchscript_model: Path, tmp_path:
     from models.recipe import BuildOptions
 
     int8 = int8_qdq_onnx(torchscript_model, tmp_path / "convnet.int8.onnx", CALIBRATION)
-    trt, network = _tensorrt_network_or_skip(int8.path)
+    trt, network = _tensorrt_network_or_skip(tmp_path / int8.path)
     quantize = _layer_output_types(network, trt.LayerType.QUANTIZE)
     assert quantize and set(quantize.values()) == {trt.DataType.INT8}
 
     try:
-        built = engine_from_onnx(int8.path, tmp_path, BuildOptions(), {}, "int8")
+        built = engine_from_onnx(tmp_path / int8.path, tmp_path, BuildOptions(), {}, "int8")
     except TensorRTBuildFailed as e:  # the message the report needs if a TensorRT version drops INT8
         pytest.fail(f"INT8 Q/DQ not supported by {e}")
     assert built.plan_size_bytes > 0

@@ -24,6 +24,7 @@ from conversions.replacements import (
 from conversions.replacements import _registry as registry
 from conversions.replacements._patching import resolve
 from models.core.errors import HarnessError, UsageError
+from models.core.serde import to_json
 from tests.conversions.test_replace_support import assert_runs_like_torch, export_onnx, op_types
 
 NAMES = ["einops", "einsum", "grid_sample", "interpolate_size", "inverse", "pad", "squeeze_static"]
@@ -37,8 +38,8 @@ def _current_targets() -> dict[str, object]:
 def test_registry_holds_the_seven_replacements() -> None:
     assert replacement_names() == NAMES
     for name in NAMES:
-        described = get_replacement(name).to_json()
-        assert described["name"] == name and described["targets"] and described["summary"]
+        described = get_replacement(name)
+        assert described.name == name and described.targets and described.summary
 
 
 def test_unknown_name_is_a_usage_error_listing_the_known_names() -> None:
@@ -121,7 +122,7 @@ def test_a_refusal_wrapped_by_the_exporter_reaches_the_caller() -> None:
 def test_static_dims_are_validated_and_recorded() -> None:
     with applied(["pad"], {"images": {0: 1, 2: 224}}) as record:
         pass
-    assert record.to_json()["static_dims"] == {"images": {"0": 1, "2": 224}}
+    assert record.static_dims == {"images": {0: 1, 2: 224}}
     with pytest.raises(UsageError, match="static_dims"), applied(["pad"], {"images": {0: 0}}):
         pass
 
@@ -132,7 +133,7 @@ def test_the_record_says_what_was_rewritten_where() -> None:
         for _ in range(3):
             F.pad(values, (1, 1, 1, 1), mode="replicate")  # pad-line
         F.interpolate(values, size=(6, 6))
-    calls = json.loads(json.dumps(record.to_json()))["calls"]
+    calls = json.loads(json.dumps(to_json(record.calls)))
     source = Path(__file__).read_text().splitlines()
     pad_line = next(i for i, line in enumerate(source, 1) if line.endswith("# pad-line"))
     assert calls[0] == {
@@ -146,11 +147,14 @@ def test_the_record_says_what_was_rewritten_where() -> None:
 
 
 def test_targets_of_packages_that_are_not_installed_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    replacement_names()  # load the real ones before the registry is swapped for a copy
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    replacement_names()  # load the real ones first
     register_replacement("absent", targets=("a_package_not_installed.f",), summary="test")(lambda context: {})
-    with applied(["absent"]) as record:
-        pass
+    try:
+        with applied(["absent"]) as record:
+            pass
+    finally:
+        registry.REPLACEMENTS.unregister("absent")
+    assert "absent" not in replacement_names()
     assert record.unavailable_targets == ["a_package_not_installed.f"]
 
 

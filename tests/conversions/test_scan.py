@@ -17,6 +17,7 @@ from conversions.replacements import replacement_names
 from conversions.replacements._patching import resolve
 from conversions.scan import PROBLEM_OPS, Finding, scan_module
 from models.core.errors import UsageError
+from models.core.serde import from_json, to_json
 
 SOURCE = Path(__file__).read_text().splitlines()
 
@@ -109,15 +110,17 @@ def test_findings_are_json_and_count_repeated_calls() -> None:
 
     [finding] = scan_module(Repeated(), (torch.randn(2, 2),), "dynamo")
     assert finding.count == 3 and finding.location.endswith(f":{_line('repeated')} in forward")
-    as_json = json.loads(json.dumps(finding.to_json()))
+    as_json = json.loads(json.dumps(to_json(finding)))
     assert as_json == {
         "op": "torch.einsum",
         "reason": finding.reason,
         "replacement": "einsum",
         "location": finding.location,
         "count": 3,
+        "fixed_by_recipe": False,
     }
-    assert Finding("torch.unique", "why", None, "here", 1).to_json()["replacement"] == "no replacement known"
+    unknown = Finding("torch.unique", "why", None, "here", 1)
+    assert from_json(Finding, json.loads(json.dumps(to_json(unknown)))) == unknown
 
 
 class Plain(nn.Module):

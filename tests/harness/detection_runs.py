@@ -1,5 +1,6 @@
-"""Small synthetic detector runs: saved Polygraphy outputs and inputs in a run directory, compared and
-judged by the real compare stage and verdict (no model is run).
+"""Small synthetic detector runs: a real run folder (sample files, per-sample outputs of each runner,
+results.json) judged by the real compare stage and verdict through `harness.pipeline.rejudge`, the
+path `harness compare` takes (no model is run).
 
 Each image holds a few well-separated boxes of a YOLOv5-layout output (N, anchors, 5 + classes)
 among low-objectness background rows; a backend is simulated by perturbing the reference output.
@@ -7,18 +8,28 @@ among low-objectness background rows; a backend is simulated by perturbing the r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.comparing import compare_run_outputs
-from harness.pipeline import SAMPLES, artifact_key, outputs_file, recipe_to_json
-from harness.tolerances import ToleranceOverrides
+from harness.backends.base import display_name
+from harness.environment import environment
+from harness.pipeline import rejudge
+from harness.sample_files import sample_file, write_sample
+from harness.stages import samples as samples_stage
+from harness.stages.base import RunConfig, StageInput
+from harness.stages.run import OUTPUTS, outputs_artifact_name
 from harness.verdict import verdict_for
+from models.core.artifacts import Artifact
 from models.detection import DetectionTolerance
 from models.recipe import DetectionSpec, Recipe, TensorSpec, Tolerance
+from models.results.comparisons import SAMPLES
+from models.results.document import Results, save_results
+from models.results.recipe import RecipeRecord, ToleranceOverrides
+from models.results.stages import RunDetails, RunnerRecord, StageRecord
 
 IMAGE_SIZE = 96
 OUTPUT = "output0"
@@ -26,11 +37,12 @@ INPUT = "images"
 # Hostile names: the report must escape them wherever it shows a class.
 CLASS_NAMES = ("person", "<script>alert('cls')</script>", "car & <b>bus</b>")
 BACKGROUND_ROWS = 20
-DISPLAY = {"torch": "Torch", "onnxrt": "ORT", "onnxrt-fp16": "ORT FP16", "onnxrt-int8": "ORT INT8"}
 TOLERANCE = DetectionTolerance(min_matched_fraction=0.95, min_mean_iou=0.95, max_score_delta=0.01)
 
 # A perturbation takes (image index, that image's rows (anchors, 5 + classes)) and changes the rows in place.
 Perturbation = Callable[[int, np.ndarray], None]
+# One sample of a runner: the detection output alone, or every output by name.
+SampleOutputs = np.ndarray | Mapping[str, np.ndarray]
 
 
 def image_rows(index: int) -> np.ndarray:
@@ -108,14 +120,6 @@ def detector_recipe(gated_precisions: tuple[str, ...] = ("fp32",), **spec: Any) 
     )
 
 
-def _save_outputs(path: Path, runner: str, per_sample: Sequence[np.ndarray]) -> None:
-    from polygraphy.comparator.struct import IterationResult, RunResults
-
-    results = RunResults()
-    results.append((runner, [IterationResult({OUTPUT: output}, runner_name=runner) for output in per_sample]))
-    results.save(str(path))
-
-
 def input_feeds(samples: int, batch: int) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(123)
     return [
@@ -124,65 +128,60 @@ def input_feeds(samples: int, batch: int) -> list[dict[str, np.ndarray]]:
     ]
 
 
-def run_details(runners: Sequence[str]) -> dict[str, Any]:
-    backends = {
-        name: {
-            "display_name": DISPLAY[name],
-            "backend": name.split("-")[0],
-            "precision": name.split("-")[1] if "-" in name else "fp32",
-            "executed": True,
-            "samples": 1,
-            "sample_sets": [SAMPLES],
-        }
-        for name in runners
-    }
-    return {"backends": backends, "sample_sets": {SAMPLES: {}}}
+def samples_stage_record(run_dir: Path, recipe: Recipe) -> StageRecord:
+    """What the samples stage writes for `recipe`'s sample inputs, written by that stage itself."""
+    record = RecipeRecord.of(recipe, None)
+    inp = StageInput(run_dir, record, ToleranceOverrides(), record.precisions, {}, RunConfig(recipe, run_dir))
+    out = samples_stage.STAGE.run(inp)
+    return StageRecord("samples", "ok", 0.1, out.reason, dict(out.artifacts), out.details)
+
+
+def runner_record(runner: str, samples: int) -> RunnerRecord:
+    backend, _, precision = runner.partition("-")
+    return RunnerRecord(
+        backend=backend,
+        precision=precision or "fp32",
+        display_name=display_name(runner),
+        reference=backend == "torch",
+        state="executed",
+        outputs=outputs_artifact_name(runner),
+        sample_sets=(SAMPLES,),
+        samples=samples,
+    )
+
+
+def write_outputs(run_dir: Path, runner: str, per_sample: Sequence[SampleOutputs]) -> Artifact:
+    """`runner`'s outputs as the run stage saves them: one file per sample under outputs/<runner>/<set>/."""
+    folder = run_dir / OUTPUTS / runner / SAMPLES
+    for index, outputs in enumerate(per_sample):
+        tensors = dict(outputs) if isinstance(outputs, Mapping) else {OUTPUT: outputs}
+        write_sample(sample_file(folder, index), tensors)
+    return Artifact.of_folder(run_dir, f"{OUTPUTS}/{runner}")
 
 
 def write_run(
     run_dir: Path,
-    outputs: Mapping[str, Sequence[np.ndarray]],
+    outputs: Mapping[str, Sequence[SampleOutputs]],
     recipe: Recipe | None = None,
     *,
     batch: int = 1,
-    with_inputs: bool = True,
-) -> dict[str, Any]:
-    """Save `outputs` ({runner: one output per sample}) into `run_dir`, compare them and judge: results.json's shape."""
-    from polygraphy.json import save_json
-
+) -> Results:
+    """Save `outputs` ({runner: one output per sample}) and the inputs as a run folder in `run_dir`,
+    then re-judge it as `harness compare` does: the compare stage, the verdict, results.json, reports."""
     recipe = recipe or detector_recipe()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for runner, per_sample in outputs.items():
-        path = run_dir / outputs_file(runner, SAMPLES)
-        _save_outputs(path, runner, per_sample)
-        paths[artifact_key(runner, SAMPLES)] = path
     samples = len(next(iter(outputs.values())))
-    if with_inputs:
-        save_json(input_feeds(samples, batch), str(run_dir / "inputs.json"))
-    recipe_json = recipe_to_json(recipe, None)
-    details = run_details(list(outputs))
-    compare = compare_run_outputs(recipe_json, details, paths, ToleranceOverrides())
-    results: dict[str, Any] = {
-        "recipe": recipe_json,
-        "stages": [
-            {
-                "name": "run",
-                "status": "ok",
-                "reason": None,
-                "duration_s": 1.0,
-                "artifacts": {},
-                "details": details,
-            },
-            {
-                "name": "compare",
-                "status": "ok",
-                "reason": None,
-                "duration_s": 0.5,
-                "artifacts": {},
-                "details": compare,
-            },
-        ],
-    }
-    results["verdict"] = verdict_for(results)
-    return results
+    feeds = input_feeds(samples, batch)
+    recipe = dataclasses.replace(recipe, sample_inputs=lambda: feeds)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    samples_record = samples_stage_record(run_dir, recipe)
+    artifacts = {outputs_artifact_name(r): write_outputs(run_dir, r, per) for r, per in outputs.items()}
+    runners = {runner: runner_record(runner, samples) for runner in outputs}
+    run = StageRecord("run", "ok", 1.0, None, artifacts, RunDetails(runners))
+    # every run records each stage; rejudge replaces this one with its comparison
+    compare = StageRecord("compare", "skipped", reason="not judged yet: rejudged below")
+    stages = (samples_record, run, compare)
+    results = Results(
+        RecipeRecord.of(recipe, None), environment(), stages, verdict_for(stages), ToleranceOverrides()
+    )
+    save_results(results, run_dir)
+    return rejudge(run_dir, ToleranceOverrides())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
+import sys
 
 import numpy as np
 import onnx
@@ -14,16 +16,34 @@ from onnx import TensorProto, helper
 
 import harness.bench.__main__ as bench_cli
 import harness.bench.convert as bench_convert
+import harness.bench.memory as bench_memory
 import harness.bench.suite as bench_suite
 from harness.bench.base import Benchmark, BenchResult, BenchSettings, Table, Target, benchmarks, percentile
-from harness.bench.convert import ConvertRun, StageTiming, ensure_run, run_convert
+from harness.bench.convert import (
+    ConvertRun,
+    StageTiming,
+    ensure_run,
+    run_convert,
+    saved_outputs,
+    saved_outputs_pair,
+)
 from harness.bench.latency import batch_feed, measure_latency, onnx_models, time_interleaved
-from harness.bench.memory import fresh_samples, measure_in_fresh_process, write_spec
+from harness.bench.memory import (
+    measure_peak_rss,
+    memory_params,
+    memory_result,
+    memory_run_dir,
+    outputs_on_disk,
+    run_stage_overhead,
+)
 from harness.bench.pipeline_time import expected_statuses, unexpected_statuses
 from harness.bench.report import to_markdown, write_report
-from harness.bench.throughput import measure_throughput
+from harness.bench.throughput import load_samples, measure_throughput
 from models.core.errors import HarnessError
 from models.recipe import Tolerance
+from models.results.document import load_results, save_results
+from models.results.stages import RunDetails
+from tests.harness import detection_runs as runs
 
 # --- shared pieces ---------------------------------------------------------------------------------
 
@@ -92,41 +112,68 @@ def test_a_convert_that_reaches_no_verdict_is_an_error_naming_the_command(tmp_pa
         run_convert(settings)
 
 
-def _saved_run(run_dir, recipe: str, params: dict, backends: dict[str, bool]) -> None:
-    run_dir.mkdir(parents=True)
-    artifacts = {f"outputs_{name}": {"path": f"{name}_outputs.json"} for name in backends}
-    results = {
-        "recipe": {"name": recipe, "params": params},
-        "stages": [
-            {
-                "name": "run",
-                "artifacts": artifacts,
-                "details": {"backends": {name: {"executed": ran} for name, ran in backends.items()}},
-            }
-        ],
-    }
-    (run_dir / "results.json").write_text(json.dumps(results))
+def _saved_run(run_dir, params: dict, samples: int = 2):
+    """A real run folder of the tiny detector recipe (tests/harness/detection_runs.py) with `params`."""
+    recipe = dataclasses.replace(runs.detector_recipe(), params=params)
+    outputs = runs.outputs_per_sample(samples=samples, batch=1)
+    return runs.write_run(run_dir, {"torch": outputs, "onnxrt": outputs}, recipe)
+
+
+def _with_runner(run_dir, name: str, **changes) -> None:
+    """Edit one runner's record in the run folder's results.json."""
+    results = load_results(run_dir)
+    record = results.stage("run")
+    details = results.details(RunDetails)
+    runner = dataclasses.replace(details.runners[name], **changes)
+    run = dataclasses.replace(record, details=RunDetails({**details.runners, name: runner}))
+    save_results(results.with_stage(run), run_dir)
 
 
 def test_ensure_run_reuses_a_matching_run_and_converts_otherwise(tmp_path, monkeypatch):
     converted = []
     monkeypatch.setattr(bench_convert, "run_convert", lambda settings: converted.append(settings))
-    settings = BenchSettings(out_dir=tmp_path, recipe="yolov5", params={"image_size": 320})
-    _saved_run(settings.run_dir, "yolov5", {"image_size": 320, "batch": 1}, {"torch": True, "onnxrt": True})
+    settings = BenchSettings(out_dir=tmp_path, recipe="tiny-detector", params={"image_size": 320})
+    _saved_run(settings.run_dir, {"image_size": 320, "batch": 1})
     assert ensure_run(settings) == settings.run_dir
     assert converted == []
-    other_size = BenchSettings(out_dir=tmp_path, recipe="yolov5", params={"image_size": 640})
+    other_size = dataclasses.replace(settings, params={"image_size": 640})
     ensure_run(other_size)
-    assert converted == [other_size]
+    other_recipe = dataclasses.replace(settings, recipe="yolov5")
+    ensure_run(other_recipe)
+    assert converted == [other_size, other_recipe]
 
 
-def test_ensure_run_converts_when_fewer_than_two_backends_ran(tmp_path, monkeypatch):
+def test_ensure_run_converts_when_fewer_than_two_backends_ran_or_there_is_no_readable_run(
+    tmp_path, monkeypatch
+):
     converted = []
     monkeypatch.setattr(bench_convert, "run_convert", lambda settings: converted.append(settings))
-    settings = BenchSettings(out_dir=tmp_path, recipe="yolov5", params={})
-    _saved_run(settings.run_dir, "yolov5", {}, {"torch": True, "onnxrt": False})
+    settings = BenchSettings(out_dir=tmp_path, recipe="tiny-detector", params={})
+    _saved_run(settings.run_dir, {})
+    _with_runner(settings.run_dir, "onnxrt", state="not executed", outputs=None)
     ensure_run(settings)
     assert converted == [settings]
+    (settings.run_dir / "results.json").write_text(
+        json.dumps({"schema": "trt-harness/results", "schema_version": 1})
+    )
+    ensure_run(settings)
+    assert converted == [settings, settings]
+
+
+def test_saved_outputs_are_the_executed_runners_sample_files_and_load_one_sample_each(tmp_path):
+    _saved_run(tmp_path, {}, samples=3)
+    folders = saved_outputs_pair(tmp_path)
+    assert list(folders) == ["torch", "onnxrt"] and [len(f) for f in folders.values()] == [3, 3]
+    samples = load_samples(folders, 5)
+    assert len(samples) == 5 and samples[3] is samples[0], "saved samples repeat, shared"
+    written = runs.outputs_per_sample(samples=3, batch=1)
+    for i, sample in enumerate(samples[:3]):
+        assert set(sample) == {"torch", "onnxrt"}
+        np.testing.assert_array_equal(sample["onnxrt"][runs.OUTPUT], written[i])
+    _with_runner(tmp_path, "onnxrt", state="not executed", outputs=None)
+    assert list(saved_outputs(tmp_path)) == ["torch"]
+    with pytest.raises(HarnessError, match="fewer than two runners"):
+        saved_outputs_pair(tmp_path)
 
 
 # --- benchmark 2: latency --------------------------------------------------------------------------
@@ -229,33 +276,118 @@ def test_measure_throughput_runs_both_on_the_same_data_with_the_same_tolerance(o
 # --- benchmark 4: memory ---------------------------------------------------------------------------
 
 
-def test_fresh_samples_are_new_arrays_close_to_the_base():
-    base = {"y": (np.arange(1, 7, dtype=np.float32), np.arange(2, 8, dtype=np.float32))}
-    samples = list(fresh_samples(base, ("torch", "onnxrt"), 3, seed=0))
-    assert len(samples) == 3
-    arrays = [s[backend]["y"] for s in samples for backend in ("torch", "onnxrt")]
-    assert not any(
-        np.shares_memory(a, b) for i, a in enumerate(arrays) for b in [*arrays[i + 1 :], *base["y"]]
-    )
-    np.testing.assert_allclose(samples[0]["torch"]["y"], base["y"][0], rtol=1e-3)
-    assert samples[0]["torch"]["y"].dtype == np.float32
-
-
-def test_memory_worker_compares_every_sample_and_does_not_inherit_this_process_peak(tmp_path):
-    ballast = np.ones(64 * 2**20 // 8)  # raise this process's peak RSS well above a small worker's
-    rng = np.random.default_rng(0)
-    ref = rng.standard_normal((1, 2000, 85), dtype=np.float32)
-    sample = {"torch": {"out": ref}, "onnxrt": {"out": ref + np.float32(1e-6)}}
-    spec = write_spec(tmp_path, ("torch", "onnxrt"), sample, lambda _: Tolerance(1e-3, 1e-3))
-    result = measure_in_fresh_process(spec, 4, trace=True)
-    assert result["compared_samples"] == 4
-    assert result["bytes_per_sample"] == 2 * ref.nbytes
-    assert result["peak_rss_bytes"] >= result["baseline_rss_bytes"]
-    assert result["tracemalloc_peak_bytes"] > 0
+def test_peak_rss_is_the_commands_own_and_does_not_inherit_this_process_peak():
+    ballast = np.ones(64 * 2**20 // 8)  # raise this process's peak RSS well above a small child's
+    touch = "b = bytearray(96 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+    big = measure_peak_rss([sys.executable, "-c", touch])
+    small = measure_peak_rss([sys.executable, "-c", "pass"])
+    assert big["exit_code"] == small["exit_code"] == 0
+    assert big["peak_rss_bytes"] >= 96 * 2**20 > small["peak_rss_bytes"]
     own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    assert result["baseline_rss_bytes"] < own_peak - ballast.nbytes // 2
-    if result["vm_hwm_peak_bytes"] is not None:  # Linux: the worker's own address space agrees
-        assert abs(result["vm_hwm_peak_bytes"] - result["peak_rss_bytes"]) < 16 * 2**20
+    assert small["peak_rss_bytes"] < own_peak - ballast.nbytes // 2
+    assert small["launcher_peak_rss_bytes"] < 64 * 2**20, "the launcher imports the standard library only"
+    failing = measure_peak_rss([sys.executable, "-c", "import sys; print('bad'); sys.exit(3)"])
+    assert failing["exit_code"] == 3 and failing["output_tail"] == ["bad"]
+
+
+def test_outputs_on_disk_count_each_runners_sample_files(tmp_path):
+    results = _saved_run(tmp_path, {}, samples=3)
+    disk = outputs_on_disk(results)
+    files = sorted((tmp_path / "outputs" / "onnxrt" / "samples").iterdir())
+    assert len(files) == 3
+    onnxrt = disk["runners"]["onnxrt"]
+    assert onnxrt["sample_files"] == 3 and onnxrt["total_bytes"] == sum(f.stat().st_size for f in files)
+    assert onnxrt["bytes_per_sample"] == pytest.approx(onnxrt["total_bytes"] / 3)
+    assert disk["total_bytes"] == onnxrt["total_bytes"] + disk["runners"]["torch"]["total_bytes"]
+
+
+def test_run_stage_overhead_is_measured_only_when_the_stage_ran(tmp_path):
+    results = _saved_run(tmp_path, {})
+    record, details = results.stage("run"), results.details(RunDetails)
+    timed = {n: dataclasses.replace(r, inference_s=0.4, setup_s=0.1) for n, r in details.runners.items()}
+    ran = results.with_stage(dataclasses.replace(record, duration_s=1.0, details=RunDetails(timed)))
+    overhead = run_stage_overhead(ran)
+    assert overhead["wall_over_inference"] == pytest.approx(1.0 / 0.8)
+    assert overhead["wall_less_setup_over_inference"] == pytest.approx(0.8 / 0.8)
+    cached = results.with_stage(dataclasses.replace(record, status="cached", details=RunDetails(timed)))
+    assert run_stage_overhead(cached)["wall_over_inference"] is None
+
+
+def test_a_memory_run_is_reused_only_when_its_run_stage_ran(tmp_path, monkeypatch):
+    commands = []
+
+    def convert(command, results_path, cache_dir):
+        commands.append(command)
+        return 1.0, 0, load_results(results_path.parent)
+
+    monkeypatch.setattr(bench_memory, "run_harness", convert)
+    settings = BenchSettings(out_dir=tmp_path, recipe="tiny-detector", memory_params={"image_size": 96})
+    run_dir = memory_run_dir(settings, 2)
+    _saved_run(run_dir, memory_params(settings, 2))
+    bench_memory.ensure_memory_run(settings, 2)
+    assert commands == []
+    results = load_results(run_dir)
+    save_results(results.with_stage(dataclasses.replace(results.stage("run"), status="cached")), run_dir)
+    bench_memory.ensure_memory_run(settings, 2)
+    (command,) = commands
+    assert command[1:4] == ["-m", "harness.cli", "convert"] and command[-1] == "--no-cache"
+    assert "samples=2" in command and "image_size=96" in command and str(run_dir.resolve()) in command
+
+
+def test_memory_benchmark_measures_the_real_compare_command_on_saved_runs(tmp_path, monkeypatch):
+    """Quick mode of the whole benchmark on tiny real run folders: real `harness compare` and
+    `harness golden` processes; only `harness convert` of the recipe is replaced."""
+    settings = BenchSettings(
+        out_dir=tmp_path, recipe="tiny-detector", memory_samples=(2, 6), memory_params={"image_size": 96}
+    )
+    for count in settings.memory_samples:
+        run_dir = memory_run_dir(settings, count)
+        _saved_run(run_dir, memory_params(settings, count), samples=count)
+        _with_runner(run_dir, "torch", inference_s=0.5)
+        _with_runner(run_dir, "onnxrt", inference_s=0.5)
+    monkeypatch.setattr(bench_memory, "run_harness", lambda *args: pytest.fail("the runs are reused"))
+    result = bench_memory.memory_benchmark(settings)
+
+    few, many = result.data["runs"]["2"], result.data["runs"]["6"]
+    for run in (few, many):
+        assert run["compare"]["exit_code"] == 0, run["compare"]["output_tail"]
+        assert run["compare"]["command"][1:4] == ["-m", "harness.cli", "compare"]
+        assert run["compare"]["peak_rss_bytes"] > run["compare"]["launcher_peak_rss_bytes"]
+    assert many["outputs_on_disk"]["runners"]["torch"]["sample_files"] == 6
+    assert result.data["peak_rss_ratio"] == pytest.approx(
+        many["compare"]["peak_rss_bytes"] / few["compare"]["peak_rss_bytes"]
+    )
+    json_bytes = few["polygraphy_json_bytes"]
+    assert set(json_bytes) == {"torch", "onnxrt"}
+    assert json_bytes["torch"] > few["outputs_on_disk"]["runners"]["torch"]["total_bytes"]
+    assert not (tmp_path / "memory-golden").exists()
+    rss, overhead = result.targets
+    assert rss.value == result.data["peak_rss_ratio"] and rss.limit == 1.3
+    assert overhead.value == pytest.approx(1.0 / 1.0)  # write_run records the run stage at 1 s
+    disk = result.tables[1]
+    assert [row[0] for row in disk.rows] == ["torch", "onnxrt"] and disk.rows[0][1] == "2"
+
+
+def test_memory_targets_miss_when_memory_grows_or_the_run_stage_was_cached():
+    def run(peak: int, status: str = "ok") -> dict:
+        return {
+            "compare": {"peak_rss_bytes": peak, "wall_s": 1.0, "exit_code": 0},
+            "outputs_on_disk": {"total_bytes": 10, "runners": {}},
+            "run_stage": {
+                "status": status,
+                "wall_s": 2.0,
+                "inference_s": 1.0,
+                "setup_s": 0.5,
+                "wall_over_inference": 2.0 if status == "ok" else None,
+                "wall_less_setup_over_inference": 1.5 if status == "ok" else None,
+            },
+        }
+
+    settings = BenchSettings(memory_samples=(10, 200))
+    data = {"recipe": "yolov5", "runs": {"10": run(100), "200": run(200, "cached")}, "peak_rss_ratio": 2.0}
+    rss, overhead = memory_result(settings, data).targets
+    assert not rss.passed and not overhead.passed and overhead.value is None
+    assert "cached" in overhead.detail
 
 
 # --- suite, report, command line -------------------------------------------------------------------
@@ -326,6 +458,8 @@ def test_cli_quick_preset_yields_to_explicit_flags(tmp_path):
     quick = bench_cli.settings_from_args(parser.parse_args(["--quick", "--out", str(tmp_path)]))
     full = bench_cli.settings_from_args(parser.parse_args([]))
     assert quick.warm_runs < full.warm_runs and quick.params["image_size"] < full.params["image_size"]
+    assert quick.memory_params["image_size"] < full.memory_params["image_size"] == 320
+    assert full.memory_samples == (10, 200)
     chosen = bench_cli.settings_from_args(
         parser.parse_args(["--quick", "--warm-runs", "7", "--image-size", "256", "--batch", "1", "3"])
     )
@@ -342,7 +476,8 @@ def test_cli_rejects_a_zero_repeat_count():
 
 
 @pytest.mark.slow  # ~17 s: one cold and two warm `harness convert` processes
-def test_suite_runs_every_benchmark_end_to_end_on_mnist(tmp_path):
+def test_suite_runs_the_benchmarks_end_to_end_on_mnist(tmp_path):
+    """Memory needs a recipe with a `samples` parameter (yolov5); its quick test is above."""
     settings = BenchSettings(
         out_dir=tmp_path,
         recipe="mnist",
@@ -354,12 +489,12 @@ def test_suite_runs_every_benchmark_end_to_end_on_mnist(tmp_path):
         threads=1,
         compare_samples=3,
         compare_repeats=1,
-        memory_samples=(1, 3),
     )
-    report = bench_suite.run_suite(settings, log=lambda _: None)
+    names = ["pipeline", "latency", "comparison"]
+    report = bench_suite.run_suite(settings, names=names, log=lambda _: None)
     assert report.errors == {}
     results = {r.name: r for r in report.results}
-    assert list(results) == ["pipeline", "latency", "comparison", "memory"]
+    assert list(results) == names
 
     pipeline = results["pipeline"].data
     assert pipeline["runs_per_phase"] == {"cold": 1, "warm": 1, "tolerance_change": 1}
@@ -376,10 +511,7 @@ def test_suite_runs_every_benchmark_end_to_end_on_mnist(tmp_path):
     comparison = results["comparison"].data
     assert comparison["samples"] == 3 and comparison["pair"] == ["torch", "onnxrt"]
 
-    memory = results["memory"].data
-    assert {n: r["compared_samples"] for n, r in memory["runs"].items()} == {"1": 1, "3": 3}
-
-    assert len(report.targets) == 6  # 3 pipeline, 1 each for the others
+    assert len(report.targets) == 5  # 3 pipeline, 1 each for the others
     json_path, md_path = write_report(report, tmp_path)
     assert json.loads(json_path.read_text())["benchmarks"].keys() == results.keys()
-    assert md_path.read_text().count("\n## ") == 5  # the targets, then one section per benchmark
+    assert md_path.read_text().count("\n## ") == 4  # the targets, then one section per benchmark

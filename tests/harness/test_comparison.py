@@ -21,6 +21,7 @@ from harness.comparison import (
     default_pairs,
 )
 from models.core.errors import HarnessError
+from models.core.serde import from_json, to_json
 from models.recipe import Tolerance
 
 # The histogram has 8 bins per power of two: a median/quantile estimate is within 1/8 of the exact value.
@@ -137,7 +138,7 @@ def test_nan_in_candidate_only_fails_even_with_huge_tolerance(check):
     cand[3, 17] = np.nan
     result = _accumulate([ref], [cand], Tolerance(atol=1e30, rtol=1e30, check=check))
     assert not result
-    assert result.nonfinite_mismatch and result.nonfinite_mismatches == 1
+    assert result.nonfinite_mismatches == 1
     assert (result.cand_nan, result.ref_nan) == (1, 0)
     assert "NaN" in result.reason and "[0, 3, 17]" in result.reason
     assert result.worst[0].index == (0, 3, 17) and math.isinf(result.worst[0].abs_err)
@@ -160,7 +161,7 @@ def test_matching_nonfinite_values_are_not_a_mismatch():
     tolerance = Tolerance(atol=1.0)
     with _small_chunks():
         result = _accumulate(refs, cands, tolerance)
-    assert result and not result.nonfinite_mismatch
+    assert result and result.nonfinite_mismatches == 0
     assert (result.ref_nan, result.cand_nan, result.ref_inf, result.cand_inf) == (2, 2, 2, 2)
     finite = np.isfinite(refs[0])
     assert result.elements == 2000 and result.finite_elements == finite.sum()
@@ -286,14 +287,14 @@ def test_json_round_trip_is_strict_json():
     refs, cands = _random_samples(rng, 3, (20, 30))
     cands[1][2, 3] = np.nan
     result = _accumulate(refs, cands, Tolerance(check="quantile", quantile=0.9), class_axis=1)
-    text = json.dumps(result.to_json(), allow_nan=False)
-    restored = OutputComparison.from_json(json.loads(text))
-    assert restored.to_json() == result.to_json()
+    text = json.dumps(to_json(result), allow_nan=False)
+    restored = from_json(OutputComparison, json.loads(text))
+    assert to_json(restored) == to_json(result)
     assert bool(restored) == bool(result) and restored.reason == result.reason
     assert restored.abs_err_quantile(0.3) == result.abs_err_quantile(0.3)
 
     clean = _accumulate(refs[:1], cands[:1])
-    assert OutputComparison.from_json(json.loads(json.dumps(clean.to_json()))) == clean
+    assert from_json(OutputComparison, json.loads(json.dumps(to_json(clean)))) == clean
 
 
 def test_shape_mismatch_names_output_backends_and_shapes():
@@ -310,9 +311,20 @@ def test_invalid_tolerance_is_rejected():
         OutputAccumulator("logits", "torch", "onnxrt", Tolerance(atol=-1))
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_an_output_with_no_finite_element_is_never_a_pass(value):
+    """All-NaN or all-Inf on both sides (NaN weights, `x * nan`): matching, but nothing compared."""
+    ref = np.full((2, 8), value, dtype=np.float32)
+    result = _accumulate([ref, ref], [ref.copy(), ref.copy()], Tolerance(atol=1e30, rtol=1e30))
+    assert not result and result.finite_elements == 0 and result.nonfinite_mismatches == 0
+    assert "none of the 32 elements is finite on both sides" in result.reason
+    assert "nothing was compared" in result.reason
+
+
 def test_empty_and_scalar_outputs():
     empty = _accumulate([np.zeros((0, 4))], [np.zeros((0, 4))])
-    assert empty and empty.elements == 0 and empty.max_abs_err is None
+    assert not empty and empty.elements == 0 and empty.max_abs_err is None
+    assert "no elements on either side: nothing was compared" in empty.reason
     scalar = _accumulate([np.float32(2.0)], [np.float32(3.0)], Tolerance(atol=0.5))
     assert not scalar and scalar.worst[0].index == (0,) and scalar.max_abs_err == 1.0
 
@@ -373,7 +385,7 @@ def test_compare_runs_uses_per_output_tolerance_and_class_axis():
 def test_compare_runs_report_json_round_trip():
     samples = [{"torch": {"a": np.arange(4.0)}, "onnxrt": {"a": np.arange(4.0) + 1e-3}, "tensorrt": {}}]
     report = compare_runs(samples)
-    restored = ComparisonReport.from_json(json.loads(json.dumps(report.to_json(), allow_nan=False)))
+    restored = from_json(ComparisonReport, json.loads(json.dumps(to_json(report), allow_nan=False)))
     assert restored == report and bool(restored) == bool(report)
 
 

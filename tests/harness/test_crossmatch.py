@@ -7,6 +7,7 @@ import pytest
 
 from harness.crossmatch import CLEAR_GAP, CrossMatch, cross_match
 from models.core.errors import HarnessError
+from models.core.serde import from_json, to_json
 
 
 def _depth_outputs(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -134,5 +135,5 @@ def test_json_round_trip():
     ref = {**_depth_outputs(rng), "flag": np.ones(3)}
     cand = {"depth": ref["depth_min"], "depth_min": ref["depth"], "flag": np.ones(3), "extra": np.ones(2)}
     result = cross_match(ref, cand, ref_backend="torch", cand_backend="onnxrt")
-    restored = CrossMatch.from_json(json.loads(json.dumps(result.to_json(), allow_nan=False)))
+    restored = from_json(CrossMatch, json.loads(json.dumps(to_json(result), allow_nan=False)))
     assert restored == result and bool(restored) is False

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from models.core.errors import ExitCode
 from harness.pipeline import RunConfig, run_pipeline
+from models.core.errors import ExitCode
 from models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec
+from models.results.document import load_results
 
 
 def depth_model():
@@ -50,10 +53,11 @@ def recipe(output_names: tuple[str, ...]) -> Recipe:
 )
 def test_swapped_output_names_fail_the_gate_with_the_mismatch_code(tmp_path, output_names, exit_code):
     results = run_pipeline(RunConfig(recipe(output_names), tmp_path, backends=("torch", "onnxrt")))
-    verdict = results["verdict"]
-    assert verdict["exit_code"] == exit_code, verdict
+    verdict = results.verdict
+    assert verdict.exit_code == exit_code, verdict
+    assert load_results(tmp_path) == results  # what was written reads back as the same values
     if exit_code == ExitCode.ORDERING_MISMATCH:
-        assert "ordering mismatch: ORT 'depth' matches Torch 'depth_min'" in verdict["summary"]
+        assert "ordering mismatch: ORT 'depth' matches Torch 'depth_min'" in verdict.summary
         assert "ordering mismatch" in (tmp_path / "report.html").read_text()
 
 
@@ -63,10 +67,60 @@ def test_an_unexpected_error_in_a_stage_is_a_failed_stage_and_the_report_is_stil
     def no_samples():
         raise ValueError("sample loader crashed")
 
-    import dataclasses
-
     results = run_pipeline(RunConfig(dataclasses.replace(broken, sample_inputs=no_samples), tmp_path))
-    failed = [s for s in results["stages"] if s["status"] == "failed"]
-    assert failed and "ValueError" in failed[0]["reason"] and "sample loader crashed" in failed[0]["reason"]
-    assert results["verdict"]["exit_code"] == ExitCode.STAGE_FAILED
-    assert (tmp_path / "report.html").is_file() and (tmp_path / "results.json").is_file()
+    failed = [s for s in results.stages if s.status == "failed"]
+    assert [s.name for s in failed] == ["samples"]
+    assert "ValueError" in failed[0].reason and "sample loader crashed" in failed[0].reason
+    assert failed[0].traceback and "no_samples" in failed[0].traceback
+    assert all(s.status == "skipped" for s in results.stages[1:])
+    assert results.verdict.exit_code == ExitCode.STAGE_FAILED
+    assert "sample loader crashed" in (tmp_path / "report.html").read_text()
+    assert load_results(tmp_path).verdict == results.verdict
+
+
+def wide_model():
+    import torch
+
+    class Wide(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)  # 1.7 kB of weights: above the inline limit
+            self.head = torch.nn.Conv2d(16, 1, 1)
+
+        def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"depth": self.head(torch.relu(self.conv(image)))}
+
+    torch.manual_seed(0)
+    return Wide().eval()
+
+
+def test_models_over_the_single_file_limit_keep_their_sidecar_through_every_stage_and_the_cache(
+    tmp_path, monkeypatch
+):
+    from conversions import onnx_files
+
+    monkeypatch.setattr(onnx_files, "SINGLE_FILE_LIMIT", 1024)  # as if the model were over 2 GiB
+    wide = dataclasses.replace(recipe(("depth",)), name="wide", build_model=lambda weights: wide_model())
+    config = RunConfig(wide, tmp_path / "run", cache_dir=tmp_path / "cache")
+    results = run_pipeline(config)
+    assert results.verdict.passed, results.verdict
+    for stage, artifact, model in (
+        ("export", "onnx", "model.onnx"),
+        ("surgery", "onnx_final", "model.final.onnx"),
+    ):
+        record = results.stage(stage).artifacts[artifact]
+        sidecars = [m.path for m in record.members[1:]]
+        assert len(sidecars) == 1 and sidecars[0].startswith(f"{model}.") and sidecars[0].endswith(".data")
+        assert (tmp_path / "run" / sidecars[0]).stat().st_size > 1024
+    assert results.stage("build").status == "ok"
+
+    # a fresh folder from the cache: every stage restored, each model with its own sidecar
+    again = run_pipeline(dataclasses.replace(config, out_dir=tmp_path / "again"))
+    rerun = ("samples",)  # the samples stage is never cached: its feeds come from the recipe, each run
+    assert {s.name: s.status for s in again.stages if s.name not in rerun} == {
+        s.name: "cached" if s.status == "ok" else s.status for s in results.stages if s.name not in rerun
+    }
+    for record in again.stages:
+        for artifact in record.artifacts.values():
+            artifact.verified(tmp_path / "again")
+    assert again.verdict.passed

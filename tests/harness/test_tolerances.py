@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from models.core.errors import UsageError
-from models.results.recipe import ToleranceOverrides
 from models.recipe import Tolerance
+from models.results.recipe import ToleranceOverrides
 
 
 def test_per_output_override_beats_global_which_beats_recipe():

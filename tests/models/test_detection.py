@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 import models.detection as detection
 from models.core.errors import UsageError
+from models.core.serde import from_json, to_json
 from models.detection import (
+    DetectionMatch,
     Detections,
     DetectionTolerance,
     Letterbox,
@@ -229,7 +231,7 @@ def test_anchor_free_equals_yolov5_with_objectness_one(seed: int, conf: float, i
     anchor_free = np.concatenate([v5[..., :4], v5[..., 5:]], axis=-1).transpose(0, 2, 1)
     (expected,) = postprocess_yolov5(v5, conf, iou)
     (got,) = postprocess_anchor_free(anchor_free, conf, iou)
-    assert got.to_json() == expected.to_json()
+    assert to_json(got) == to_json(expected)
 
 
 @settings(max_examples=30, deadline=None)
@@ -257,7 +259,7 @@ def test_postprocess_output_invariants(
         assert not (same_class & overlaps & ~np.eye(len(dets), dtype=bool)).any()
         # Each image is post-processed on its own.
         (alone,) = postprocess_yolov5(image_pred[None], conf, iou, max_det, multi_label=multi_label)
-        assert alone.to_json() == dets.to_json()
+        assert to_json(alone) == to_json(dets)
 
 
 def test_max_det_keeps_the_highest_scores() -> None:
@@ -302,16 +304,16 @@ def test_boxes_to_original_inverts_the_letterbox_and_clips() -> None:
 
 
 def test_letterbox_json_round_trip_and_validation() -> None:
-    assert Letterbox.from_json(json.loads(json.dumps(LETTERBOX.to_json()))) == LETTERBOX
+    assert from_json(Letterbox, json.loads(json.dumps(to_json(LETTERBOX)))) == LETTERBOX
     with pytest.raises(UsageError, match="scale"):
         Letterbox(scale=0.0, pad=(0, 0), original_hw=(1, 1), new_hw=(1, 1))
     with pytest.raises(UsageError, match="new_hw"):
-        Letterbox.from_json({"scale": 1.0, "pad": [0, 0], "original_hw": [1, 1]})
+        from_json(Letterbox, {"scale": 1.0, "pad": [0, 0], "original_hw": [1, 1]})
 
 
 def test_detections_json_round_trip_and_validation() -> None:
     (dets,) = postprocess_yolov5(planted_yolov5_prediction())
-    again = Detections.from_json(json.loads(json.dumps(dets.to_json())))
+    again = from_json(Detections, json.loads(json.dumps(to_json(dets))))
     for field in ("boxes", "scores", "classes"):
         np.testing.assert_array_equal(getattr(again, field), getattr(dets, field))
         assert getattr(again, field).dtype == getattr(dets, field).dtype
@@ -342,13 +344,13 @@ def test_identical_detections_pass_with_everything_matched() -> None:
     assert match.matched_fraction == 1.0 and match.mean_iou == 1.0 and match.max_score_delta == 0.0
     assert len(match.only_ref) == 0 and len(match.only_cand) == 0
     assert sorted(r for r, _ in match.pairs) == list(range(len(dets)))
-    json.dumps(match.to_json())
+    json.dumps(to_json(match))
 
 
 def test_two_empty_detection_sets_pass() -> None:
     match = compare_detections(Detections.empty(), Detections.empty(), DetectionTolerance())
     assert match and match.matched_fraction == 1.0 and match.mean_iou is None
-    assert match.to_json()["passed"] is True
+    assert bool(from_json(DetectionMatch, json.loads(json.dumps(to_json(match))))) is True
 
 
 def test_boxes_shifted_far_away_fail_and_are_listed_on_both_sides() -> None:
@@ -359,7 +361,7 @@ def test_boxes_shifted_far_away_fail_and_are_listed_on_both_sides() -> None:
     assert match.matched_fraction == 0.0
     assert any("matched fraction" in failure for failure in match.failures)
     np.testing.assert_array_equal(np.sort(match.only_cand.scores), np.sort(shifted.scores))
-    assert match.to_json()["passed"] is False
+    assert bool(from_json(DetectionMatch, json.loads(json.dumps(to_json(match))))) is False
 
 
 @settings(max_examples=50, deadline=None)
@@ -429,7 +431,7 @@ def test_compare_rejects_an_iou_match_that_would_pair_disjoint_boxes() -> None:
 
 def test_detection_tolerance_json_round_trip() -> None:
     tol = DetectionTolerance(min_matched_fraction=0.9, min_mean_iou=0.8, max_score_delta=0.1)
-    assert DetectionTolerance.from_json(json.loads(json.dumps(tol.to_json()))) == tol
+    assert from_json(DetectionTolerance, json.loads(json.dumps(to_json(tol)))) == tol
 
 
 def test_module_imports_without_torch() -> None:

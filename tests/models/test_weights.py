@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from models.core.errors import UsageError
 from models.architectures.yolov5 import YOLOv5, init_yolov5_seeded, sample_photos, yolov5s
+from models.core.errors import UsageError
 from models.weights import load_weights, save_weights
 
 
@@ -176,3 +177,29 @@ def test_save_replaces_an_existing_file(tmp_path):
     target = small_model()
     load_weights(target, path)
     assert torch.equal(target[0].weight, second[0].weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.complex64, torch.bool])
+def test_weights_of_a_dtype_that_cannot_be_cast_without_loss_are_refused(tmp_path, dtype):
+    model = torch.nn.Linear(3, 2)
+    path = tmp_path / "w.pt"
+    torch.save({k: v.to(dtype) for k, v in model.state_dict().items()}, path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UsageError, match=f"weight: file {dtype} vs model torch.float32") as raised:
+        load_weights(model, path)
+    assert "cannot be cast without loss" in str(raised.value) and "\n" not in str(raised.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_pickle_that_would_run_code_names_the_blocked_global_not_torchs_advice(tmp_path, recwarn):
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("echo this must never run",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": RunsCode()}, path)
+    with pytest.raises(UsageError) as raised:
+        load_weights(torch.nn.Linear(3, 2), path)
+    message = str(raised.value)
+    assert "posix.system" in message and "weights_only" not in message and "\n" not in message
+    assert not [w for w in recwarn if "weights_only" in str(w.message)]

@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.core.errors import HarnessError, UsageError
 from harness.heatmap import ErrorHeatmap
+from models.core.errors import HarnessError, UsageError
+from models.core.serde import to_json
+
+
+def recorded(heatmap: ErrorHeatmap) -> dict:
+    """The error map as results.json holds it."""
+    return to_json(heatmap.record("y", "torch", "onnxrt"))
 
 
 def reference_map(
@@ -55,7 +61,7 @@ def test_matches_numpy_mean_over_other_axes_samples_and_blocks(
         heatmap.update(ref, cand)
     expected = reference_map(pairs, (h_axis, w_axis), max_side)
     np.testing.assert_allclose(heatmap.values, expected, rtol=1e-12, atol=1e-12)
-    data = heatmap.to_json()
+    data = recorded(heatmap)
     assert data["shape"] == list(expected.shape)
     assert max(data["shape"]) <= max_side
     assert data["source_hw"] == [shape[h_axis], shape[w_axis]]
@@ -75,7 +81,7 @@ def test_state_does_not_grow_with_samples_and_the_map_is_bounded() -> None:
         name: value.nbytes for name, value in vars(heatmap).items() if isinstance(value, np.ndarray)
     } == state
     assert sum(state.values()) <= 3 * 16 * 16 * 8
-    data = heatmap.to_json()
+    data = recorded(heatmap)
     assert data["shape"] == [15, 16]  # blocks of 7 x 16 pixels
     assert len(data["values"]) == 15 and all(len(row) == 16 for row in data["values"])
     assert len(json.dumps(data)) < 16 * 16 * 30
@@ -98,7 +104,7 @@ def test_agreeing_non_finite_values_are_no_error_and_mismatches_are_counted_apar
     cand = np.array([[np.nan, np.inf], [np.nan, 2.5]])
     heatmap = ErrorHeatmap((0, 1))
     heatmap.update(ref, cand)
-    data = heatmap.to_json()
+    data = recorded(heatmap)
     assert data["values"] == [[0.0, 0.0], [None, 0.5]]
     assert data["nonfinite_mismatches"] == 1
     assert data["max"] == 0.5
@@ -118,4 +124,4 @@ def test_spatial_size_must_stay_fixed_and_axes_must_exist() -> None:
     with pytest.raises(UsageError, match="max_side"):
         ErrorHeatmap((0, 1), max_side=0)
     with pytest.raises(HarnessError, match="no samples"):
-        ErrorHeatmap((0, 1)).to_json()
+        ErrorHeatmap((0, 1)).record("y", "torch", "onnxrt")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
+from models.results.document import Results, results_to_text
 from reports.index import write_index
 from reports.render import write_reports
-from reports.view import slugify
+from reports.sections.common import slugify
 from tests.reports import browser as chromium
 from tests.reports import results_fixtures as fixtures
 
@@ -28,13 +29,13 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, Any]]]:
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Results]]:
     root = tmp_path_factory.mktemp("artifacts")
     built = {}
     for name, results in (("yolov5", fixtures.yolov5_results()), ("multi", fixtures.multi_output_results())):
         run_dir = root / name
         run_dir.mkdir()
-        (run_dir / "results.json").write_text(json.dumps(results))
+        (run_dir / "results.json").write_text(results_to_text(results))
         write_reports(results, run_dir)
         built[name] = (run_dir / "report.html", results)
     return built
@@ -60,7 +61,7 @@ class Visit:
 
 @pytest.mark.parametrize("name", ["yolov5", "multi"])
 def test_report_loads_offline_without_errors_and_fits_1280px(
-    browser: Any, reports: dict[str, tuple[Path, dict[str, Any]]], name: str
+    browser: Any, reports: dict[str, tuple[Path, Results]], name: str
 ) -> None:
     path, results = reports[name]
     visit = Visit(browser, path)
@@ -71,9 +72,9 @@ def test_report_loads_offline_without_errors_and_fits_1280px(
         assert [u for u in visit.requests if not u.startswith("data:")] == [visit.url]
         assert page.evaluate("document.scripts.length") == 0
         assert page.locator("#verdict").is_visible()
-        verdict_word = "PASS" if results["verdict"]["passed"] else "FAIL"
+        verdict_word = "PASS" if results.verdict.passed else "FAIL"
         assert verdict_word in page.locator("#verdict").inner_text()
-        for output in results["recipe"]["output_names"]:
+        for output in results.recipe.output_names:
             section = page.locator(f"#output-{slugify(output)}")
             assert section.is_visible()
             assert section.locator("h3").inner_text().startswith(output)
@@ -86,17 +87,25 @@ def test_report_loads_offline_without_errors_and_fits_1280px(
         width = page.evaluate("window.innerWidth")
         assert width == chromium.WINDOW_WIDTH
         assert page.evaluate("document.scrollingElement.scrollWidth") <= width
-        if name == "yolov5" and (target := chromium.requested_screenshot("yolov5-report.png")) is not None:
-            shot = chromium.save_screenshot(page, path.with_name("report.png"))
-            if target.resolve() != shot.resolve():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(shot, target)
+        # what a user sees is drawn, not blank: the verdict banner's colour and many others in the page
+        shot = chromium.save_screenshot(page, path.with_name("report.png"))
+        with Image.open(shot) as image:
+            assert image.width == width and image.height > 900
+            colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 50
+        banner = page.locator("#verdict").evaluate("e => getComputedStyle(e).backgroundColor")
+        banner_rgb = tuple(int(c) for c in banner.removeprefix("rgb(").removesuffix(")").split(",")[:3])
+        assert banner_rgb in {rgb for _, rgb in colours}
+        target = chromium.requested_screenshot("yolov5-report.png") if name == "yolov5" else None
+        if target is not None and target.resolve() != shot.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, target)
     finally:
         visit.close()
 
 
 def test_hostile_name_shows_as_text_not_as_an_element(
-    browser: Any, reports: dict[str, tuple[Path, dict[str, Any]]]
+    browser: Any, reports: dict[str, tuple[Path, Results]]
 ) -> None:
     path, _ = reports["multi"]
     visit = Visit(browser, path)
@@ -115,7 +124,7 @@ def test_hostile_name_shows_as_text_not_as_an_element(
 
 
 def test_index_links_to_each_report_and_fits_1280px(
-    browser: Any, reports: dict[str, tuple[Path, dict[str, Any]]]
+    browser: Any, reports: dict[str, tuple[Path, Results]]
 ) -> None:
     index = write_index(reports["yolov5"][0].parent.parent)
     visit = Visit(browser, index)

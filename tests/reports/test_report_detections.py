@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -12,10 +11,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from models.results.document import Results, results_to_text
 from reports.junit import junit_xml
+from reports.page import ReportView
 from reports.render import render_html, write_reports
-from reports.view import DRAWN_IMAGE_SIDE, ReportView
-from tests.harness import detection_runs as runs
+from reports.sections.detections import DRAWN_IMAGE_SIDE
+from tests.reports import detector_runs as runs
 from tests.reports.page import Element, parse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ FAILING_IMAGE = 2
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Results]:
     """Torch, ORT shifted by 12 px on one image (gated: fails), ORT FP16 shifted everywhere (informational)."""
     run_dir = tmp_path_factory.mktemp("detector-run")
     outputs = {
@@ -40,7 +41,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def page(run: tuple[Path, dict[str, Any]]) -> tuple[str, Element]:
+def page(run: tuple[Path, Results]) -> tuple[str, Element]:
     html = (run[0] / "report.html").read_text()
     return html, parse(html)
 
@@ -59,7 +60,7 @@ def test_detections_section_is_linked_from_the_contents(page: tuple[str, Element
 
 
 def test_agreement_table_has_one_row_per_pair_and_image(
-    page: tuple[str, Element], run: tuple[Path, dict[str, Any]]
+    page: tuple[str, Element], run: tuple[Path, Results]
 ) -> None:
     _, tree = page
     (table,) = section(tree).find_all("table", "detections")
@@ -153,7 +154,7 @@ def test_verdict_names_the_disagreeing_pair_and_image(page: tuple[str, Element])
 
 
 def test_without_the_run_directory_the_table_stays_and_images_are_explained(
-    run: tuple[Path, dict[str, Any]],
+    run: tuple[Path, Results],
 ) -> None:
     tree = parse(render_html(run[1]))
     detections = section(tree)
@@ -181,14 +182,14 @@ def test_no_boxes_anywhere_is_called_out(tmp_path: Path) -> None:
     assert "agree trivially" in text
 
 
-def junit_cases(results: dict[str, Any]) -> dict[str, ET.Element]:
+def junit_cases(results: Results) -> dict[str, ET.Element]:
     root = ET.fromstring(junit_xml(results))
     (suite,) = root.findall("testsuite")
     return {case.get("name", ""): case for case in suite.findall("testcase")}
 
 
 def test_junit_has_a_case_per_gated_pair_and_image_and_skips_informational_pairs(
-    run: tuple[Path, dict[str, Any]],
+    run: tuple[Path, Results],
 ) -> None:
     cases = junit_cases(run[1])
     gated = {n: c for n, c in cases.items() if n.startswith("detections:output0[torch-vs-onnxrt][image ")}
@@ -209,22 +210,21 @@ def test_junit_has_a_case_per_gated_pair_and_image_and_skips_informational_pairs
     assert not any(n.startswith("detections:output0[torch-vs-onnxrt-fp16][image") for n in cases)
 
 
-def test_rendering_detections_imports_no_heavy_backend(
-    run: tuple[Path, dict[str, Any]], tmp_path: Path
-) -> None:
+def test_rendering_detections_imports_no_heavy_backend(run: tuple[Path, Results], tmp_path: Path) -> None:
     run_dir, results = run
     copy = tmp_path / "run"
     copy.mkdir()
-    (copy / "results.json").write_text(json.dumps(results))
+    (copy / "results.json").write_text(results_to_text(results))
     (copy / "detection_images.npz").write_bytes((run_dir / "detection_images.npz").read_bytes())
     script = f"""
-import json, sys
+import sys
 from pathlib import Path
+from models.results.document import load_results
 from reports.render import write_reports
 out = Path({str(copy)!r})
-write_reports(json.loads((out / "results.json").read_text()), out)
+write_reports(load_results(out), out)
 assert "data:image/jpeg" in (out / "report.html").read_text()
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "tensorrt", "tensorrt_rtx", "onnxruntime", "polygraphy", "onnx"}})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "tensorrt", "tensorrt_rtx", "onnxruntime", "polygraphy", "onnx", "harness"}})
 print(heavy)
 """
     result = subprocess.run(

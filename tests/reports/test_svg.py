@@ -58,7 +58,9 @@ def test_chart_text_is_escaped() -> None:
     assert "<script>" not in markup and "&lt;script&gt;" in markup
     heatmap = ErrorHeatmap((0, 1))
     heatmap.update(np.zeros((4, 4)), np.ones((4, 4)))
-    markup = str(heatmap_svg(heatmap.to_json(), atol=1e-4, label=hostile, uid='x" onload="y'))
+    markup = str(
+        heatmap_svg(heatmap.record("y", "torch", "onnxrt"), atol=1e-4, label=hostile, uid='x" onload="y')
+    )
     assert "<script>" not in markup and 'onload="y"' not in markup
 
 
@@ -69,7 +71,9 @@ def test_heatmap_image_keeps_the_source_aspect_and_puts_the_hot_spot_in_place() 
     cand[0, 10:, :] = 1e-6
     heatmap = ErrorHeatmap((1, 2), max_side=16)
     heatmap.update(ref, cand)
-    svg = parse(heatmap_svg(heatmap.to_json(), atol=1e-4, label="m", uid="u")).find_all("svg")[0]
+    svg = parse(heatmap_svg(heatmap.record("y", "torch", "onnxrt"), atol=1e-4, label="m", uid="u")).find_all(
+        "svg"
+    )[0]
     (image,) = svg.find_all("image")
     png = base64.b64decode(image.attrs["href"].removeprefix("data:image/png;base64,"))
     picture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)

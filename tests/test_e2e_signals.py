@@ -1,0 +1,144 @@
+"""Ctrl-C and SIGTERM at any stage: the documented exit code, one line naming the stage, nothing earlier lost.
+
+Each case starts a real `harness convert mnist` and sends the signal when the stage's progress line
+appears (cached stages included: the cache is shared, so later cases reach their stage sooner).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from models.core.errors import ExitCode
+from models.results.document import load_results
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "CI"}  # plain progress lines, one per stage
+    return {**environ, "HARNESS_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), "PYTHONUNBUFFERED": "1"}
+
+
+def _convert_and_signal(out, env, stage: str, signum: int) -> tuple[int, str]:
+    args = [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith(f"[{stage}] ") and line.rstrip().endswith("…"):
+            proc.send_signal(signum)
+            break
+    _, rest = proc.communicate(timeout=300)
+    return proc.returncode, "".join(lines) + rest
+
+
+@pytest.mark.parametrize(
+    ("stage", "signum", "code"),
+    [
+        ("export", signal.SIGINT, ExitCode.INTERRUPTED),
+        ("build", signal.SIGTERM, ExitCode.TERMINATED),
+        ("run", signal.SIGINT, ExitCode.INTERRUPTED),
+        ("compare", signal.SIGINT, ExitCode.INTERRUPTED),
+    ],
+    ids=["sigint-export", "sigterm-build", "sigint-run", "sigint-compare"],
+)
+def test_a_signal_in_a_stage_exits_with_its_code_and_names_the_stage(tmp_path, env, stage, signum, code):
+    out = tmp_path / "run"
+    returncode, stderr = _convert_and_signal(out, env, stage, signum)
+    name = signal.Signals(signum).name
+    last = stderr.strip().splitlines()[-1]
+    assert returncode == code, stderr
+    assert last.startswith(f"harness: interrupted by {name}") and f"in stage '{stage}'" in last, stderr
+    results = load_results(out)
+    statuses = {s.name: s.status for s in results.stages}
+    assert statuses[stage] == "interrupted"
+    assert results.verdict.exit_code == code and results.verdict.status == code.name
+    for record in results.stages:
+        for artifact in record.artifacts.values():
+            artifact.verified(out)  # everything the finished stages wrote is intact
+    assert not list(out.rglob("*.partial")), "no half-written file is left"
+    assert (out / "report.html").is_file()
+
+    # the same command again goes on from the cache and passes
+    again = subprocess.run(
+        [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert again.returncode == ExitCode.PASSED, again.stderr
+
+
+@pytest.mark.parametrize("stage", ["export", "surgery", "build", "run", "compare"])
+def test_a_run_killed_in_a_stage_leaves_a_folder_that_says_so_and_the_next_run_passes(tmp_path, env, stage):
+    out = tmp_path / "run"
+    returncode, _ = _convert_and_signal(out, env, stage, signal.SIGKILL)
+    assert returncode == -signal.SIGKILL
+    assert load_results(out).verdict.status == "UNFINISHED"  # never an earlier run's results
+    compare = subprocess.run(
+        [sys.executable, "-m", "harness", "compare", str(out)], capture_output=True, text=True, env=env
+    )
+    assert compare.returncode == ExitCode.USAGE_ERROR, compare.stderr
+    assert "has not finished" in compare.stderr.strip().splitlines()[-1]
+    again = subprocess.run(
+        [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert again.returncode == ExitCode.PASSED, again.stderr
+    assert not list(out.rglob("*.partial"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, env):
+    out = tmp_path_factory.mktemp("finished")
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == ExitCode.PASSED, proc.stderr
+    return out
+
+
+@pytest.mark.parametrize(
+    ("target", "damage"),
+    [
+        ("outputs/torch/samples/0000000000.npz", "flip"),
+        ("outputs/onnxrt/samples/0000000001.npz", "truncate"),
+        ("model.final.onnx", "flip"),
+        ("samples/samples/0000000000.npz", "flip"),
+        ("results.json", "truncate"),
+    ],
+)
+def test_harness_compare_refuses_a_run_folder_whose_files_were_damaged(
+    tmp_path, finished, env, target, damage
+):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished, out)
+    path = out / target
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "compare", str(out)], capture_output=True, text=True, env=env
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == ExitCode.USAGE_ERROR, proc.stderr
+    assert last.startswith("harness: error:") and (target.rsplit("/", 1)[-1] in last), last
