@@ -16,11 +16,12 @@ from onnx import TensorProto, helper, numpy_helper
 from conversions import ort_session
 from conversions.onnx_files import op_counts
 from conversions.onnx_passes import driver as driver_module
-from conversions.onnx_passes import run_passes
+from conversions.onnx_passes.driver import run_passes
 from conversions.onnx_passes.output_check import Mismatch, max_difference
+from conversions.onnx_passes.registry import PassOutcome, register_pass, unregister_pass
 from conversions.ort_session import OrtSettings
 from models.core.errors import HarnessError, UsageError
-from models.recipe import get_recipe
+from models.recipes import get_recipe
 
 FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
 ALL_PASSES = (
@@ -349,8 +350,6 @@ def test_a_result_that_fails_the_full_check_is_not_written(tmp_path: Path) -> No
 
 @pytest.fixture(autouse=True)
 def _stale_shape_pass() -> object:
-    from conversions.onnx_passes import PassOutcome, register_pass, unregister_pass
-
     @register_pass("test_stale_shape")
     def stale_shape(graph: object, context: object) -> PassOutcome:
         hidden = graph.tensors()["hidden"]  # type: ignore[attr-defined]
