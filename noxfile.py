@@ -8,6 +8,7 @@ index, and HARNESS_EXTRAS=gpu for full TensorRT and onnxruntime-gpu.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -81,3 +82,61 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+# -- supported versions (issue 12): each declared lower bound of the ONNX toolchain is one that passed --
+
+ONNX_TOOLCHAIN = ("onnx", "onnxruntime", "onnx-graphsurgeon", "polygraphy")
+FAST_TESTS = ("-m", "not slow")
+
+
+def _declared_lower_bounds() -> dict[str, str]:
+    """`name -> version` of each ONNX_TOOLCHAIN requirement `"name>=version"` in pyproject.toml."""
+    text = (ROOT / "pyproject.toml").read_text()  # (tomllib is not in Python 3.10, which we support)
+    bounds = {}
+    for name in ONNX_TOOLCHAIN:
+        found = re.search(rf'^\s*"{re.escape(name)}>=([^",;]+)', text, flags=re.MULTILINE)
+        if found is None:
+            raise RuntimeError(f"pyproject.toml declares no `>=` lower bound for {name}")
+        bounds[name] = found.group(1).strip()
+    return bounds
+
+
+def _install_toolchain(session: nox.Session, pins: list[str]) -> None:
+    constraints = Path(session.create_tmp()) / "onnx-toolchain.txt"
+    constraints.write_text("\n".join(pins) + "\n")
+    session.install(TORCH)
+    session.install("-c", str(constraints), "-e", f".[{EXTRAS},test]")
+    if pins:
+        session.install(*pins)  # reinstalls what a reused environment had at other versions
+    session.run("python", "-c", _PRINT_VERSIONS)
+
+
+_PRINT_VERSIONS = (
+    "import importlib.metadata as m; "
+    f"print(', '.join(f'{{n}} {{m.version(n)}}' for n in {list(ONNX_TOOLCHAIN)!r}))"
+)
+
+
+@nox.session(name="tests-lowest", python="3.11")
+def tests_lowest(session: nox.Session) -> None:
+    """The fast tests with the lowest onnx, onnxruntime, onnx-graphsurgeon and polygraphy pyproject.toml allows."""
+    _install_toolchain(session, [f"{name}=={version}" for name, version in _declared_lower_bounds().items()])
+    session.run("pytest", *FAST_TESTS, *session.posargs)
+
+
+@nox.session(name="tests-highest", python="3.11")
+def tests_highest(session: nox.Session) -> None:
+    """The fast tests with the newest onnx toolchain the registry has (what a fresh install gets)."""
+    _install_toolchain(session, [])
+    session.install("--upgrade", *ONNX_TOOLCHAIN)
+    session.run("python", "-c", _PRINT_VERSIONS)
+    session.run("pytest", *FAST_TESTS, *session.posargs)
+
+
+@nox.session(name="mvs-onnxruntime-1.30", python="3.11")
+def mvs_onnxruntime_1_30(session: nox.Session) -> None:
+    """`convert mvs` on onnxruntime 1.30.0, whose ORT_ENABLE_ALL optimizer once failed on the final model:
+    it must pass, or fail in the surgery stage naming the remedy (`-p ort_optimization=...`)."""
+    _install_toolchain(session, ["onnxruntime==1.30.0"])
+    session.run("harness", "convert", "mvs", "--backends", "torch", "onnxrt", *session.posargs)

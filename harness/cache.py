@@ -30,6 +30,7 @@ from models.results.stages import StageDetails
 
 DEFAULT_CACHE_DIR = Path(".harness") / "cache"
 ENTRY_FILE = "entry.json"
+STAT_FILE = "checked.json"  # when each file last matched its hash (a hint, never trusted for content)
 # The Cache Directory Tagging standard (https://bford.info/cachedir/): marks the root as a cache for
 # backup tools, and is how `clean` knows a folder is one it may delete entries from.
 TAG_FILE = "CACHEDIR.TAG"
@@ -127,16 +128,26 @@ class StageCache:
         except (ValueError, KeyError, TypeError, HarnessError) as e:
             self._drop(entry_dir, f"is damaged or was edited ({e})")
             return None
+        seen = _read_stat_hint(entry_dir)
+        checked: dict[str, list[int]] = {}
         for artifact in entry.artifacts.values():
             for member in artifact.members:
                 file = entry_dir / run_relative(member.path)
-                if (
-                    not file.is_file()
-                    or file.stat().st_size != member.size_bytes
-                    or sha256_file(file) != member.sha256
-                ):
+                try:
+                    info = file.stat()
+                except OSError:
+                    info = None
+                if info is None or info.st_size != member.size_bytes:
                     self._drop(entry_dir, f"has a missing or changed file {member.path}")
                     return None
+                now = [info.st_size, info.st_mtime_ns, info.st_ino]
+                # a file not touched since it was last hashed is not hashed again (as git's index)
+                if seen.get(member.path) != now and sha256_file(file) != member.sha256:
+                    self._drop(entry_dir, f"has a missing or changed file {member.path}")
+                    return None
+                checked[member.path] = now
+        if checked != seen:
+            _write_stat_hint(entry_dir, checked)
         return entry
 
     def restore(self, entry: CacheEntry, run_dir: Path) -> dict[str, Artifact]:
@@ -264,6 +275,22 @@ class StageCache:
             with contextlib.suppress(OSError):
                 stage_dir.rmdir()  # only when empty
         return removed
+
+
+def _read_stat_hint(entry_dir: Path) -> dict[str, list[int]]:
+    """(size, mtime_ns, inode) of each file when it last matched its hash; a damaged hint is empty."""
+    try:
+        data = json.loads((entry_dir / STAT_FILE).read_text())
+        return {str(k): [int(x) for x in v] for k, v in data.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _write_stat_hint(entry_dir: Path, checked: Mapping[str, list[int]]) -> None:
+    with contextlib.suppress(OSError):  # a hint only saves hashing next time
+        tmp = entry_dir / f".{STAT_FILE}.{os.getpid()}{PARTIAL_SUFFIX}"
+        tmp.write_text(json.dumps(checked))
+        os.replace(tmp, entry_dir / STAT_FILE)
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.backends.base import backend_classes, display_name
-from models.core.errors import ExitCode, HarnessError, UsageError
+from models.core.errors import HarnessError, UsageError
 from models.recipe import Tolerance
 from models.results.comparisons import (
     HIST_BUCKETS,
@@ -85,6 +85,11 @@ def _fmt(x: float) -> str:
         return f"{x:.4g}"
     mantissa, exponent = f"{x:.2e}".split("e")
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """A shape as Python writes a tuple: (13, 6), (4,), ()."""
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _fmt_pct(fraction: float) -> str:
@@ -174,6 +179,8 @@ class OutputAccumulator:
         # (abs_err, (sample, *index), ref, cand), worst first
         self._worst: list[tuple[float, tuple[int, ...], float, float]] = []
         self._shape: tuple[int, ...] = ()
+        self._shape_mismatches = 0
+        self._first_shape_mismatch: tuple[int, tuple[int, ...], tuple[int, ...]] | None = None
 
     def _pair_text(self) -> str:
         return (
@@ -185,14 +192,13 @@ class OutputAccumulator:
         ref = np.asarray(ref)
         cand = np.asarray(cand)
         if ref.shape != cand.shape:
-            raise HarnessError(
-                f"output '{self.output}': {display_name(self.ref_backend)} ({self.ref_backend}) gives shape "
-                f"{ref.shape} but {display_name(self.cand_backend)} ({self.cand_backend}) gives shape "
-                f"{cand.shape} (sample {self._samples}); the converted model's output shape or output "
-                "order differs from the reference: check the export's dynamic axes and output names, "
-                "and the ordering cross-match",
-                exit_code=ExitCode.ACCURACY_FAILED,
-            )
+            # a verdict, not an error: variable-length outputs (detections) may differ in length, and
+            # a mislabelled output has another output's shape (the cross-match names that)
+            if self._first_shape_mismatch is None:
+                self._first_shape_mismatch = (self._samples, ref.shape, cand.shape)
+            self._shape_mismatches += 1
+            self._samples += 1
+            return
         for side, arr in ((self.ref_backend, ref), (self.cand_backend, cand)):
             if arr.dtype.kind not in "biuf":
                 raise HarnessError(
@@ -396,6 +402,7 @@ class OutputAccumulator:
             worst=worst,
             abs_err_histogram=histogram_bins(self._abs_counts),
             rel_err_histogram=histogram_bins(self._rel_counts),
+            shape_mismatches=self._shape_mismatches,
             **stats,
         )
 
@@ -410,6 +417,15 @@ class OutputAccumulator:
         tol = self.tolerance
         ref_name, cand_name = display_name(self.ref_backend), display_name(self.cand_backend)
         reasons = []
+        if self._first_shape_mismatch is not None:
+            sample, ref_shape, cand_shape = self._first_shape_mismatch
+            reasons.append(
+                f"shapes differ in {self._shape_mismatches} of {self._samples} samples: {ref_name} "
+                f"{_shape_text(ref_shape)}, {cand_name} {_shape_text(cand_shape)} (sample {sample}); "
+                "those samples are not compared"
+            )
+            if not self._finite and not self._elements:
+                return reasons
         if self._nonfinite_mismatches:
             first = next((w for w in worst if math.isinf(w.abs_err)), None)
             where = f"; first at {list(first.index)} ({ref_name} {first.ref}, {cand_name} {first.cand})"

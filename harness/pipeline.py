@@ -8,6 +8,7 @@ entry. The first failure stops the run, but results.json and the report are alwa
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import time
 import traceback
@@ -95,15 +96,32 @@ def _run_stage(stage: Stage, inp: StageInput, cache: StageCache | None) -> Stage
         if e.exit_code == ExitCode.USAGE_ERROR:
             raise
         return StageRecord(stage.name, "failed", reason=str(e))
-    except Exception as e:
-        # a library failing in a way no stage anticipated: still a failed stage with a written report,
-        # the traceback kept in the ledger for the bug report
+    except OSError as e:
+        if e.errno not in _DISK_ERRNOS:
+            return _unexpected(stage, e)
+        where = f" writing {e.filename}" if e.filename else ""
         return StageRecord(
             stage.name,
             "failed",
-            reason=f"unexpected {type(e).__name__} in stage '{stage.name}': {e}",
-            traceback=traceback.format_exc(limit=20),
+            reason=f"{e.strerror}{where}: free space or permissions in the run folder "
+            f"{inp.run_dir} (or choose another --out), then run again",
         )
+    except Exception as e:
+        return _unexpected(stage, e)
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _unexpected(stage: Stage, e: Exception) -> StageRecord:
+    """A library failing in a way no stage anticipated: still a failed stage with a written report,
+    the traceback kept in the ledger for the bug report."""
+    return StageRecord(
+        stage.name,
+        "failed",
+        reason=f"unexpected {type(e).__name__} in stage '{stage.name}': {e}",
+        traceback=traceback.format_exc(limit=20),
+    )
 
 
 def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results:

@@ -142,3 +142,35 @@ def test_harness_compare_refuses_a_run_folder_whose_files_were_damaged(
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == ExitCode.USAGE_ERROR, proc.stderr
     assert last.startswith("harness: error:") and (target.rsplit("/", 1)[-1] in last), last
+
+
+def test_two_concurrent_runs_on_one_cache_both_pass_and_leave_valid_entries(tmp_path_factory):
+    from harness.cache import StageCache
+
+    cache = tmp_path_factory.mktemp("shared-cache")
+    environ = {k: v for k, v in os.environ.items() if k != "CI"}
+    env = {**environ, "HARNESS_CACHE_DIR": str(cache), "CI": "true"}
+    outs = [tmp_path_factory.mktemp(f"concurrent{i}") for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for out in outs
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == ExitCode.PASSED, err
+    for out in outs:
+        results = load_results(out)
+        for record in results.stages:
+            for artifact in record.artifacts.values():
+                artifact.verified(out)
+    warnings: list[str] = []
+    store = StageCache(cache, warn=warnings.append)
+    rows = store.entries()
+    assert rows and all(store.lookup(r["stage"], r["key"]) is not None for r in rows) and warnings == []
+    assert not list(cache.rglob("*.partial"))

@@ -122,6 +122,8 @@ class OutputComparison:
     # which sample set and precision group the comparison belongs to (see ComparisonGroup)
     sample_set: str = SAMPLES
     precision: str = "fp32"
+    # samples whose two arrays differ in shape (e.g. 13 boxes vs 25): counted, not compared, a failure
+    shape_mismatches: int = 0
 
     def __bool__(self) -> bool:
         return self.passed

@@ -87,6 +87,9 @@ class Results:
         return record.details if record is not None and isinstance(record.details, kind) else None
 
     def with_stage(self, record: StageRecord) -> Results:
+        """These results with `record` in place of the stage of its name (added last if absent)."""
+        if self.stage(record.name) is None:
+            return replace(self, stages=(*self.stages, record))
         stages = tuple(record if s.name == record.name else s for s in self.stages)
         return replace(self, stages=stages)
 

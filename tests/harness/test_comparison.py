@@ -297,13 +297,26 @@ def test_json_round_trip_is_strict_json():
     assert from_json(OutputComparison, json.loads(json.dumps(to_json(clean)))) == clean
 
 
-def test_shape_mismatch_names_output_backends_and_shapes():
+def test_a_shape_mismatch_is_a_failed_comparison_naming_both_shapes():
     acc = OutputAccumulator("boxes", "torch", "tensorrt", Tolerance())
-    with pytest.raises(HarnessError) as info:
-        acc.update(np.zeros((1, 25200, 85)), np.zeros((1, 85, 25200)))
-    message = str(info.value)
-    for part in ("'boxes'", "Torch", "TensorRT", "(1, 25200, 85)", "(1, 85, 25200)"):
-        assert part in message
+    acc.update(np.zeros((1, 25200, 85)), np.zeros((1, 85, 25200)))
+    result = acc.result()
+    assert not result and result.shape_mismatches == 1 and result.samples == 1
+    for part in ("Torch (1, 25200, 85)", "TensorRT (1, 85, 25200)", "1 of 1 samples"):
+        assert part in result.reason
+
+
+def test_variable_length_outputs_compare_the_samples_that_match_and_fail_on_the_others():
+    """Detections: 13 boxes on one side, 25 on the other, for one image of three."""
+    acc = OutputAccumulator("boxes", "torch", "onnxrt", Tolerance())
+    same = np.ones((13, 6))
+    acc.update(same, same)
+    acc.update(np.ones((13, 6)), np.ones((25, 6)))
+    acc.update(same, same + 1e-9)
+    result = acc.result()
+    assert not result and result.samples == 3 and result.shape_mismatches == 1
+    assert result.elements == 2 * 13 * 6 and result.max_abs_err == pytest.approx(1e-9)
+    assert "shapes differ in 1 of 3 samples: Torch (13, 6), ORT (25, 6) (sample 1)" in result.reason
 
 
 def test_invalid_tolerance_is_rejected():

@@ -339,3 +339,31 @@ def test_a_cache_entry_with_any_one_value_replaced_is_trusted_only_if_unchanged(
     finally:  # put the whole entry back (the lookup dropped a damaged one) for the next example
         shutil.rmtree(entry.parent, ignore_errors=True)
         shutil.copytree(root / "pristine", entry.parent)
+
+
+def test_a_cached_file_changed_in_place_is_caught_although_its_size_is_the_same(tmp_path, capsys):
+    _run(tmp_path)
+    _run(tmp_path, "warm")  # the lookup records when each file last matched its hash
+    (outputs,) = (tmp_path / "cache" / "run").glob("*/outputs/torch/samples/0000000000.npz")
+    data = bytearray(outputs.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    outputs.write_bytes(bytes(data))
+    capsys.readouterr()
+    again = _run(tmp_path, "again")
+    assert _statuses(again)["run"] == "ok"
+    assert "has a missing or changed file outputs/torch/samples/0000000000.npz" in capsys.readouterr().err
+
+
+def test_a_full_run_folder_fails_the_stage_with_the_file_and_the_remedy(tmp_path, monkeypatch):
+    import harness.stages.run as run_stage
+
+    def no_space(path, tensors):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_stage, "write_sample", no_space)
+    results = run_pipeline(RunConfig(RECIPE, tmp_path / "run", backends=("torch", "onnxrt")))
+    run = results.stage("run")
+    assert run.status == "failed" and run.traceback is None
+    assert run.reason.startswith("No space left on device writing ") and "choose another --out" in run.reason
+    assert results.verdict.exit_code == ExitCode.STAGE_FAILED
+    assert (tmp_path / "run" / "report.html").is_file()

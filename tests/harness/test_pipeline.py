@@ -124,3 +124,32 @@ def test_models_over_the_single_file_limit_keep_their_sidecar_through_every_stag
         for artifact in record.artifacts.values():
             artifact.verified(tmp_path / "again")
     assert again.verdict.passed
+
+
+def head_model():
+    import torch
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 14, 1)
+
+        def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+            features = self.conv(image).mean(dim=(2, 3))  # (N, 14)
+            return {"boxes": features[:, :4], "scores": torch.sigmoid(features[:, 4:])}
+
+    torch.manual_seed(0)
+    return Head().eval()
+
+
+def test_swapped_names_of_outputs_with_different_shapes_are_an_ordering_mismatch_not_a_failed_stage(tmp_path):
+    swapped = dataclasses.replace(
+        recipe(("scores", "boxes")), name="head", build_model=lambda weights: head_model()
+    )
+    results = run_pipeline(RunConfig(swapped, tmp_path, backends=("torch", "onnxrt")))
+    assert all(s.status != "failed" for s in results.stages), results.verdict
+    assert results.verdict.exit_code == ExitCode.ORDERING_MISMATCH, results.verdict
+    assert "ORT 'scores' matches Torch 'boxes'" in results.verdict.summary
+    comparisons = results.stage("compare").details.comparisons
+    compared = {c.output: c for c in comparisons if c.sample_set == "samples"}
+    assert compared["boxes"].shape_mismatches == 2 and "Torch (1, 4), ORT (1, 10)" in compared["boxes"].reason
