@@ -48,7 +48,7 @@ def _add_tolerance_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_baseline_flags(parser: argparse.ArgumentParser, defaults: str) -> None:
+def _add_baseline_flags(parser: argparse.ArgumentParser, default_from: str) -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
@@ -57,13 +57,16 @@ def _add_baseline_flags(parser: argparse.ArgumentParser, defaults: str) -> None:
         "error grew beyond the factor over it",
     )
     parser.add_argument(
-        "--baseline-factor", type=float, metavar="X", help=f"allowed growth over the baseline ({defaults})"
+        "--baseline-factor",
+        type=float,
+        metavar="X",
+        help=f"allowed growth over the baseline (default: {default_from}, {DEFAULT_FACTOR:g})",
     )
     parser.add_argument(
         "--baseline-floor",
         type=float,
         metavar="X",
-        help=f"growth to an error at most X is never a regression ({defaults})",
+        help=f"growth to an error at most X is never a regression (default: {default_from}, {DEFAULT_FLOOR:g})",
     )
 
 
@@ -102,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert every node to FP16, even those whose FP32 values overflow or underflow FP16",
     )
     _add_tolerance_flags(convert)
-    _add_baseline_flags(convert, "default: the recipe's, 2 and 1e-6")
+    _add_baseline_flags(convert, "the recipe's")
 
     compare = sub.add_parser(
         "compare", help="re-run comparison and report from saved outputs, no model is run"
@@ -111,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run_dir", type=Path, help="a run directory holding results.json, e.g. artifacts/yolov5"
     )
     _add_tolerance_flags(compare)
-    _add_baseline_flags(compare, "default: those the run was gated with, else 2 and 1e-6")
+    _add_baseline_flags(compare, "the one the run was gated with, else")
 
     diff = sub.add_parser(
         "diff", help="what changed from run A to run B: every statistic, failures, times and versions"
