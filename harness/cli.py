@@ -60,13 +60,13 @@ def _add_baseline_flags(parser: argparse.ArgumentParser, default_from: str) -> N
         "--baseline-factor",
         type=float,
         metavar="X",
-        help=f"allowed growth over the baseline (default: {default_from}, {DEFAULT_FACTOR:g})",
+        help=f"allowed growth over the baseline (default: {default_from} {DEFAULT_FACTOR:g})",
     )
     parser.add_argument(
         "--baseline-floor",
         type=float,
         metavar="X",
-        help=f"growth to an error at most X is never a regression (default: {default_from}, {DEFAULT_FLOOR:g})",
+        help=f"growth to an error at most X is never a regression (default: {default_from} {DEFAULT_FLOOR:g})",
     )
 
 
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert every node to FP16, even those whose FP32 values overflow or underflow FP16",
     )
     _add_tolerance_flags(convert)
-    _add_baseline_flags(convert, "the recipe's")
+    _add_baseline_flags(convert, "the recipe's, normally")
 
     compare = sub.add_parser(
         "compare", help="re-run comparison and report from saved outputs, no model is run"
