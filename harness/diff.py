@@ -42,11 +42,8 @@ from models.results.diff import (
     ValueChange,
     check_gate,
 )
-from models.results.document import Environment, Results, Verdict, load_results
+from models.results.document import UNFINISHED, Environment, Results, Verdict, load_results
 from models.results.stages import CompareDetails, RunDetails, SamplesDetails
-
-# the status of a results.json whose run has not finished (harness.pipeline.UNFINISHED, a layer above)
-UNFINISHED_STATUS = "UNFINISHED"
 
 Key = tuple[str, str, str, str, str]  # output, reference, candidate, sample set, precision
 
@@ -454,7 +451,7 @@ def diff_runs(
 def load_run(path: Path, what: str = "") -> Results:
     """A finished run's results (a run folder or its results.json); a usage error naming the file."""
     results = load_results(path)
-    if results.verdict.status == UNFINISHED_STATUS:
+    if results.verdict.status == UNFINISHED.status:
         prefix = f"{what} " if what else ""
         raise UsageError(f"{prefix}{path}: {results.verdict.summary}")
     return results

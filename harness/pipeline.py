@@ -26,7 +26,7 @@ from harness.verdict import verdict_for
 from models.core.artifacts import PARTIAL_SUFFIX
 from models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
 from models.recipe import Recipe
-from models.results.document import Results, Verdict, load_results, save_results
+from models.results.document import UNFINISHED, Results, Verdict, load_results, save_results
 from models.results.recipe import RecipeRecord, ToleranceOverrides
 from models.results.stages import RunDetails, StageRecord
 from reports.render import write_reports
@@ -189,12 +189,6 @@ def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results
 
 
 PARSES_FILE = ".code-key-parses.json"  # what each source file imports, to derive code keys fast
-
-UNFINISHED = Verdict(
-    int(ExitCode.STAGE_FAILED),
-    "UNFINISHED",
-    "the run that writes this folder has not finished (or was killed); run `harness convert` again",
-)
 
 
 def prepare_run_folder(out_dir: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from models.core.artifacts import write_text_atomic
-from models.core.errors import UsageError
+from models.core.errors import ExitCode, UsageError
 from models.core.serde import SchemaError, from_json, to_json
 from models.results.diff import RunDiff
 from models.results.recipe import RecipeRecord, ToleranceOverrides
@@ -92,6 +92,15 @@ class Results:
             return replace(self, stages=(*self.stages, record))
         stages = tuple(record if s.name == record.name else s for s in self.stages)
         return replace(self, stages=stages)
+
+
+# what results.json says while its run is under way: a run killed midway leaves this, never an
+# earlier run's results beside this run's files
+UNFINISHED = Verdict(
+    int(ExitCode.STAGE_FAILED),
+    "UNFINISHED",
+    "the run that writes this folder has not finished (or was killed); run `harness convert` again",
+)
 
 
 def results_to_text(results: Results) -> str:

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import pipeline
 from harness.cli import main
 from harness.diff import (
-    UNFINISHED_STATUS,
     Baseline,
     baseline_of_recipe,
     diff_runs,
@@ -28,7 +26,7 @@ from harness.pipeline import RunConfig, run_pipeline
 from models.core.errors import ExitCode, UsageError
 from models.recipes import RECIPES
 from models.results.diff import RunDiff, diff_from_json
-from models.results.document import Gpu, Results, Verdict, load_results, save_results
+from models.results.document import UNFINISHED, Gpu, Results, Verdict, load_results, save_results
 from models.results.stages import CompareDetails, RunDetails
 from reports.diff import render_diff_html
 from tests.harness.diff_recipe import CLEAN, NAME, PLANTED, diff_noise
@@ -249,8 +247,7 @@ def test_bad_input_is_exit_2_with_one_line_naming_the_file(runs, tmp_path, capsy
     elif case == "unfinished":
         bad.mkdir()
         results = load_results(runs.base)
-        unfinished = Verdict(4, UNFINISHED_STATUS, "the run that writes this folder has not finished")
-        save_results(dataclasses.replace(results, stages=(), verdict=unfinished), bad)
+        save_results(dataclasses.replace(results, stages=(), verdict=UNFINISHED), bad)
     assert main(["diff", str(runs.base), str(bad)]) == ExitCode.USAGE_ERROR
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -268,10 +265,6 @@ def test_bad_options_are_exit_2(runs, tmp_path, capsys):
     unwritable = tmp_path / "a file" / "diff.html"
     assert main(["diff", base, base, "--html", str(unwritable)]) == ExitCode.USAGE_ERROR
     assert str(unwritable) in capsys.readouterr().err
-
-
-def test_the_unfinished_status_is_the_pipelines():
-    assert pipeline.UNFINISHED.status == UNFINISHED_STATUS
 
 
 # --- the baseline gate ---------------------------------------------------------------------------------
