@@ -103,9 +103,9 @@ def _remedy(settings: OrtSettings) -> str:
     lower = ORT_OPTIMIZATIONS[: ORT_OPTIMIZATIONS.index(settings.optimization)]
     return (
         f". If the model is valid this is ONNX Runtime's graph optimizer failing on it: upgrade "
-        f"onnxruntime, or lower the optimization level the run uses with the recipe option "
-        f"ort_optimization ({' or '.join(repr(level) for level in reversed(lower))}, "
-        f"e.g. `-p ort_optimization={lower[-1]}`); the level is recorded in the results"
+        f"onnxruntime, or lower the level the run uses with the recipe option ort_optimization, one of "
+        f"{', '.join(reversed(lower))} (e.g. `-p ort_optimization={lower[-1]}`; `-p ort_optimization=disable` "
+        f"runs the graph as the surgery checks ran it); the level is recorded in the results"
     )
 
 

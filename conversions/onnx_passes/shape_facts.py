@@ -67,6 +67,16 @@ def _inferred_shapes(
     graph: gs.Graph, static_dims: Mapping[str, Mapping[int, int]]
 ) -> tuple[dict[str, Dims], frozenset[str]]:
     """Inferred shapes by tensor name, and the names of values that are not tensors (sequences, optionals)."""
+    if not any(
+        isinstance(t, gs.Constant) and math.prod(t.shape) > _WEIGHT_ELEMENTS
+        for owner in walk_graphs(graph)
+        for t in owner.tensors().values()
+    ):
+        # no weights to keep out of the export: export as is and drop the untrusted shapes from the proto
+        with unexportable_as_tensors(graph):
+            model = gs.export_onnx(graph, do_type_check=False)
+        _keep_only_input_shapes(model.graph, static_dims)
+        return _read_inferred(model)
     skeleton = graph.copy()
     input_names = {tensor.name for tensor in skeleton.inputs}
     for tensor in skeleton.inputs:
@@ -86,6 +96,32 @@ def _inferred_shapes(
                 tensor.shape = None
     with unexportable_as_tensors(skeleton):
         model = gs.export_onnx(skeleton, do_type_check=False)
+    return _read_inferred(model)
+
+
+def _keep_only_input_shapes(root: onnx.GraphProto, static_dims: Mapping[str, Mapping[int, int]]) -> None:
+    """What the skeleton above does, on the exported proto: the graph inputs' shapes (with the static
+    dims promised) are kept, every other declared shape is dropped (types stay)."""
+    for value in root.input:
+        for axis, size in static_dims.get(value.name, {}).items():
+            dims = value.type.tensor_type.shape.dim
+            if value.type.HasField("tensor_type") and axis < len(dims):
+                dims[axis].Clear()
+                dims[axis].dim_value = size
+    graphs = [(root, True)]
+    while graphs:
+        current, top = graphs.pop()
+        for value in (*current.value_info, *current.output, *(() if top else current.input)):
+            if value.type.HasField("tensor_type"):
+                value.type.tensor_type.ClearField("shape")
+        for node in current.node:
+            for attr in node.attribute:
+                graphs.extend(
+                    (g, False) for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs)
+                )
+
+
+def _read_inferred(model: onnx.ModelProto) -> tuple[dict[str, Dims], frozenset[str]]:
     try:
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except onnx.shape_inference.InferenceError:

@@ -35,8 +35,10 @@ pytestmark = pytest.mark.node_suite
 WORKERS = max(1, min(2, len(os.sched_getaffinity(0))))
 # variants whose pass list differs from their recipe's default
 RECIPE_VARIANTS = (("yolov5", {"squeeze_batch": 1}),)
-# at least this share of the suite must be runnable, or the test proves little (an ORT build problem)
-MIN_RUNNABLE_SHARE = 0.8
+# at least this share of the suite must be runnable, or the test proves little (an ORT build problem);
+# measured: 86% (onnx 1.23, onnxruntime 1.32), 75% at the lowest bounds (onnxruntime 1.20 reads no IR 10
+# model of onnx 1.17's suite: 209 cases)
+MIN_RUNNABLE_SHARE = 0.7
 
 
 def pass_lists() -> dict[str, tuple[str, ...]]:
