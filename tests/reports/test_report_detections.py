@@ -16,7 +16,7 @@ from reports.junit import junit_xml
 from reports.page import ReportView
 from reports.render import render_html, write_reports
 from reports.sections.detections import DRAWN_IMAGE_SIDE
-from tests.reports import detector_runs as runs
+from tests.harness import detection_runs as runs
 from tests.reports.page import Element, parse
 
 REPO = Path(__file__).resolve().parents[2]
