@@ -25,6 +25,12 @@ def env(tmp_path_factory) -> dict[str, str]:
     return {**environ, "HARNESS_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), "PYTHONUNBUFFERED": "1"}
 
 
+def harness(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=600, env=env
+    )
+
+
 def _convert_and_signal(out, env, stage: str, signum: int) -> tuple[int, str]:
     args = [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -66,13 +72,7 @@ def test_a_signal_in_a_stage_exits_with_its_code_and_names_the_stage(tmp_path, e
     assert (out / "report.html").is_file()
 
     # the same command again goes on from the cache and passes
-    again = subprocess.run(
-        [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    again = harness("convert", "mnist", "--out", str(out), env=env)
     assert again.returncode == ExitCode.PASSED, again.stderr
 
 
@@ -82,18 +82,10 @@ def test_a_run_killed_in_a_stage_leaves_a_folder_that_says_so_and_the_next_run_p
     returncode, _ = _convert_and_signal(out, env, stage, signal.SIGKILL)
     assert returncode == -signal.SIGKILL
     assert load_results(out).verdict.status == "UNFINISHED"  # never an earlier run's results
-    compare = subprocess.run(
-        [sys.executable, "-m", "harness", "compare", str(out)], capture_output=True, text=True, env=env
-    )
+    compare = harness("compare", str(out), env=env)
     assert compare.returncode == ExitCode.USAGE_ERROR, compare.stderr
     assert "has not finished" in compare.stderr.strip().splitlines()[-1]
-    again = subprocess.run(
-        [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    again = harness("convert", "mnist", "--out", str(out), env=env)
     assert again.returncode == ExitCode.PASSED, again.stderr
     assert not list(out.rglob("*.partial"))
 
@@ -101,13 +93,7 @@ def test_a_run_killed_in_a_stage_leaves_a_folder_that_says_so_and_the_next_run_p
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, env):
     out = tmp_path_factory.mktemp("finished")
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness", "convert", "mnist", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    proc = harness("convert", "mnist", "--out", str(out), env=env)
     assert proc.returncode == ExitCode.PASSED, proc.stderr
     return out
 
@@ -136,9 +122,7 @@ def test_harness_compare_refuses_a_run_folder_whose_files_were_damaged(
     else:
         data = data[: len(data) // 2]
     path.write_bytes(bytes(data))
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness", "compare", str(out)], capture_output=True, text=True, env=env
-    )
+    proc = harness("compare", str(out), env=env)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == ExitCode.USAGE_ERROR, proc.stderr
     assert last.startswith("harness: error:") and (target.rsplit("/", 1)[-1] in last), last
