@@ -48,6 +48,26 @@ from models.results.stages import CompareDetails, RunDetails, SamplesDetails
 Key = tuple[str, str, str, str, str]  # output, reference, candidate, sample set, precision
 
 
+def _passed(side: OutputComparison | DetectionPair | None) -> bool | None:
+    return None if side is None else side.passed
+
+
+def _verdict_change(before: bool | None, after: bool | None, regressed: bool) -> ChangeStatus | None:
+    """How a comparison's pass/fail moved from A to B (None on either side: absent there); None when
+    it passed in both and did not regress, which the statistics then describe."""
+    if before is None:
+        return "added"
+    if after is None:
+        return "removed"
+    if before and not after:
+        return "new failure"
+    if regressed:
+        return "regressed"
+    if not before:
+        return "fixed" if after else "still failing"
+    return None
+
+
 @dataclass(frozen=True)
 class _Stat:
     stat: str
@@ -163,26 +183,16 @@ class _Differ:
                 stats.append(self.stat_change(spec, va, vb))
         grown = [s for s in stats if s.regressed]
         regressions = [self.growth(where, grown)] if grown else []
-        status: ChangeStatus
-        if before is None:
-            status = "added"
-        elif after is None:
-            status = "removed"
-        elif before.passed and not after.passed:
-            status = "new failure"
+        status = _verdict_change(_passed(before), _passed(after), bool(regressions))
+        if status == "new failure":
             regressions.insert(0, f"{where}: passed in A, fails in B: {after.reason}")
-        elif regressions:
-            status = "regressed"
-        elif not before.passed and after.passed:
-            status = "fixed"
-        elif not before.passed:
-            status = "still failing"
-        elif not any(s.changed for s in stats) and not (ca and cb and ca.tolerance != cb.tolerance):
-            status = "unchanged"
-        else:
-            gated = [s for s in stats if s.gated]
-            improved = not any(s.worse for s in gated) and any(s.better_now for s in gated)
-            status = "improved" if improved else "within factor"
+        if status is None:
+            if not any(s.changed for s in stats) and not (ca and cb and ca.tolerance != cb.tolerance):
+                status = "unchanged"
+            else:
+                gated = [s for s in stats if s.gated]
+                improved = not any(s.worse for s in gated) and any(s.better_now for s in gated)
+                status = "improved" if improved else "within factor"
         if status in ("added", "removed"):
             regressions = []  # nothing to compare with: shown, never gated
         return ComparisonChange(
@@ -232,20 +242,8 @@ class _Differ:
         fixed = tuple(i for i in common if not passed_a[i] and passed_b[i])
         gated = pair.gated
         regressions = []
-        status: ChangeStatus
-        if pa is None:
-            status = "added"
-        elif pb is None:
-            status = "removed"
-        elif pa.passed and not pb.passed:
-            status = "new failure"
-        elif newly and gated:
-            status = "regressed"
-        elif not pa.passed and pb.passed:
-            status = "fixed"
-        elif not pa.passed:
-            status = "still failing"
-        else:
+        status = _verdict_change(_passed(pa), _passed(pb), bool(newly and gated))
+        if status is None:
             status = "within factor" if any(s.changed for s in stats) else "unchanged"
         if gated and pa is not None and pb is not None and (newly or status == "new failure"):
             shown = ", ".join(str(i) for i in newly[:10]) + (" ..." if len(newly) > 10 else "")
