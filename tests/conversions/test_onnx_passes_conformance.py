@@ -22,16 +22,9 @@ from conversions.onnx_passes.registry import PassOutcome, register_pass, unregis
 from conversions.ort_session import OrtSettings
 from models.core.errors import HarnessError, UsageError
 from models.recipes import get_recipe
+from tests.fixtures.onnx_runtime import ALL_PASSES
 
 FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
-ALL_PASSES = (
-    "fold_constants",
-    "remove_stray_if",
-    "squeeze_to_reshape",
-    "drop_identity",
-    "cleanup",
-    "toposort",
-)
 RNG = np.random.default_rng(12)
 
 

@@ -21,16 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conversions.onnx_passes.driver import run_passes
 from conversions.onnx_passes.output_check import max_difference
+from tests.fixtures.onnx_runtime import ALL_PASSES
 
 FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
-ALL_PASSES = (
-    "fold_constants",
-    "remove_stray_if",
-    "squeeze_to_reshape",
-    "drop_identity",
-    "cleanup",
-    "toposort",
-)
 PASS_LISTS = [(name,) for name in ALL_PASSES] + [ALL_PASSES]
 
 
@@ -211,3 +204,9 @@ def test_every_pass_keeps_what_random_shape_graphs_compute(
             after = _ort(str(out), feed)
             for index, (a, b) in enumerate(zip(before, after, strict=True)):
                 assert max_difference(a, b, rtol=0.0, atol=0.0) == 0.0, (passes, index)
+
+
+def test_the_full_list_holds_every_registered_pass():
+    from conversions.onnx_passes.registry import registered_passes
+
+    assert sorted(ALL_PASSES) == sorted(registered_passes())
