@@ -74,7 +74,7 @@ def tests(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks -> artifacts/bench/bench.{json,md}; exits 1 if a target is missed; `-- --quick` for a smoke run."""
     install(session)
-    session.run("python", "-m", "harness.bench", *session.posargs)
+    session.run("python", "-m", "trt_harness.harness.bench", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from conversions import onnx_files, replacements
-from models.core.errors import HarnessError
-from models.recipe import Feed, Recipe
-from models.results.stages import ExportDetails
+from trt_harness.conversions import onnx_files, replacements
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.recipe import Feed, Recipe
+from trt_harness.models.results.stages import ExportDetails
 
 if TYPE_CHECKING:
     import torch

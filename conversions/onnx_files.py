@@ -18,8 +18,7 @@ from pathlib import Path
 
 import onnx
 from onnx import external_data_helper
-
-from models.core.artifacts import Artifact, atomic_path
+from trt_harness.models.core.artifacts import Artifact, atomic_path
 
 # A protobuf message cannot exceed 2 GiB. Tests lower this to exercise the sidecar path.
 SINGLE_FILE_LIMIT = onnx.checker.MAXIMUM_PROTOBUF

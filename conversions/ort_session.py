@@ -14,10 +14,9 @@ from pathlib import Path
 
 import onnx
 import onnxruntime as ort
-
-from conversions.onnx_files import fits_single_file
-from models.core.errors import HarnessError
-from models.recipe import ORT_OPTIMIZATIONS, OrtOptimization
+from trt_harness.conversions.onnx_files import fits_single_file
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.recipe import ORT_OPTIMIZATIONS, OrtOptimization
 
 LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from conversions.replacements import get_replacement
-from conversions.replacements._callsite import call_site
-from conversions.replacements._patching import Patcher, resolve
-from models.core.errors import UsageError
-from models.results.stages import Finding
+from trt_harness.conversions.replacements import get_replacement
+from trt_harness.conversions.replacements._callsite import call_site
+from trt_harness.conversions.replacements._patching import Patcher, resolve
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.results.stages import Finding
 
 if TYPE_CHECKING:
     import torch

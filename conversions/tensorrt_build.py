@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from conversions.tensorrt_flavor import select_flavor
-from models.core.artifacts import write_bytes_atomic
-from models.core.errors import HarnessError
-from models.recipe import BuildOptions, ShapeRange
-from models.results.stages import EngineRecord, TensorRTFlavor
+from trt_harness.conversions.tensorrt_flavor import select_flavor
+from trt_harness.models.core.artifacts import write_bytes_atomic
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.recipe import BuildOptions, ShapeRange
+from trt_harness.models.results.stages import EngineRecord, TensorRTFlavor
 
 
 class TensorRTBuildFailed(HarnessError):

@@ -12,7 +12,7 @@ import importlib.util
 import os
 import sys
 
-from models.results.stages import TensorRTFlavor
+from trt_harness.models.results.stages import TensorRTFlavor
 
 
 def _importable(name: str) -> bool:

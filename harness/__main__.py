@@ -1,5 +1,5 @@
 import sys
 
-from harness.cli import main
+from trt_harness.harness.cli import main
 
 sys.exit(main())

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.core.artifacts import PARTIAL_SUFFIX, Artifact, atomic_path, run_relative, sha256_file
-from models.core.errors import HarnessError, UsageError
-from models.core.serde import from_json, to_json
-from models.results.stages import StageDetails
+from trt_harness.models.core.artifacts import PARTIAL_SUFFIX, Artifact, atomic_path, run_relative, sha256_file
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.core.serde import from_json, to_json
+from trt_harness.models.results.stages import StageDetails
 
 DEFAULT_CACHE_DIR = Path(".harness") / "cache"
 ENTRY_FILE = "entry.json"

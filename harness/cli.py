@@ -11,22 +11,22 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from harness.cache import StageCache, cache_dir_from_env
-from harness.diff import diff_runs, load_run
-from harness.golden import write_golden
-from harness.pipeline import STAGES, rejudge, run_pipeline
-from harness.progress import StageProgress
-from harness.stages.base import RunConfig, torch_model
-from harness.stages.run import selected_backends
-from harness.stages.scan import scan_recipe
-from models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
-from models.recipe import PRECISIONS, Recipe
-from models.recipes import get_recipe, parse_params, recipe_names
-from models.results.diff import DEFAULT_FACTOR, DEFAULT_FLOOR, check_gate
-from models.results.document import Results
-from models.results.recipe import ToleranceOverrides
-from reports.diff import diff_text, write_diff_html, write_diff_json
-from reports.index import write_index
+from trt_harness.harness.cache import StageCache, cache_dir_from_env
+from trt_harness.harness.diff import diff_runs, load_run
+from trt_harness.harness.golden import write_golden
+from trt_harness.harness.pipeline import STAGES, rejudge, run_pipeline
+from trt_harness.harness.progress import StageProgress
+from trt_harness.harness.stages.base import RunConfig, torch_model
+from trt_harness.harness.stages.run import selected_backends
+from trt_harness.harness.stages.scan import scan_recipe
+from trt_harness.models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
+from trt_harness.models.recipe import PRECISIONS, Recipe
+from trt_harness.models.recipes import get_recipe, parse_params, recipe_names
+from trt_harness.models.results.diff import DEFAULT_FACTOR, DEFAULT_FLOOR, check_gate
+from trt_harness.models.results.document import Results
+from trt_harness.models.results.recipe import ToleranceOverrides
+from trt_harness.reports.diff import diff_text, write_diff_html, write_diff_json
+from trt_harness.reports.index import write_index
 
 DEFAULT_ARTIFACTS = Path("artifacts")
 

@@ -20,6 +20,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the project's checkout (or its installed copy)
+# The project's folders install as subpackages of this namespace (pyproject.toml, package-dir): module
+# `trt_harness.models.recipe` is the file ROOT/models/recipe.py.
+NAMESPACE = "trt_harness"
+PACKAGES = ("conversions", "harness", "models", "reports")
 
 
 @functools.cache
@@ -63,7 +67,12 @@ def find_source(module: str, roots: Iterable[Path] | None = None) -> Path | None
 def _find_source(module: str, roots: tuple[Path, ...]) -> Path | None:
     parts = module.split(".")
     for root in roots:
-        base = root.joinpath(*parts)
+        if root == ROOT and parts[0] == NAMESPACE:
+            base = root.joinpath(*parts[1:])
+        elif root == ROOT and parts[0] in PACKAGES:
+            continue  # a bare `models.yolo` is a user's module, never ours
+        else:
+            base = root.joinpath(*parts)
         for candidate in (base.with_suffix(".py"), base / "__init__.py"):
             if candidate.is_file() and not _is_library(candidate):
                 return candidate.resolve()
@@ -76,7 +85,7 @@ def _module_name(path: Path, roots: Iterable[Path]) -> str | None:
             parts = list(path.relative_to(root).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
-            return ".".join(parts)
+            return ".".join([NAMESPACE, *parts] if root == ROOT and parts[0] in PACKAGES else parts)
     return None
 
 

@@ -36,11 +36,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from harness.backends.base import backend_classes, display_name
-from models.core.errors import HarnessError, UsageError
-from models.recipe import Tolerance
-from models.results.comparisons import (
+from trt_harness.harness.backends.base import backend_classes, display_name
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.recipe import Tolerance
+from trt_harness.models.results.comparisons import (
     HIST_BUCKETS,
     HIST_SHIFT,
     MissingOutput,

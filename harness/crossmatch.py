@@ -25,10 +25,9 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
-from harness.backends.base import display_name
-from models.core.errors import HarnessError
-from models.results.comparisons import CrossMatch
+from trt_harness.harness.backends.base import display_name
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.results.comparisons import CrossMatch
 
 CLEAR_RATIO = 10.0
 CLEAR_GAP = 1e-2

@@ -19,12 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.core.artifacts import atomic_path
-from models.core.errors import UsageError
-from models.detection import Detections, compare_detections, postprocess_anchor_free, postprocess_yolov5
-from models.recipe import DetectionSpec
-from models.results.detections import DetectionPair, DetectionsReport, ImageAgreement
+from trt_harness.models.core.artifacts import atomic_path
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.detection import (
+    Detections,
+    compare_detections,
+    postprocess_anchor_free,
+    postprocess_yolov5,
+)
+from trt_harness.models.recipe import DetectionSpec
+from trt_harness.models.results.detections import DetectionPair, DetectionsReport, ImageAgreement
 
 DETECTION_IMAGES = "detection_images.npz"
 # Fixed timestamp inside the archive: the same images give the same bytes, so the artifact's hash is stable.

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.core.errors import ExitCode, UsageError
-from models.recipe import Recipe, Tolerance
-from models.results.comparisons import SAMPLES, OutputComparison
-from models.results.detections import DetectionPair
-from models.results.diff import (
+from trt_harness.models.core.errors import ExitCode, UsageError
+from trt_harness.models.recipe import Recipe, Tolerance
+from trt_harness.models.results.comparisons import SAMPLES, OutputComparison
+from trt_harness.models.results.detections import DetectionPair
+from trt_harness.models.results.diff import (
     DEFAULT_FACTOR,
     DEFAULT_FLOOR,
     Better,
@@ -42,8 +42,8 @@ from models.results.diff import (
     ValueChange,
     check_gate,
 )
-from models.results.document import UNFINISHED, Environment, Results, Verdict, load_results
-from models.results.stages import CompareDetails, RunDetails, SamplesDetails
+from trt_harness.models.results.document import UNFINISHED, Environment, Results, Verdict, load_results
+from trt_harness.models.results.stages import CompareDetails, RunDetails, SamplesDetails
 
 Key = tuple[str, str, str, str, str]  # output, reference, candidate, sample set, precision
 

@@ -6,8 +6,8 @@ import importlib.metadata
 import os
 import platform
 
-from harness.gpu import cuda_devices
-from models.results.document import Environment, Gpu
+from trt_harness.harness.gpu import cuda_devices
+from trt_harness.models.results.document import Environment, Gpu
 
 _DISTRIBUTIONS = (
     "torch",

@@ -18,12 +18,11 @@ from pathlib import Path
 
 from polygraphy.comparator.struct import IterationResult, RunResults
 from polygraphy.json import save_json
-
-from harness.sample_files import INDEX_WIDTH, SampleFolder
-from models.core.artifacts import atomic_path
-from models.core.errors import UsageError
-from models.results.document import load_results
-from models.results.stages import RunDetails, SamplesDetails
+from trt_harness.harness.sample_files import INDEX_WIDTH, SampleFolder
+from trt_harness.models.core.artifacts import atomic_path
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.results.document import load_results
+from trt_harness.models.results.stages import RunDetails, SamplesDetails
 
 
 def write_golden(run_dir: Path, out: Path | None = None) -> list[Path]:

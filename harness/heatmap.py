@@ -14,9 +14,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from models.core.errors import HarnessError, UsageError
-from models.results.comparisons import ErrorMap
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.results.comparisons import ErrorMap
 
 # Positions processed per step, so float64 scratch stays small for large outputs.
 _CHUNK_ELEMENTS = 1 << 20

@@ -15,21 +15,21 @@ import traceback
 from pathlib import Path
 from typing import Protocol
 
-from conversions.tensorrt_flavor import select_flavor
-from harness.cache import CacheEntry, StageCache, stable_hash
-from harness.code_keys import code_hash, keep_parses_in, save_parses
-from harness.diff import baseline_of_recipe, baseline_of_run, judge_against
-from harness.environment import environment
-from harness.stages import build, compare, export, precision, run, samples, scan, surgery
-from harness.stages.base import RunConfig, Stage, StageFailed, StageInput, StageSkipped
-from harness.verdict import verdict_for
-from models.core.artifacts import PARTIAL_SUFFIX
-from models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
-from models.recipe import Recipe
-from models.results.document import UNFINISHED, Results, Verdict, load_results, save_results
-from models.results.recipe import RecipeRecord, ToleranceOverrides
-from models.results.stages import RunDetails, StageRecord
-from reports.render import write_reports
+from trt_harness.conversions.tensorrt_flavor import select_flavor
+from trt_harness.harness.cache import CacheEntry, StageCache, stable_hash
+from trt_harness.harness.code_keys import code_hash, keep_parses_in, save_parses
+from trt_harness.harness.diff import baseline_of_recipe, baseline_of_run, judge_against
+from trt_harness.harness.environment import environment
+from trt_harness.harness.stages import build, compare, export, precision, run, samples, scan, surgery
+from trt_harness.harness.stages.base import RunConfig, Stage, StageFailed, StageInput, StageSkipped
+from trt_harness.harness.verdict import verdict_for
+from trt_harness.models.core.artifacts import PARTIAL_SUFFIX
+from trt_harness.models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
+from trt_harness.models.recipe import Recipe
+from trt_harness.models.results.document import UNFINISHED, Results, Verdict, load_results, save_results
+from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
+from trt_harness.models.results.stages import RunDetails, StageRecord
+from trt_harness.reports.render import write_reports
 
 __all__ = ["STAGES", "RunConfig", "rejudge", "run_pipeline"]
 

@@ -7,8 +7,7 @@ import sys
 from typing import Any, TextIO
 
 from rich.console import Console
-
-from models.results.stages import StageRecord
+from trt_harness.models.results.stages import StageRecord
 
 _STYLE = {"ok": "green", "cached": "cyan", "skipped": "yellow", "failed": "red", "interrupted": "red"}
 

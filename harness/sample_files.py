@@ -20,9 +20,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
-
-from models.core.artifacts import Artifact, ArtifactFile, atomic_path, run_relative
-from models.core.errors import HarnessError
+from trt_harness.models.core.artifacts import Artifact, ArtifactFile, atomic_path, run_relative
+from trt_harness.models.core.errors import HarnessError
 
 INDEX_WIDTH = 10  # as Polygraphy's ITERATION_FILE_INDEX_WIDTH
 SUFFIX = ".npz"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.detections import gate_failures
-from models.core.errors import ExitCode
-from models.results.comparisons import SAMPLES
-from models.results.document import Verdict
-from models.results.stages import CompareDetails, RunDetails, StageRecord
+from trt_harness.harness.detections import gate_failures
+from trt_harness.models.core.errors import ExitCode
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.document import Verdict
+from trt_harness.models.results.stages import CompareDetails, RunDetails, StageRecord
 
 
 def _verdict(code: ExitCode, summary: str) -> Verdict:

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from models.core.errors import UsageError
+from trt_harness.models.core.errors import UsageError
 
 # YOLOv5/YOLOv8 pass at most this many boxes (best first) to NMS after the confidence filter.
 DEFAULT_MAX_CANDIDATES = 30000

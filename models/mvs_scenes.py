@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from models.core.errors import HarnessError, UsageError
+from trt_harness.models.core.errors import HarnessError, UsageError
 
 SOBEL_MAX = 4.0 * np.sqrt(2.0)  # largest Sobel gradient magnitude of an image in [0, 1]
 

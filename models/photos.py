@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from models.detection import Letterbox
+from trt_harness.models.detection import Letterbox
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 LETTERBOX_FILL = 114  # Ultralytics' grey

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from models.core.errors import UsageError
-from models.detection import DetectionTolerance
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.detection import DetectionTolerance
 
 if TYPE_CHECKING:
     import numpy as np

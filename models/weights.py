@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.core.artifacts import atomic_path
-from models.core.errors import UsageError
+from trt_harness.models.core.artifacts import atomic_path
+from trt_harness.models.core.errors import UsageError
 
 if TYPE_CHECKING:
     import torch

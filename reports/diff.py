@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.core.artifacts import write_text_atomic
-from models.results.diff import RunDiff, diff_to_text
-from reports.render import environment
-from reports.sections.baseline import ChangeView, DiffView
+from trt_harness.models.core.artifacts import write_text_atomic
+from trt_harness.models.results.diff import RunDiff, diff_to_text
+from trt_harness.reports.render import environment
+from trt_harness.reports.sections.baseline import ChangeView, DiffView
 
 # the few non-ASCII characters the shared formatting uses, as plain text writes them
 _ASCII = str.maketrans({"×": "x", "−": "-", "–": "-", "→": "->", "∞": "inf", "≈": "~", "·": "*", "µ": "u"})

@@ -13,9 +13,8 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
-from models.core.errors import UsageError
-from models.detection import Detections
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.detection import Detections
 
 # Neither side of a drawn image exceeds this, to keep the HTML report small.
 MAX_SIDE = 480

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.core.artifacts import write_text_atomic
-from models.core.errors import HarnessError
-from models.results.document import Results, load_results
-from reports.page import ReportView
-from reports.render import environment
+from trt_harness.models.core.artifacts import write_text_atomic
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.results.document import Results, load_results
+from trt_harness.reports.page import ReportView
+from trt_harness.reports.render import environment
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from models.core.artifacts import write_text_atomic
-from models.results.comparisons import SAMPLES
-from models.results.diff import RunDiff
-from models.results.document import Results
-from models.results.stages import CompareDetails
-from reports.page import ReportView
+from trt_harness.models.core.artifacts import write_text_atomic
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.diff import RunDiff
+from trt_harness.models.results.document import Results
+from trt_harness.models.results.stages import CompareDetails
+from trt_harness.reports.page import ReportView
 
 # Characters XML 1.0 cannot hold even escaped; ElementTree would write them and produce invalid XML.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

@@ -6,14 +6,14 @@ import functools
 from collections.abc import Iterator
 from pathlib import Path
 
-from models.results.document import Results
-from reports.sections.baseline import BaselineSection
-from reports.sections.common import RunView
-from reports.sections.conversion import ConversionSection
-from reports.sections.detections import DetectionsSection
-from reports.sections.ordering import OrderingSection
-from reports.sections.outputs import OutputSection, OutputsSection
-from reports.sections.summary import SummarySection
+from trt_harness.models.results.document import Results
+from trt_harness.reports.sections.baseline import BaselineSection
+from trt_harness.reports.sections.common import RunView
+from trt_harness.reports.sections.conversion import ConversionSection
+from trt_harness.reports.sections.detections import DetectionsSection
+from trt_harness.reports.sections.ordering import OrderingSection
+from trt_harness.reports.sections.outputs import OutputSection, OutputsSection
+from trt_harness.reports.sections.summary import SummarySection
 
 
 class ReportView(RunView):

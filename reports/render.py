@@ -10,12 +10,11 @@ import functools
 from pathlib import Path
 
 import jinja2
-
-from models.core.artifacts import write_text_atomic
-from models.results.document import Results
-from reports import formatting
-from reports.junit import junit_xml
-from reports.page import ReportView
+from trt_harness.models.core.artifacts import write_text_atomic
+from trt_harness.models.results.document import Results
+from trt_harness.reports import formatting
+from trt_harness.reports.junit import junit_xml
+from trt_harness.reports.page import ReportView
 
 TEMPLATES = Path(__file__).parent / "templates"
 

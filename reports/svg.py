@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 from markupsafe import Markup
-
-from models.results.comparisons import ErrorMap
-from reports.formatting import as_float, compact, count_label, number, sci
+from trt_harness.models.results.comparisons import ErrorMap
+from trt_harness.reports.formatting import as_float, compact, count_label, number, sci
 
 # Histogram: bars per decade of abs error (more when few decades are shown), and how many decades
 # below the largest error are shown (smaller errors share one "below" bar).
@@ -283,8 +282,7 @@ def _hex(rgb: Sequence[float]) -> str:
 
 def _heatmap_png(values: np.ndarray, low: float, high: float, size: tuple[int, int]) -> str:
     from PIL import Image
-
-    from reports.drawing import png_data_uri
+    from trt_harness.reports.drawing import png_data_uri
 
     with np.errstate(divide="ignore", invalid="ignore"):
         fraction = (np.log10(np.maximum(values, low)) - math.log10(low)) / (

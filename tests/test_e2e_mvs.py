@@ -9,11 +9,10 @@ from pathlib import Path
 
 import onnx
 import pytest
-
-from models.core.errors import ExitCode
-from models.recipes.mvs import REPLACEMENTS
-from models.results.document import load_results
-from models.results.stages import StageRecord
+from trt_harness.models.core.errors import ExitCode
+from trt_harness.models.recipes.mvs import REPLACEMENTS
+from trt_harness.models.results.document import load_results
+from trt_harness.models.results.stages import StageRecord
 
 pytestmark = pytest.mark.slow
 

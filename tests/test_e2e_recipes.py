@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
-
-from models.core.errors import ExitCode
-from models.results.document import load_results
-from models.results.stages import CompareDetails
+from trt_harness.models.core.errors import ExitCode
+from trt_harness.models.results.document import load_results
+from trt_harness.models.results.stages import CompareDetails
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,8 @@ import subprocess
 import sys
 
 import pytest
-
-from models.core.errors import ExitCode
-from models.results.document import load_results
+from trt_harness.models.core.errors import ExitCode
+from trt_harness.models.results.document import load_results
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +128,7 @@ def test_harness_compare_refuses_a_run_folder_whose_files_were_damaged(
 
 
 def test_two_concurrent_runs_on_one_cache_both_pass_and_leave_valid_entries(tmp_path_factory):
-    from harness.cache import StageCache
+    from trt_harness.harness.cache import StageCache
 
     cache = tmp_path_factory.mktemp("shared-cache")
     environ = {k: v for k, v in os.environ.items() if k != "CI"}

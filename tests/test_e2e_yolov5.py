@@ -13,12 +13,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
-from harness.sample_files import read_sample
-from models.core.errors import ExitCode
-from models.results.comparisons import SAMPLES
-from models.results.document import Results, load_results
-from models.results.stages import (
+from trt_harness.harness.sample_files import read_sample
+from trt_harness.models.core.errors import ExitCode
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.document import Results, load_results
+from trt_harness.models.results.stages import (
     BuildDetails,
     CompareDetails,
     RunDetails,

@@ -19,6 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("models", "conversions", "harness", "reports")
+NAMESPACE = (
+    "trt_harness"  # the folders install as trt_harness.models etc. (pyproject.toml); names here drop it
+)
 
 # most specific prefix first
 LAYERS: tuple[tuple[str, int], ...] = (
@@ -70,6 +73,7 @@ def imports_of(path: Path, module: str, known: set[str]) -> set[str]:
                 base = ".".join([*anchor, *([base] if base else [])])
             names = [f"{base}.{alias.name}" for alias in node.names] + [base]
         for name in names:
+            name = name.removeprefix(f"{NAMESPACE}.")
             while name and name not in known:
                 name = name.rpartition(".")[0]
             if name and name != module:
@@ -146,7 +150,8 @@ def test_the_reports_read_nothing_but_the_results_contract_and_models():
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("import models.core.errors\n", {"models.core.errors"}),
+        ("import trt_harness.models.core.errors\n", {"models.core.errors"}),
+        ("from trt_harness.harness.cli import main\n", {"harness.cli"}),
         ("from models.core import errors\n", {"models.core", "models.core.errors"}),
         ("def f():\n    from harness.cli import main\n", {"harness.cli"}),
         ("from . import sibling\n", {"models.core", "models.core.sibling"}),
@@ -162,3 +167,39 @@ def test_imports_are_read_at_every_depth_and_relative_ones_resolved(tmp_path, so
 
 def test_a_circle_is_found():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def bare_imports(path: Path) -> list[str]:
+    """Imports of a project package by its folder's name (`models.x`) instead of `trt_harness.models.x`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        found += [n for n in names if n.split(".")[0] in PACKAGES]
+    return found
+
+
+def test_no_module_takes_a_top_level_name_a_users_code_may_have():
+    """A user's checkout has its own `models` (YOLOv5 does); importing ours by that name would shadow it."""
+    offending = {
+        f"{p.relative_to(ROOT)}: {name}"
+        for folder in (*PACKAGES, "tests")
+        for p in (ROOT / folder).rglob("*.py")
+        for name in bare_imports(p)
+    }
+    assert sorted(offending) == []
+
+
+def test_the_installed_packages_are_the_folders():
+    """pyproject.toml lists every package folder under the namespace (a missing one would not install)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = sorted(
+        f"{NAMESPACE}." + ".".join(init.parent.relative_to(ROOT).parts)
+        for package in PACKAGES
+        for init in (ROOT / package).rglob("__init__.py")
+    )
+    assert sorted(config["packages"]) == folders
+    assert config["package-dir"] == {f"{NAMESPACE}.{p}": p for p in PACKAGES}

@@ -7,14 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import onnx
-
-from conversions.onnx_files import op_counts
-from conversions.onnx_passes.model_io import GraphRoundTrip, save_model
-from conversions.onnx_passes.output_check import Mismatch, describe, max_difference
-from conversions.onnx_passes.registry import PassContext, get_pass
-from conversions.ort_session import OrtSettings, run_feeds, session_of_model
-from models.core.errors import HarnessError, UsageError
-from models.results.stages import PassReport
+from trt_harness.conversions.onnx_files import op_counts
+from trt_harness.conversions.onnx_passes.model_io import GraphRoundTrip, save_model
+from trt_harness.conversions.onnx_passes.output_check import Mismatch, describe, max_difference
+from trt_harness.conversions.onnx_passes.registry import PassContext, get_pass
+from trt_harness.conversions.ort_session import OrtSettings, run_feeds, session_of_model
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.results.stages import PassReport
 
 Feed = dict[str, object]  # input name -> numpy array (a list for a sequence input)
 Outputs = list[dict[str, object]]

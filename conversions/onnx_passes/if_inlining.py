@@ -8,8 +8,7 @@ without a producer when the branch returns a constant, an outer-scope tensor or 
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
-
-from conversions.onnx_passes.graph_edit import detach, replace_uses, unique_name, walk_graphs
+from trt_harness.conversions.onnx_passes.graph_edit import detach, replace_uses, unique_name, walk_graphs
 
 
 def owner_of(root: gs.Graph, node: gs.Node) -> gs.Graph | None:

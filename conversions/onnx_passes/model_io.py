@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-
-from conversions.onnx_files import save_onnx
-from models.core.errors import HarnessError
+from trt_harness.conversions.onnx_files import save_onnx
+from trt_harness.models.core.errors import HarnessError
 
 _EXPORTABLE_TYPES = ("tensor_type", "sequence_type", "sparse_tensor_type")
 

@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-
-from conversions.onnx_passes.graph_edit import DEFAULT_DOMAINS
-from conversions.onnx_passes.shape_facts import ShapeFacts
+from trt_harness.conversions.onnx_passes.graph_edit import DEFAULT_DOMAINS
+from trt_harness.conversions.onnx_passes.shape_facts import ShapeFacts
 
 # Shape arithmetic never involves constants this large; reading weights as Python objects would be slow.
 _MAX_CONSTANT_ELEMENTS = 1024

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-from models.core.registry import Registry
+from trt_harness.models.core.registry import Registry
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
@@ -32,7 +32,7 @@ GraphPass = Callable[["gs.Graph", PassContext], PassOutcome]
 
 PASSES: Registry[GraphPass] = Registry(
     "ONNX pass",
-    package="conversions.onnx_passes.passes",
+    package="trt_harness.conversions.onnx_passes.passes",
     hint="fix the recipe's surgery_passes or the --passes option",
 )
 

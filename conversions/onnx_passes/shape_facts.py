@@ -15,9 +15,8 @@ from collections.abc import Mapping
 
 import onnx
 import onnx_graphsurgeon as gs
-
-from conversions.onnx_passes.graph_edit import walk_graphs
-from conversions.onnx_passes.model_io import unexportable_as_tensors
+from trt_harness.conversions.onnx_passes.graph_edit import walk_graphs
+from trt_harness.conversions.onnx_passes.model_io import unexportable_as_tensors
 
 Dims = tuple[int | None, ...]
 

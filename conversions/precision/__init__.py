@@ -8,9 +8,9 @@ keep in FP32. One module per variant; what each returns is a value of the result
 
 from __future__ import annotations
 
-from conversions.precision.fp16 import fp16_onnx
-from conversions.precision.int8 import int8_qdq_onnx
-from conversions.precision.range_check import fp16_range_check
+from trt_harness.conversions.precision.fp16 import fp16_onnx
+from trt_harness.conversions.precision.int8 import int8_qdq_onnx
+from trt_harness.conversions.precision.range_check import fp16_range_check
 
 __all__ = [
     "fp16_onnx",

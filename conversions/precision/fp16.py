@@ -20,12 +20,11 @@ from pathlib import Path
 
 import onnx
 import onnx_graphsurgeon as gs
-
-from conversions.onnx_files import op_counts
-from conversions.onnx_passes.graph_edit import replace_uses
-from conversions.precision.model_file import load_model, require_nodes, save_checked
-from models.core.errors import HarnessError
-from models.results.stages import PrecisionVariant
+from trt_harness.conversions.onnx_files import op_counts
+from trt_harness.conversions.onnx_passes.graph_edit import replace_uses
+from trt_harness.conversions.precision.model_file import load_model, require_nodes, save_checked
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.results.stages import PrecisionVariant
 
 _LIBRARY = "onnxruntime.transformers.float16"
 

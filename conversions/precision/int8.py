@@ -22,11 +22,10 @@ from typing import Literal
 
 import numpy as np
 import onnx
-
-from conversions.onnx_files import op_counts
-from conversions.precision.model_file import load_model, require_nodes, save_checked
-from models.core.errors import HarnessError, UsageError
-from models.results.stages import PrecisionVariant
+from trt_harness.conversions.onnx_files import op_counts
+from trt_harness.conversions.precision.model_file import load_model, require_nodes, save_checked
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.results.stages import PrecisionVariant
 
 _LIBRARY = "onnxruntime.quantization"
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

@@ -6,9 +6,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import onnx
-
-from conversions.onnx_files import save_onnx
-from models.core.errors import HarnessError, UsageError
+from trt_harness.conversions.onnx_files import save_onnx
+from trt_harness.models.core.errors import HarnessError, UsageError
 
 
 def load_model(src: Path) -> onnx.ModelProto:

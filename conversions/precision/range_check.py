@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import numpy_helper
-
-from conversions.precision.model_file import load_model
-from models.core.errors import HarnessError, UsageError
-from models.results.stages import Fp16Thresholds, RangeReport, TensorRange
+from trt_harness.conversions.precision.model_file import load_model
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.results.stages import Fp16Thresholds, RangeReport, TensorRange
 
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 FP16_MIN_NORMAL = 2.0**-14  # 6.104e-05: below this FP16 keeps fewer than 10 significant bits

@@ -12,15 +12,19 @@ Registered: grid_sample, einsum, einops, inverse, pad, squeeze_static, interpola
 
 from __future__ import annotations
 
-from conversions.replacements._context import AppliedReplacements, ReplacementContext, ReplacementUnsupported
-from conversions.replacements._registry import (
+from trt_harness.conversions.replacements._context import (
+    AppliedReplacements,
+    ReplacementContext,
+    ReplacementUnsupported,
+)
+from trt_harness.conversions.replacements._registry import (
     Replacement,
     get_replacement,
     register_replacement,
     replacement_names,
 )
-from conversions.replacements._session import applied
-from models.results.stages import ReplacementCall
+from trt_harness.conversions.replacements._session import applied
+from trt_harness.models.results.stages import ReplacementCall
 
 __all__ = [
     "AppliedReplacements",

@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
-from conversions.replacements._callsite import call_site
-from models.core.errors import HarnessError
-from models.results.stages import ReplacementCall
+from trt_harness.conversions.replacements._callsite import call_site
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.results.stages import ReplacementCall
 
 Action = Literal["replaced", "kept original"]
 

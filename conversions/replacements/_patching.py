@@ -12,7 +12,7 @@ _MISSING = object()
 
 # Aliases inside these are left alone: torch's own machinery (decompositions, both exporters) must
 # keep calling the real ops, and these packages never hold a model's code.
-_ALIAS_WALK_SKIPS = ("torch", "functorch", "onnx", "onnxscript", "conversions.replacements")
+_ALIAS_WALK_SKIPS = ("torch", "functorch", "onnx", "onnxscript", "trt_harness.conversions.replacements")
 
 
 def resolve(target: str) -> tuple[Any, str] | None:

@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conversions.replacements._context import ReplacementContext
-from models.core.registry import Registry
+from trt_harness.conversions.replacements._context import ReplacementContext
+from trt_harness.models.core.registry import Registry
 
 # target (dotted path of the patched callable) -> the function that stands in for it
 ReplacementFunctions = Mapping[str, Callable[..., Any]]
@@ -38,7 +38,7 @@ class Replacement:
 
 REPLACEMENTS: Registry[Replacement] = Registry(
     "replacement",
-    package="conversions.replacements",
+    package="trt_harness.conversions.replacements",
     hint="fix the name in the recipe's ExportOptions.replacements",
 )
 

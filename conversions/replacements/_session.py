@@ -7,11 +7,15 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from conversions.replacements._callsite import torch_internal_caller
-from conversions.replacements._context import AppliedReplacements, ReplacementContext, ReplacementUnsupported
-from conversions.replacements._patching import Patcher, resolve
-from conversions.replacements._registry import get_replacement
-from models.core.errors import HarnessError, UsageError
+from trt_harness.conversions.replacements._callsite import torch_internal_caller
+from trt_harness.conversions.replacements._context import (
+    AppliedReplacements,
+    ReplacementContext,
+    ReplacementUnsupported,
+)
+from trt_harness.conversions.replacements._patching import Patcher, resolve
+from trt_harness.conversions.replacements._registry import get_replacement
+from trt_harness.models.core.errors import HarnessError, UsageError
 
 
 def _stand_in(

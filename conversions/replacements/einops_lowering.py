@@ -17,13 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from conversions.replacements._registry import ReplacementFunctions, register_replacement
-from conversions.replacements._sizes import product
+from trt_harness.conversions.replacements._registry import ReplacementFunctions, register_replacement
+from trt_harness.conversions.replacements._sizes import product
 
 if TYPE_CHECKING:
     import torch
-
-    from conversions.replacements._context import ReplacementContext
+    from trt_harness.conversions.replacements._context import ReplacementContext
 
 REARRANGE, REPEAT, LAYER = "einops.rearrange", "einops.repeat", "einops.layers.torch.Rearrange.forward"
 Operation = Literal["rearrange", "repeat"]

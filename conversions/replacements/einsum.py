@@ -23,13 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conversions.replacements._registry import ReplacementFunctions, register_replacement
-from conversions.replacements._sizes import trace_value
+from trt_harness.conversions.replacements._registry import ReplacementFunctions, register_replacement
+from trt_harness.conversions.replacements._sizes import trace_value
 
 if TYPE_CHECKING:
     import torch
-
-    from conversions.replacements._context import ReplacementContext
+    from trt_harness.conversions.replacements._context import ReplacementContext
 
 TARGETS = ("torch.einsum", "torch.functional.einsum")
 _ELLIPSIS = "…"  # prefix of the labels that stand for ellipsis dims: "…0", "…1", ...

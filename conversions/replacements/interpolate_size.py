@@ -24,13 +24,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from conversions.replacements._registry import ReplacementFunctions, register_replacement
-from conversions.replacements._sizes import trace_value
+from trt_harness.conversions.replacements._registry import ReplacementFunctions, register_replacement
+from trt_harness.conversions.replacements._sizes import trace_value
 
 if TYPE_CHECKING:
     import torch
-
-    from conversions.replacements._context import ReplacementContext
+    from trt_harness.conversions.replacements._context import ReplacementContext
 
 TARGET = "torch.nn.functional.interpolate"
 _PARAMETERS = (

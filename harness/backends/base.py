@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-
-from models.core.errors import HarnessError
-from models.core.registry import Registry
-from models.recipe import Feed, Recipe
-from models.results.stages import EngineRecord, IOOrder
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.core.registry import Registry
+from trt_harness.models.recipe import Feed, Recipe
+from trt_harness.models.results.stages import EngineRecord, IOOrder
 
 Needs = Literal["torch", "onnx", "engine"]
 
@@ -130,7 +129,7 @@ class Backend(abc.ABC):
 
 
 BACKENDS: Registry[type[Backend]] = Registry(
-    "backend", package="harness.backends", hint="choose with --backends"
+    "backend", package="trt_harness.harness.backends", hint="choose with --backends"
 )
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime
-
-from conversions.ort_session import OrtSettings, create_session
-from harness.backends.base import Backend, BackendContext, register_backend
-from models.recipe import Feed
-from models.results.stages import IOOrder
+from trt_harness.conversions.ort_session import OrtSettings, create_session
+from trt_harness.harness.backends.base import Backend, BackendContext, register_backend
+from trt_harness.models.recipe import Feed
+from trt_harness.models.results.stages import IOOrder
 
 
 @register_backend

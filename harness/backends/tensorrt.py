@@ -9,12 +9,11 @@ with a stand-in runner (tests/harness/test_backend_contract.py).
 from __future__ import annotations
 
 import numpy as np
-
-from conversions.tensorrt_flavor import select_flavor
-from harness.backends.base import Backend, BackendContext, register_backend
-from harness.gpu import cuda_devices
-from models.recipe import Feed
-from models.results.stages import IOOrder
+from trt_harness.conversions.tensorrt_flavor import select_flavor
+from trt_harness.harness.backends.base import Backend, BackendContext, register_backend
+from trt_harness.harness.gpu import cuda_devices
+from trt_harness.models.recipe import Feed
+from trt_harness.models.results.stages import IOOrder
 
 
 @register_backend

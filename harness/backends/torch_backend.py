@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from harness.backends.base import Backend, register_backend
-from models.core.errors import HarnessError
-from models.recipe import Feed
-from models.results.stages import IOOrder
+from trt_harness.harness.backends.base import Backend, register_backend
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.recipe import Feed
+from trt_harness.models.results.stages import IOOrder
 
 
 def outputs_by_name(out: Any, output_names: tuple[str, ...]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`python -m harness.bench`: how fast the harness is, and how it scales.
+"""`python -m trt_harness.harness.bench`: how fast the harness is, and how it scales.
 
 One module per benchmark, each registered with `@register_benchmark` (see `base.py`):
 `pipeline_time` (cold/warm/tolerance-change `harness convert`), `latency` (Torch eager vs ONNX

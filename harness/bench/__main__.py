@@ -1,4 +1,4 @@
-"""`python -m harness.bench`: run the benchmarks, write bench.json and bench.md, print the tables.
+"""`python -m trt_harness.harness.bench`: run the benchmarks, write bench.json and bench.md, print the tables.
 
 Exits 0 when every target is met, 1 when one is missed or a benchmark failed.
 """
@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.bench.base import BenchSettings, benchmarks
-from harness.bench.report import to_markdown, write_report
-from harness.bench.suite import run_suite
-from models.core.errors import HarnessError
+from trt_harness.harness.bench.base import BenchSettings, benchmarks
+from trt_harness.harness.bench.report import to_markdown, write_report
+from trt_harness.harness.bench.suite import run_suite
+from trt_harness.models.core.errors import HarnessError
 
 # A smoke run: the same code paths at sizes that take a couple of minutes in all.
 QUICK = {
@@ -45,7 +45,7 @@ def _usable_cpus() -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     full = BenchSettings()
-    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m trt_harness.harness.bench", description=__doc__)
     parser.add_argument(
         "--only", action="append", choices=[b.name for b in benchmarks()], metavar="NAME",
         help="run only this benchmark (repeatable): " + ", ".join(b.name for b in benchmarks()),
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
-    command = shlex.join(["python", "-m", "harness.bench", *argv])
+    command = shlex.join(["python", "-m", "trt_harness.harness.bench", *argv])
     try:
         report = run_suite(settings, args.only, command)
         json_path, md_path = write_report(report, settings.out_dir)

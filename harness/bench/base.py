@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from models.core.registry import Registry
+from trt_harness.models.core.registry import Registry
 
 Direction = Literal["<=", ">="]
 _COMPARE = {"<=": operator.le, ">=": operator.ge}
@@ -132,7 +132,9 @@ class Benchmark:
     rank: int  # run order: the pipeline benchmark first, it produces the run the others measure
 
 
-BENCHMARKS: Registry[Benchmark] = Registry("benchmark", package="harness.bench", hint="see --only")
+BENCHMARKS: Registry[Benchmark] = Registry(
+    "benchmark", package="trt_harness.harness.bench", hint="see --only"
+)
 
 
 def register_benchmark(name: str, title: str, rank: int) -> Callable[[BenchFn], BenchFn]:

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.bench.base import BenchSettings
-from harness.code_keys import ROOT
-from harness.comparison import default_pairs
-from harness.sample_files import SampleFolder
-from harness.stages.run import OUTPUTS
-from models.core.errors import ExitCode, HarnessError
-from models.results.comparisons import SAMPLES
-from models.results.document import RESULTS_FILE, Results, load_results
-from models.results.stages import RunDetails
+from trt_harness.harness.bench.base import BenchSettings
+from trt_harness.harness.code_keys import ROOT
+from trt_harness.harness.comparison import default_pairs
+from trt_harness.harness.sample_files import SampleFolder
+from trt_harness.harness.stages.run import OUTPUTS
+from trt_harness.models.core.errors import ExitCode, HarnessError
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.document import RESULTS_FILE, Results, load_results
+from trt_harness.models.results.stages import RunDetails
 
 # exit codes of a run that went through every stage and reached a verdict (pass or not)
 COMPLETED = (ExitCode.PASSED, ExitCode.ACCURACY_FAILED, ExitCode.ORDERING_MISMATCH)
@@ -70,7 +70,7 @@ def convert_command(settings: BenchSettings, *extra_args: str) -> list[str]:
 
 def cli_command(*args: str) -> list[str]:
     """`harness ARGS...` as this interpreter runs it: the real command line, in a process of its own."""
-    return [sys.executable, "-m", "harness.cli", *args]
+    return [sys.executable, "-m", "trt_harness.harness.cli", *args]
 
 
 def param_args(params: Mapping[str, Any]) -> list[str]:

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from harness.bench.base import (
+from trt_harness.harness.bench.base import (
     BenchResult,
     BenchSettings,
     Table,
@@ -26,10 +25,10 @@ from harness.bench.base import (
     ratio,
     register_benchmark,
 )
-from harness.bench.convert import ensure_run
-from models.core.errors import HarnessError
-from models.recipe import Feed
-from models.recipes import get_recipe
+from trt_harness.harness.bench.convert import ensure_run
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.recipe import Feed
+from trt_harness.models.recipes import get_recipe
 
 TITLE = "Inference latency: Torch eager vs ONNX Runtime (CPU)"
 ORT_LIMIT = 0.7  # ORT's median latency at batch 1 at most 70% of Torch eager's

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.bench.base import (
+from trt_harness.harness.bench.base import (
     BenchResult,
     BenchSettings,
     Table,
@@ -36,12 +36,12 @@ from harness.bench.base import (
     ratio,
     register_benchmark,
 )
-from harness.bench.convert import COMPLETED, cli_command, param_args, run_harness, saved_results
-from harness.code_keys import ROOT
-from models.core.errors import HarnessError
-from models.results.comparisons import SAMPLES
-from models.results.document import RESULTS_FILE, Results
-from models.results.stages import RunDetails
+from trt_harness.harness.bench.convert import COMPLETED, cli_command, param_args, run_harness, saved_results
+from trt_harness.harness.code_keys import ROOT
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.document import RESULTS_FILE, Results
+from trt_harness.models.results.stages import RunDetails
 
 TITLE = "Saved outputs: peak memory of `harness compare`, disk, run-stage overhead"
 GROWTH_LIMIT = 1.3  # peak RSS of comparing the many-sample run at most 1.3x the few-sample one
@@ -61,7 +61,7 @@ def memory_params(settings: BenchSettings, samples: int) -> dict[str, Any]:
 def measure_peak_rss(command: Sequence[str]) -> dict[str, Any]:
     """Run `command` in a fresh process (forked by a shell, see the module docstring) and return its
     exit code, wall time and peak RSS."""
-    launcher = [sys.executable, "-m", "harness.bench.rss", "--", *command]
+    launcher = [sys.executable, "-m", "trt_harness.harness.bench.rss", "--", *command]
     forked = ["sh", "-c", '"$@" & wait $!', "sh", *launcher]
     process = subprocess.run(forked, cwd=ROOT, capture_output=True, text=True)
     lines = process.stdout.strip().splitlines()

@@ -8,7 +8,7 @@ import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from harness.bench.base import (
+from trt_harness.harness.bench.base import (
     BenchResult,
     BenchSettings,
     Table,
@@ -19,9 +19,9 @@ from harness.bench.base import (
     ratio,
     register_benchmark,
 )
-from harness.bench.convert import ConvertRun, convert_command, run_convert
-from harness.cache import StageCache
-from harness.pipeline import STAGES
+from trt_harness.harness.bench.convert import ConvertRun, convert_command, run_convert
+from trt_harness.harness.cache import StageCache
+from trt_harness.harness.pipeline import STAGES
 
 WARM_LIMIT = 0.10  # a warm run takes at most 10% of a cold run's wall time
 COMPARE_STAGE = "compare"

@@ -6,9 +6,9 @@ import json
 import math
 from pathlib import Path
 
-from harness.bench.base import Table, Target
-from harness.bench.suite import BenchReport
-from models.core.artifacts import write_text_atomic
+from trt_harness.harness.bench.base import Table, Target
+from trt_harness.harness.bench.suite import BenchReport
+from trt_harness.models.core.artifacts import write_text_atomic
 
 _SHOWN_PACKAGES = ("torch", "onnxruntime", "onnx", "polygraphy", "numpy", "tensorrt-rtx", "tensorrt")
 

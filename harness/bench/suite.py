@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.bench.base import BenchResult, BenchSettings, Target, benchmarks
-from harness.environment import environment
-from models.core.errors import HarnessError
-from models.core.serde import to_json
+from trt_harness.harness.bench.base import BenchResult, BenchSettings, Target, benchmarks
+from trt_harness.harness.environment import environment
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.core.serde import to_json
 
 SCHEMA = "trt-harness/bench"
 SCHEMA_VERSION = 1

@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-
-from harness.bench.base import (
+from trt_harness.harness.bench.base import (
     BenchResult,
     BenchSettings,
     Table,
@@ -26,12 +25,12 @@ from harness.bench.base import (
     ratio,
     register_benchmark,
 )
-from harness.bench.convert import ensure_run, saved_outputs_pair
-from harness.comparison import compare_runs
-from models.core.errors import HarnessError
-from models.core.serde import to_json
-from models.recipe import Tolerance
-from models.recipes import get_recipe
+from trt_harness.harness.bench.convert import ensure_run, saved_outputs_pair
+from trt_harness.harness.comparison import compare_runs
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.core.serde import to_json
+from trt_harness.models.recipe import Tolerance
+from trt_harness.models.recipes import get_recipe
 
 TITLE = "Comparison throughput: ours vs Polygraphy"
 SPEEDUP_LIMIT = 3.0  # ours at least 3x Polygraphy's MB/s

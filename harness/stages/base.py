@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.environment import package_versions
-from harness.sample_files import SampleFolder
-from models.core.artifacts import Artifact, sha256_file
-from models.core.errors import HarnessError
-from models.core.serde import to_json
-from models.recipe import PRECISIONS, Recipe
-from models.results.comparisons import SAMPLES
-from models.results.recipe import RecipeRecord, ToleranceOverrides
-from models.results.stages import SamplesDetails, StageDetails, StageRecord
+from trt_harness.harness.environment import package_versions
+from trt_harness.harness.sample_files import SampleFolder
+from trt_harness.models.core.artifacts import Artifact, sha256_file
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.core.serde import to_json
+from trt_harness.models.recipe import PRECISIONS, Recipe
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
+from trt_harness.models.results.stages import SamplesDetails, StageDetails, StageRecord
 
 D = TypeVar("D", bound=StageDetails)
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from conversions.tensorrt_build import TensorRTBuildFailed, engine_from_onnx
-from conversions.tensorrt_flavor import select_flavor
-from harness.gpu import cuda_devices
-from harness.stages.base import Stage, StageFailed, StageInput, StageOutput, StageSkipped
-from models.core.artifacts import Artifact
-from models.core.serde import to_json
-from models.results.stages import BuildDetails, EngineRecord
+from trt_harness.conversions.tensorrt_build import TensorRTBuildFailed, engine_from_onnx
+from trt_harness.conversions.tensorrt_flavor import select_flavor
+from trt_harness.harness.gpu import cuda_devices
+from trt_harness.harness.stages.base import Stage, StageFailed, StageInput, StageOutput, StageSkipped
+from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.core.serde import to_json
+from trt_harness.models.results.stages import BuildDetails, EngineRecord
 
 
 def build(inp: StageInput) -> StageOutput:

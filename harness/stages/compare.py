@@ -17,21 +17,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
-from harness.comparison import compare_runs, default_pairs
-from harness.crossmatch import cross_match
-from harness.detections import DETECTION_IMAGES, compare_pair, detections_of, write_detection_images
-from harness.heatmap import ErrorHeatmap
-from harness.sample_files import SampleFolder
-from harness.stages.base import Stage, StageInput, StageOutput, StageSkipped
-from models.core.artifacts import Artifact
-from models.core.errors import HarnessError, UsageError
-from models.core.serde import to_json
-from models.recipe import DetectionSpec
-from models.results.comparisons import SAMPLES, ComparisonGroup, ErrorMap, PairNotCompared
-from models.results.detections import DetectionsReport
-from models.results.recipe import RecipeRecord
-from models.results.stages import CompareDetails, RunDetails, RunnerRecord, SamplesDetails
+from trt_harness.harness.comparison import compare_runs, default_pairs
+from trt_harness.harness.crossmatch import cross_match
+from trt_harness.harness.detections import (
+    DETECTION_IMAGES,
+    compare_pair,
+    detections_of,
+    write_detection_images,
+)
+from trt_harness.harness.heatmap import ErrorHeatmap
+from trt_harness.harness.sample_files import SampleFolder
+from trt_harness.harness.stages.base import Stage, StageInput, StageOutput, StageSkipped
+from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.core.serde import to_json
+from trt_harness.models.recipe import DetectionSpec
+from trt_harness.models.results.comparisons import SAMPLES, ComparisonGroup, ErrorMap, PairNotCompared
+from trt_harness.models.results.detections import DetectionsReport
+from trt_harness.models.results.recipe import RecipeRecord
+from trt_harness.models.results.stages import CompareDetails, RunDetails, RunnerRecord, SamplesDetails
 
 Sample = dict[str, dict[str, np.ndarray]]
 

@@ -7,10 +7,9 @@ import dataclasses
 from typing import Any
 
 import onnx
-
-from conversions.export import ExportFailed, onnx_from_torch
-from conversions.onnx_files import onnx_artifact, op_counts
-from harness.stages.base import (
+from trt_harness.conversions.export import ExportFailed, onnx_from_torch
+from trt_harness.conversions.onnx_files import onnx_artifact, op_counts
+from trt_harness.harness.stages.base import (
     Stage,
     StageFailed,
     StageInput,

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conversions.onnx_files import onnx_artifact
-from conversions.precision import fp16_onnx, fp16_range_check, int8_qdq_onnx
-from harness.stages.base import Stage, StageInput, StageOutput, StageSkipped, versions
-from models.results.stages import PrecisionDetails, RangeReport
+from trt_harness.conversions.onnx_files import onnx_artifact
+from trt_harness.conversions.precision import fp16_onnx, fp16_range_check, int8_qdq_onnx
+from trt_harness.harness.stages.base import Stage, StageInput, StageOutput, StageSkipped, versions
+from trt_harness.models.results.stages import PrecisionDetails, RangeReport
 
 REDUCED = ("fp16", "int8")
 

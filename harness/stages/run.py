@@ -12,16 +12,16 @@ import shutil
 import statistics
 from typing import Any
 
-from harness.backends.base import (
+from trt_harness.harness.backends.base import (
     Backend,
     BackendContext,
     backend_classes,
     runner_display_name,
     runner_name,
 )
-from harness.gpu import cuda_devices
-from harness.sample_files import sample_file, write_sample
-from harness.stages.base import (
+from trt_harness.harness.gpu import cuda_devices
+from trt_harness.harness.sample_files import sample_file, write_sample
+from trt_harness.harness.stages.base import (
     Stage,
     StageInput,
     StageOutput,
@@ -30,10 +30,10 @@ from harness.stages.base import (
     versions,
     weights_hash,
 )
-from models.core.artifacts import Artifact
-from models.core.errors import UsageError
-from models.results.comparisons import SAMPLES
-from models.results.stages import BuildDetails, RunDetails, RunnerRecord, SamplesDetails
+from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.stages import BuildDetails, RunDetails, RunnerRecord, SamplesDetails
 
 OUTPUTS = "outputs"
 

@@ -8,14 +8,13 @@ import shutil
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
-from harness.sample_files import sample_file, write_sample
-from harness.stages.base import Stage, StageInput, StageOutput
-from models.core.artifacts import Artifact
-from models.core.errors import UsageError
-from models.recipe import Feed, Recipe
-from models.results.comparisons import SAMPLES
-from models.results.stages import SamplesDetails, SampleSet
+from trt_harness.harness.sample_files import sample_file, write_sample
+from trt_harness.harness.stages.base import Stage, StageInput, StageOutput
+from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.recipe import Feed, Recipe
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.stages import SamplesDetails, SampleSet
 
 FOLDER = "samples"
 

@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
-from conversions.scan import scan_module
-from harness.stages.base import (
+from trt_harness.conversions.scan import scan_module
+from trt_harness.harness.stages.base import (
     Stage,
     StageInput,
     StageOutput,
@@ -18,8 +17,8 @@ from harness.stages.base import (
     versions,
     weights_hash,
 )
-from models.recipe import Recipe
-from models.results.stages import Finding, ScanDetails
+from trt_harness.models.recipe import Recipe
+from trt_harness.models.results.stages import Finding, ScanDetails
 
 
 def scan_recipe(recipe: Recipe, model: Any, feed: Mapping[str, np.ndarray]) -> ScanDetails:

@@ -6,12 +6,11 @@ from itertools import islice
 from typing import Any
 
 import onnxruntime
-
-from conversions.onnx_files import onnx_artifact
-from conversions.onnx_passes.driver import run_passes
-from conversions.ort_session import OrtSettings
-from harness.stages.base import Stage, StageInput, StageOutput, StageSkipped, versions
-from models.results.stages import SurgeryDetails
+from trt_harness.conversions.onnx_files import onnx_artifact
+from trt_harness.conversions.onnx_passes.driver import run_passes
+from trt_harness.conversions.ort_session import OrtSettings
+from trt_harness.harness.stages.base import Stage, StageInput, StageOutput, StageSkipped, versions
+from trt_harness.models.results.stages import SurgeryDetails
 
 FINAL_FILE = "model.final.onnx"
 CHECK_SAMPLES = 2  # samples each pass is checked on

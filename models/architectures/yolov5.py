@@ -18,10 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-
-from models.core.errors import HarnessError
-from models.photos import SAMPLES_DIR
-from models.photos import sample_photos as photos
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.photos import SAMPLES_DIR
+from trt_harness.models.photos import sample_photos as photos
 
 STRIDES = (8.0, 16.0, 32.0)
 # Pixel anchors of yolov5s.yaml per detection level (P3/8, P4/16, P5/32): (w, h) pairs.

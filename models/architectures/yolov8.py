@@ -16,8 +16,7 @@ import math
 
 import torch
 from torch import nn
-
-from models.architectures.resnet import calibrate_batchnorm, dead_leaves_images
+from trt_harness.models.architectures.resnet import calibrate_batchnorm, dead_leaves_images
 
 STRIDES = (8, 16, 32)
 REG_MAX = 16

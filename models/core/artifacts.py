@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from models.core.errors import HarnessError, UsageError
+from trt_harness.models.core.errors import HarnessError, UsageError
 
 _CHUNK = 1 << 20
 PARTIAL_SUFFIX = ".partial"

@@ -17,7 +17,7 @@ import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from models.core.errors import HarnessError, UsageError
+from trt_harness.models.core.errors import HarnessError, UsageError
 
 T = TypeVar("T")
 

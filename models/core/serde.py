@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-
-from models.core.errors import UsageError
+from trt_harness.models.core.errors import UsageError
 
 T = TypeVar("T")
 

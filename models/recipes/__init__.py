@@ -14,14 +14,14 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from models.core.errors import UsageError
-from models.core.registry import Registry
-from models.recipe import FIELD_PARAMS, ORT_OPTIMIZATIONS, Recipe
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.core.registry import Registry
+from trt_harness.models.recipe import FIELD_PARAMS, ORT_OPTIMIZATIONS, Recipe
 
 RecipeFactory = Callable[..., Recipe]
 
 RECIPES: Registry[RecipeFactory] = Registry(
-    "recipe", package="models.recipes", hint="one module per recipe in models/recipes/"
+    "recipe", package="trt_harness.models.recipes", hint="one module per recipe in models/recipes/"
 )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance
-from models.recipes import register_recipe
+from trt_harness.models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance
+from trt_harness.models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
@@ -16,8 +16,8 @@ SEED = 0
 
 def build_mnist(weights: Path | None) -> torch.nn.Module:
     # architectures import torch: the recipe module stays light for `harness list`
-    from models.architectures.mnist import init_mnist_seeded, mnist_net
-    from models.weights import weighted
+    from trt_harness.models.architectures.mnist import init_mnist_seeded, mnist_net
+    from trt_harness.models.weights import weighted
 
     return weighted(mnist_net(), weights, lambda model: init_mnist_seeded(model, SEED))
 
@@ -25,7 +25,7 @@ def build_mnist(weights: Path | None) -> torch.nn.Module:
 @register_recipe
 def mnist(digits: int = 20, batch: int = 10) -> Recipe:
     # architectures import torch: the recipe module stays light for `harness list`
-    from models.architectures.mnist import mnist_digits
+    from trt_harness.models.architectures.mnist import mnist_digits
 
     def sample_inputs() -> list[dict]:
         images = mnist_digits(digits, seed=SEED)

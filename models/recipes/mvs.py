@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec, Tolerance
-from models.recipes import register_recipe
+from trt_harness.models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec, Tolerance
+from trt_harness.models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
@@ -30,8 +30,8 @@ SURGERY_PASSES = (
 
 def build_mvs(weights: Path | None) -> torch.nn.Module:
     # architectures import torch: the recipe module stays light for `harness list`
-    from models.architectures.mvs import init_mvs_seeded, mvs_net
-    from models.weights import weighted
+    from trt_harness.models.architectures.mvs import init_mvs_seeded, mvs_net
+    from trt_harness.models.weights import weighted
 
     return weighted(mvs_net(), weights, lambda model: init_mvs_seeded(model, SEED))
 
@@ -50,8 +50,8 @@ def mvs(
     """`-p replacements=` (empty) exports the model as its authors wrote it, to see what breaks;
     `-p passes=...` chooses the surgery passes (comma-separated)."""
     # architectures import torch: the recipe module stays light for `harness list`
-    from models.architectures.mvs import MVS_OUTPUT_NAMES
-    from models.mvs_scenes import make_scenes
+    from trt_harness.models.architectures.mvs import MVS_OUTPUT_NAMES
+    from trt_harness.models.mvs_scenes import make_scenes
 
     input_names = ("imgs", "proj_matrices", "depth_values", "edge")
 

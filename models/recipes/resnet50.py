@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance
-from models.recipes import register_recipe
+from trt_harness.models.recipe import Recipe, ShapeRange, TensorSpec, Tolerance
+from trt_harness.models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
@@ -18,15 +18,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def build_resnet50(weights: Path | None) -> torch.nn.Module:
     # architectures import torch: the recipe module stays light for `harness list`
-    from models.architectures.resnet import init_resnet_seeded, resnet50
-    from models.weights import weighted
+    from trt_harness.models.architectures.resnet import init_resnet_seeded, resnet50
+    from trt_harness.models.weights import weighted
 
     return weighted(resnet50(), weights, lambda model: init_resnet_seeded(model, SEED))
 
 
 @register_recipe
 def resnet50(image_size: int = 224, batch: int = 1, max_batch: int = 8) -> Recipe:
-    from models.photos import center_cropped_batches
+    from trt_harness.models.photos import center_cropped_batches
 
     return Recipe(
         name="resnet50",

@@ -6,9 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.core.errors import UsageError
-from models.detection import DetectionTolerance
-from models.recipe import (
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.detection import DetectionTolerance
+from trt_harness.models.recipe import (
     BuildOptions,
     DetectionSpec,
     ExportOptions,
@@ -17,7 +17,7 @@ from models.recipe import (
     TensorSpec,
     Tolerance,
 )
-from models.recipes import register_recipe
+from trt_harness.models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
@@ -39,15 +39,15 @@ COCO_CLASSES = (
 
 def build_yolov5s(weights: Path | None) -> torch.nn.Module:
     # architectures import torch: the recipe module stays light for `harness list`
-    from models.architectures.yolov5 import init_yolov5_seeded, yolov5s
-    from models.weights import weighted
+    from trt_harness.models.architectures.yolov5 import init_yolov5_seeded, yolov5s
+    from trt_harness.models.weights import weighted
 
     return weighted(yolov5s(), weights, lambda model: init_yolov5_seeded(model, SEED))
 
 
 def build_yolov5s_batch_squeezed(weights: Path | None) -> torch.nn.Module:
     # architectures import torch: the recipe module stays light for `harness list`
-    from models.architectures.yolov5 import BatchSqueezed
+    from trt_harness.models.architectures.yolov5 import BatchSqueezed
 
     return BatchSqueezed(build_yolov5s(weights)).eval()
 
@@ -71,7 +71,7 @@ def yolov5(
     TorchScript exporter's stray If is decidable and the `remove_stray_if` pass inlines it.
     `-p samples=N`: N sample batches, the photos' batches cycled (0: one pass over the photos), e.g. for
     the memory benchmark's 10 vs 200 samples."""
-    from models.photos import letterboxed_batches
+    from trt_harness.models.photos import letterboxed_batches
 
     if image_size % 32:
         raise UsageError(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.detection import DetectionTolerance
-from models.recipe import DetectionSpec, Recipe, ShapeRange, TensorSpec, Tolerance
-from models.recipes import register_recipe
+from trt_harness.models.detection import DetectionTolerance
+from trt_harness.models.recipe import DetectionSpec, Recipe, ShapeRange, TensorSpec, Tolerance
+from trt_harness.models.recipes import register_recipe
 
 if TYPE_CHECKING:
     import torch
@@ -19,15 +19,15 @@ CLASS_NAMES = tuple(f"class {i}" for i in range(NUM_CLASSES))
 
 def build_yolov8n(weights: Path | None) -> torch.nn.Module:
     # architectures import torch: the recipe module stays light for `harness list`
-    from models.architectures.yolov8 import init_yolov8_seeded, yolov8n
-    from models.weights import weighted
+    from trt_harness.models.architectures.yolov8 import init_yolov8_seeded, yolov8n
+    from trt_harness.models.weights import weighted
 
     return weighted(yolov8n(NUM_CLASSES), weights, lambda model: init_yolov8_seeded(model, SEED))
 
 
 @register_recipe
 def yolov8(image_size: int = 640, batch: int = 1, max_batch: int = 8) -> Recipe:
-    from models.photos import letterboxed_batches
+    from trt_harness.models.photos import letterboxed_batches
 
     return Recipe(
         name="yolov8",

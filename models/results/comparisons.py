@@ -12,8 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from models.recipe import Tolerance
+from trt_harness.models.recipe import Tolerance
 
 # Histogram bucket of a non-negative float64 = its bit pattern shifted right by 52 - 3: the exponent
 # plus the top 3 mantissa bits, i.e. 8 bins per power of two, each at most 1/8 of its lower edge wide.

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from models.detection import DetectionMatch, Detections
-from models.recipe import DetectionSpec
+from trt_harness.models.detection import DetectionMatch, Detections
+from trt_harness.models.recipe import DetectionSpec
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from models.core.errors import UsageError
-from models.core.serde import SchemaError, from_json, to_json
-from models.recipe import DEFAULT_BASELINE_FACTOR, DEFAULT_BASELINE_FLOOR, Tolerance
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.core.serde import SchemaError, from_json, to_json
+from trt_harness.models.recipe import DEFAULT_BASELINE_FACTOR, DEFAULT_BASELINE_FLOOR, Tolerance
 
 DIFF_SCHEMA = "trt-harness/diff"
 DIFF_SCHEMA_VERSION = 1

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from models.core.artifacts import write_text_atomic
-from models.core.errors import ExitCode, UsageError
-from models.core.serde import SchemaError, from_json, to_json
-from models.results.diff import RunDiff
-from models.results.recipe import RecipeRecord, ToleranceOverrides
-from models.results.stages import StageDetails, StageRecord
+from trt_harness.models.core.artifacts import write_text_atomic
+from trt_harness.models.core.errors import ExitCode, UsageError
+from trt_harness.models.core.serde import SchemaError, from_json, to_json
+from trt_harness.models.results.diff import RunDiff
+from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
+from trt_harness.models.results.stages import StageDetails, StageRecord
 
 SCHEMA = "trt-harness/results"
 SCHEMA_VERSION = 2

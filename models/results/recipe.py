@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.core.errors import UsageError
-from models.recipe import DetectionSpec, Recipe, TensorSpec, Tolerance
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.recipe import DetectionSpec, Recipe, TensorSpec, Tolerance
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from models.core.artifacts import Artifact
-from models.core.serde import tag, tagged
-from models.recipe import ShapeRange
-from models.results.comparisons import (
+from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.core.serde import tag, tagged
+from trt_harness.models.recipe import ShapeRange
+from trt_harness.models.results.comparisons import (
     ComparisonGroup,
     CrossMatch,
     ErrorMap,
@@ -22,7 +22,7 @@ from models.results.comparisons import (
     OutputComparison,
     PairNotCompared,
 )
-from models.results.detections import DetectionsReport
+from trt_harness.models.results.detections import DetectionsReport
 
 Status = Literal["ok", "cached", "failed", "skipped", "interrupted"]
 DONE: tuple[str, ...] = ("ok", "cached")  # statuses whose details hold results

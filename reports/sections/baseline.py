@@ -11,10 +11,17 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.results.comparisons import SAMPLES
-from models.results.diff import ComparisonChange, DetectionChange, RunDiff, RunSide, StatChange, TimingChange
-from reports import formatting as fmt
-from reports.sections.common import RunView, slugify, tolerance_text
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.diff import (
+    ComparisonChange,
+    DetectionChange,
+    RunDiff,
+    RunSide,
+    StatChange,
+    TimingChange,
+)
+from trt_harness.reports import formatting as fmt
+from trt_harness.reports.sections.common import RunView, slugify, tolerance_text
 
 # the badge colour of each status
 STATE = {

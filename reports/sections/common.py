@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from models.recipe import Tolerance
-from models.results.comparisons import SAMPLES, OutputComparison
-from models.results.document import Results
-from models.results.stages import RunDetails, SamplesDetails, StageDetails, StageRecord
-from reports import formatting as fmt
+from trt_harness.models.recipe import Tolerance
+from trt_harness.models.results.comparisons import SAMPLES, OutputComparison
+from trt_harness.models.results.document import Results
+from trt_harness.models.results.stages import RunDetails, SamplesDetails, StageDetails, StageRecord
+from trt_harness.reports import formatting as fmt
 
 D = TypeVar("D", bound=StageDetails)
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.results.stages import (
+from trt_harness.models.results.stages import (
     BuildDetails,
     EngineRecord,
     ExportDetails,
@@ -19,8 +19,8 @@ from models.results.stages import (
     SurgeryDetails,
     TensorRange,
 )
-from reports import formatting as fmt
-from reports.sections.common import Fact, OpCountRow, RunView, op_count_rows
+from trt_harness.reports import formatting as fmt
+from trt_harness.reports.sections.common import Fact, OpCountRow, RunView, op_count_rows
 
 _LOCATION = re.compile(r"^(?P<file>.+):(?P<line>\d+) in (?P<function>.+)$")
 

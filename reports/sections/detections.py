@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from models.detection import Detections
-from models.results.detections import DetectionPair, DetectionsReport, ImageAgreement
-from models.results.stages import CompareDetails
-from reports import formatting as fmt
-from reports.drawing import draw_detections, jpeg_data_uri
-from reports.sections.common import RunView
+from trt_harness.models.detection import Detections
+from trt_harness.models.results.detections import DetectionPair, DetectionsReport, ImageAgreement
+from trt_harness.models.results.stages import CompareDetails
+from trt_harness.reports import formatting as fmt
+from trt_harness.reports.drawing import draw_detections, jpeg_data_uri
+from trt_harness.reports.sections.common import RunView
 
 # The report draws at most this many images (failing ones first), each once per runner, to stay small.
 MAX_DRAWN_IMAGES = 8

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from models.results.stages import CompareDetails, ExportDetails
-from reports import formatting as fmt
-from reports.sections.common import RunView
+from trt_harness.models.results.stages import CompareDetails, ExportDetails
+from trt_harness.reports import formatting as fmt
+from trt_harness.reports.sections.common import RunView
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from markupsafe import Markup
-
-from models.results.comparisons import SAMPLES, ErrorMap, MissingOutput, OutputComparison
-from models.results.stages import CompareDetails
-from reports import formatting as fmt
-from reports.sections.common import RunView, quantile_label, slugify, tolerance_text, worst_error_text
-from reports.svg import heatmap_svg, histogram_svg
+from trt_harness.models.results.comparisons import SAMPLES, ErrorMap, MissingOutput, OutputComparison
+from trt_harness.models.results.stages import CompareDetails
+from trt_harness.reports import formatting as fmt
+from trt_harness.reports.sections.common import (
+    RunView,
+    quantile_label,
+    slugify,
+    tolerance_text,
+    worst_error_text,
+)
+from trt_harness.reports.svg import heatmap_svg, histogram_svg
 
 
 @dataclass(frozen=True)

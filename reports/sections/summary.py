@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime
 
-from models.results.stages import RunnerRecord
-from reports import formatting as fmt
-from reports.sections.common import Fact, RunView, tolerance_text
+from trt_harness.models.results.stages import RunnerRecord
+from trt_harness.reports import formatting as fmt
+from trt_harness.reports.sections.common import Fact, RunView, tolerance_text
 
 
 class SummarySection:

@@ -20,9 +20,9 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
 import pytest
+from trt_harness.conversions.onnx_passes.registry import registered_passes
+from trt_harness.models.recipes import get_recipe, recipe_names
 
-from conversions.onnx_passes.registry import registered_passes
-from models.recipes import get_recipe, recipe_names
 from tests.fixtures.onnx_runtime import (
     CaseConformance,
     node_case_conformance,

@@ -12,19 +12,19 @@ import onnx_graphsurgeon as gs
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
-from conversions import onnx_files
-from conversions.onnx_files import op_counts
-from conversions.onnx_passes.driver import run_passes
-from conversions.onnx_passes.registry import (
+from trt_harness.conversions import onnx_files
+from trt_harness.conversions.onnx_files import op_counts
+from trt_harness.conversions.onnx_passes.driver import run_passes
+from trt_harness.conversions.onnx_passes.registry import (
     PassContext,
     PassOutcome,
     register_pass,
     registered_passes,
     unregister_pass,
 )
-from models.core import serde
-from models.core.errors import HarnessError, UsageError
+from trt_harness.models.core import serde
+from trt_harness.models.core.errors import HarnessError, UsageError
+
 from tests.fixtures import make_onnx_fixtures as fixtures
 from tests.fixtures.onnx_runtime import assert_identical_outputs
 

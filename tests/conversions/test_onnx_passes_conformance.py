@@ -12,16 +12,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from trt_harness.conversions import ort_session
+from trt_harness.conversions.onnx_files import op_counts
+from trt_harness.conversions.onnx_passes import driver as driver_module
+from trt_harness.conversions.onnx_passes.driver import run_passes
+from trt_harness.conversions.onnx_passes.output_check import Mismatch, max_difference
+from trt_harness.conversions.onnx_passes.registry import PassOutcome, register_pass, unregister_pass
+from trt_harness.conversions.ort_session import OrtSettings
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.recipes import get_recipe
 
-from conversions import ort_session
-from conversions.onnx_files import op_counts
-from conversions.onnx_passes import driver as driver_module
-from conversions.onnx_passes.driver import run_passes
-from conversions.onnx_passes.output_check import Mismatch, max_difference
-from conversions.onnx_passes.registry import PassOutcome, register_pass, unregister_pass
-from conversions.ort_session import OrtSettings
-from models.core.errors import HarnessError, UsageError
-from models.recipes import get_recipe
 from tests.fixtures.onnx_runtime import ALL_PASSES
 
 FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64

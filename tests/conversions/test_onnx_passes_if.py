@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from trt_harness.conversions.onnx_files import op_counts
+from trt_harness.conversions.onnx_passes.driver import run_passes
 
-from conversions.onnx_files import op_counts
-from conversions.onnx_passes.driver import run_passes
 from tests.fixtures import make_onnx_fixtures as fixtures
 from tests.fixtures.onnx_runtime import assert_identical_outputs
 

@@ -23,12 +23,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-
-from conversions.precision import fp16_onnx, fp16_range_check, int8_qdq_onnx
-from conversions.precision.range_check import DEFAULT_UNDERFLOW_FRACTION, FP16_MAX
-from models.core.errors import UsageError
-from models.core.serde import from_json, to_json
-from models.results.stages import PrecisionVariant, RangeReport
+from trt_harness.conversions.precision import fp16_onnx, fp16_range_check, int8_qdq_onnx
+from trt_harness.conversions.precision.range_check import DEFAULT_UNDERFLOW_FRACTION, FP16_MAX
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.core.serde import from_json, to_json
+from trt_harness.models.results.stages import PrecisionVariant, RangeReport
 
 FP16_UNIT_ROUNDOFF = 2.0**-11  # FP16 keeps 11 significant bits
 # A few layers of FP16 rounding (weights and stored activations): a handful of unit roundoffs of the
@@ -402,7 +401,7 @@ _QUANTIZE_IN_SUBPROCESS = """
 import sys
 from pathlib import Path
 import numpy as np
-from conversions.precision import int8_qdq_onnx
+from trt_harness.conversions.precision import int8_qdq_onnx
 feeds = np.load(sys.argv[3])
 int8_qdq_onnx(Path(sys.argv[1]), Path(sys.argv[2]), [{"images": feeds[k]} for k in sorted(feeds)])
 """
@@ -444,7 +443,7 @@ def test_int8_rejects_bad_arguments(torchscript_model: Path, tmp_path: Path) -> 
 
 
 def _tensorrt_network_or_skip(path: Path):  # -> (trt module, INetworkDefinition)
-    from conversions.tensorrt_flavor import select_flavor
+    from trt_harness.conversions.tensorrt_flavor import select_flavor
 
     flavor = select_flavor()
     if flavor is None:
@@ -466,8 +465,8 @@ def _layer_output_types(network, layer_type) -> dict[str, object]:
 
 
 def test_tensorrt_builds_the_fp16_variant_with_fp16_convolutions(conv_model: Path, tmp_path: Path) -> None:
-    from conversions.tensorrt_build import engine_from_onnx
-    from models.recipe import BuildOptions
+    from trt_harness.conversions.tensorrt_build import engine_from_onnx
+    from trt_harness.models.recipe import BuildOptions
 
     fp16 = fp16_onnx(conv_model, tmp_path / "convnet.fp16.onnx")
     trt, network = _tensorrt_network_or_skip(tmp_path / fp16.path)
@@ -479,8 +478,8 @@ def test_tensorrt_builds_the_fp16_variant_with_fp16_convolutions(conv_model: Pat
 
 
 def test_tensorrt_keeps_the_block_list_in_fp32(tmp_path: Path) -> None:
-    from conversions.tensorrt_build import engine_from_onnx
-    from models.recipe import BuildOptions
+    from trt_harness.conversions.tensorrt_build import engine_from_onnx
+    from trt_harness.models.recipe import BuildOptions
 
     model = overflow_model(tmp_path / "overflow.onnx")
     report = fp16_range_check(model, [_overflow_feed()])
@@ -496,8 +495,8 @@ def test_tensorrt_keeps_the_block_list_in_fp32(tmp_path: Path) -> None:
 
 
 def test_tensorrt_builds_the_int8_qdq_variant(torchscript_model: Path, tmp_path: Path) -> None:
-    from conversions.tensorrt_build import TensorRTBuildFailed, engine_from_onnx
-    from models.recipe import BuildOptions
+    from trt_harness.conversions.tensorrt_build import TensorRTBuildFailed, engine_from_onnx
+    from trt_harness.models.recipe import BuildOptions
 
     int8 = int8_qdq_onnx(torchscript_model, tmp_path / "convnet.int8.onnx", CALIBRATION)
     trt, network = _tensorrt_network_or_skip(tmp_path / int8.path)

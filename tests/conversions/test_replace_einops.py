@@ -10,8 +10,8 @@ import torch
 from einops import rearrange as imported_rearrange  # bound at import time, as model code does
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trt_harness.conversions.replacements import applied
 
-from conversions.replacements import applied
 from tests.conversions.test_replace_support import assert_runs_like_torch, export_onnx
 
 # Error bound: none. Both sides only move data (reshape, permute, expand), so results are equal

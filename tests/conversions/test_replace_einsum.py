@@ -6,8 +6,8 @@ import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from trt_harness.conversions.replacements import applied
 
-from conversions.replacements import applied
 from tests.conversions.test_replace_support import assert_runs_like_torch, export_onnx, op_types
 
 # Error bound: float64 operands in [-1, 1], at most 4**4 products per output element; only the

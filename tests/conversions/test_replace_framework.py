@@ -13,18 +13,18 @@ import einops
 import pytest
 import torch
 import torch.nn.functional as F
-
-from conversions.replacements import (
+from trt_harness.conversions.replacements import (
     ReplacementUnsupported,
     applied,
     get_replacement,
     register_replacement,
     replacement_names,
 )
-from conversions.replacements import _registry as registry
-from conversions.replacements._patching import resolve
-from models.core.errors import HarnessError, UsageError
-from models.core.serde import to_json
+from trt_harness.conversions.replacements import _registry as registry
+from trt_harness.conversions.replacements._patching import resolve
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.core.serde import to_json
+
 from tests.conversions.test_replace_support import assert_runs_like_torch, export_onnx, op_types
 
 NAMES = ["einops", "einsum", "grid_sample", "interpolate_size", "inverse", "pad", "squeeze_static"]

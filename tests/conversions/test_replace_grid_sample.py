@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trt_harness.conversions.replacements import ReplacementUnsupported, applied
+from trt_harness.models.core.errors import HarnessError
 
-from conversions.replacements import ReplacementUnsupported, applied
-from models.core.errors import HarnessError
 from tests.conversions.test_replace_support import assert_runs_like_torch, export_onnx, op_types
 
 # Error bounds. Nearest: exact, because the replacement computes the source coordinate with

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trt_harness.conversions.replacements import applied
 
-from conversions.replacements import applied
 from tests.conversions.test_replace_support import export_onnx, nodes_of, run_onnx
 
 # Error bound: none. For integer upscale factors torch computes the same source coordinates and

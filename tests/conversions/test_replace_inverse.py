@@ -8,8 +8,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trt_harness.conversions.replacements import ReplacementUnsupported, applied
 
-from conversions.replacements import ReplacementUnsupported, applied
 from tests.conversions.test_replace_support import assert_runs_like_torch, export_onnx, op_types
 
 # Error bound. The test matrices are P @ (D + R): R uniform in [-1, 1], D diagonal with

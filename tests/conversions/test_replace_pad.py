@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trt_harness.conversions.replacements import applied
 
-from conversions.replacements import applied
 from tests.conversions.test_replace_support import assert_runs_like_torch, export_onnx, op_types
 
 # Error bound: none. Padding only copies elements (slices, gathers, concatenation, a fill value),

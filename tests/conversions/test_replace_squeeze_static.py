@@ -6,8 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trt_harness.conversions.replacements import applied
 
-from conversions.replacements import applied
 from tests.conversions.test_replace_support import assert_runs_like_torch, export_onnx, op_types
 
 # Error bound: none. A squeeze is a view; values, shape and storage must be identical.

@@ -15,8 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-
-from conversions.replacements import AppliedReplacements, applied
+from trt_harness.conversions.replacements import AppliedReplacements, applied
 
 
 def input_names(count: int) -> list[str]:

@@ -12,12 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from conversions.replacements import replacement_names
-from conversions.replacements._patching import resolve
-from conversions.scan import PROBLEM_OPS, Finding, scan_module
-from models.core.errors import UsageError
-from models.core.serde import from_json, to_json
+from trt_harness.conversions.replacements import replacement_names
+from trt_harness.conversions.replacements._patching import resolve
+from trt_harness.conversions.scan import PROBLEM_OPS, Finding, scan_module
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.core.serde import from_json, to_json
 
 SOURCE = Path(__file__).read_text().splitlines()
 

@@ -18,9 +18,9 @@ import onnxruntime as ort
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from trt_harness.conversions.onnx_passes.driver import run_passes
+from trt_harness.conversions.onnx_passes.output_check import max_difference
 
-from conversions.onnx_passes.driver import run_passes
-from conversions.onnx_passes.output_check import max_difference
 from tests.fixtures.onnx_runtime import ALL_PASSES
 
 FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
@@ -207,6 +207,6 @@ def test_every_pass_keeps_what_random_shape_graphs_compute(
 
 
 def test_the_full_list_holds_every_registered_pass():
-    from conversions.onnx_passes.registry import registered_passes
+    from trt_harness.conversions.onnx_passes.registry import registered_passes
 
     assert sorted(ALL_PASSES) == sorted(registered_passes())

@@ -14,22 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from harness.backends.base import display_name
-from harness.environment import environment
-from harness.pipeline import rejudge
-from harness.sample_files import sample_file, write_sample
-from harness.stages import samples as samples_stage
-from harness.stages.base import RunConfig, StageInput
-from harness.stages.run import OUTPUTS, outputs_artifact_name
-from harness.verdict import verdict_for
-from models.core.artifacts import Artifact
-from models.detection import DetectionTolerance
-from models.recipe import DetectionSpec, Recipe, TensorSpec, Tolerance
-from models.results.comparisons import SAMPLES
-from models.results.document import Results, save_results
-from models.results.recipe import RecipeRecord, ToleranceOverrides
-from models.results.stages import RunDetails, RunnerRecord, StageRecord
+from trt_harness.harness.backends.base import display_name
+from trt_harness.harness.environment import environment
+from trt_harness.harness.pipeline import rejudge
+from trt_harness.harness.sample_files import sample_file, write_sample
+from trt_harness.harness.stages import samples as samples_stage
+from trt_harness.harness.stages.base import RunConfig, StageInput
+from trt_harness.harness.stages.run import OUTPUTS, outputs_artifact_name
+from trt_harness.harness.verdict import verdict_for
+from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.detection import DetectionTolerance
+from trt_harness.models.recipe import DetectionSpec, Recipe, TensorSpec, Tolerance
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.document import Results, save_results
+from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
+from trt_harness.models.results.stages import RunDetails, RunnerRecord, StageRecord
 
 IMAGE_SIZE = 96
 OUTPUT = "output0"

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from models.recipe import ExportOptions, Recipe, TensorSpec, Tolerance
+from trt_harness.models.recipe import ExportOptions, Recipe, TensorSpec, Tolerance
 
 NAME = "diff_noise"
 ATOL = 1e-4

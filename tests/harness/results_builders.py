@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.backends.base import display_name
-from models.detection import DetectionMatch, Detections, DetectionTolerance
-from models.recipe import DetectionSpec, Tolerance
-from models.results.comparisons import SAMPLES, CrossMatch, MissingOutput, OutputComparison
-from models.results.detections import DetectionPair, DetectionsReport, ImageAgreement
-from models.results.stages import CompareDetails, RunDetails, RunnerRecord, StageRecord
+from trt_harness.harness.backends.base import display_name
+from trt_harness.models.detection import DetectionMatch, Detections, DetectionTolerance
+from trt_harness.models.recipe import DetectionSpec, Tolerance
+from trt_harness.models.results.comparisons import SAMPLES, CrossMatch, MissingOutput, OutputComparison
+from trt_harness.models.results.detections import DetectionPair, DetectionsReport, ImageAgreement
+from trt_harness.models.results.stages import CompareDetails, RunDetails, RunnerRecord, StageRecord
 
 REFERENCE = "torch"
 TOLERANCE = DetectionTolerance(0.95, 0.95, 0.01)

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from models.core.artifacts import Artifact, atomic_path, write_text_atomic
-from models.core.errors import HarnessError
+from trt_harness.models.core.artifacts import Artifact, atomic_path, write_text_atomic
+from trt_harness.models.core.errors import HarnessError
 
 
 def test_atomic_write_leaves_old_file_intact_when_interrupted(tmp_path):

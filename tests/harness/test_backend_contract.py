@@ -24,16 +24,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from trt_harness.conversions.tensorrt_flavor import select_flavor
+from trt_harness.harness.backends import tensorrt as tensorrt_backend
+from trt_harness.harness.backends.base import BackendContext
+from trt_harness.harness.gpu import CudaDevice
+from trt_harness.harness.pipeline import RunConfig, run_pipeline
+from trt_harness.harness.sample_files import read_sample
+from trt_harness.models.core.errors import ExitCode
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.stages import CompareDetails, RunDetails
 
-from conversions.tensorrt_flavor import select_flavor
-from harness.backends import tensorrt as tensorrt_backend
-from harness.backends.base import BackendContext
-from harness.gpu import CudaDevice
-from harness.pipeline import RunConfig, run_pipeline
-from harness.sample_files import read_sample
-from models.core.errors import ExitCode
-from models.results.comparisons import SAMPLES
-from models.results.stages import CompareDetails, RunDetails
 from tests.harness.test_pipeline import recipe as depth_recipe
 
 

@@ -10,16 +10,23 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import trt_harness.harness.bench.__main__ as bench_cli
+import trt_harness.harness.bench.convert as bench_convert
+import trt_harness.harness.bench.memory as bench_memory
+import trt_harness.harness.bench.suite as bench_suite
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
-
-import harness.bench.__main__ as bench_cli
-import harness.bench.convert as bench_convert
-import harness.bench.memory as bench_memory
-import harness.bench.suite as bench_suite
-from harness.bench.base import Benchmark, BenchResult, BenchSettings, Table, Target, benchmarks, percentile
-from harness.bench.convert import (
+from trt_harness.harness.bench.base import (
+    Benchmark,
+    BenchResult,
+    BenchSettings,
+    Table,
+    Target,
+    benchmarks,
+    percentile,
+)
+from trt_harness.harness.bench.convert import (
     ConvertRun,
     StageTiming,
     ensure_run,
@@ -27,8 +34,8 @@ from harness.bench.convert import (
     saved_outputs,
     saved_outputs_pair,
 )
-from harness.bench.latency import batch_feed, measure_latency, onnx_models, time_interleaved
-from harness.bench.memory import (
+from trt_harness.harness.bench.latency import batch_feed, measure_latency, onnx_models, time_interleaved
+from trt_harness.harness.bench.memory import (
     measure_peak_rss,
     memory_params,
     memory_result,
@@ -36,13 +43,14 @@ from harness.bench.memory import (
     outputs_on_disk,
     run_stage_overhead,
 )
-from harness.bench.pipeline_time import expected_statuses, unexpected_statuses
-from harness.bench.report import to_markdown, write_report
-from harness.bench.throughput import load_samples, measure_throughput
-from models.core.errors import HarnessError
-from models.recipe import Tolerance
-from models.results.document import load_results, save_results
-from models.results.stages import RunDetails
+from trt_harness.harness.bench.pipeline_time import expected_statuses, unexpected_statuses
+from trt_harness.harness.bench.report import to_markdown, write_report
+from trt_harness.harness.bench.throughput import load_samples, measure_throughput
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.recipe import Tolerance
+from trt_harness.models.results.document import load_results, save_results
+from trt_harness.models.results.stages import RunDetails
+
 from tests.harness import detection_runs as runs
 
 # --- shared pieces ---------------------------------------------------------------------------------
@@ -336,7 +344,7 @@ def test_a_memory_run_is_reused_only_when_its_run_stage_ran(tmp_path, monkeypatc
     save_results(results.with_stage(dataclasses.replace(results.stage("run"), status="cached")), run_dir)
     bench_memory.ensure_memory_run(settings, 2)
     (command,) = commands
-    assert command[1:4] == ["-m", "harness.cli", "convert"] and command[-1] == "--no-cache"
+    assert command[1:4] == ["-m", "trt_harness.harness.cli", "convert"] and command[-1] == "--no-cache"
     assert "samples=2" in command and "image_size=96" in command and str(run_dir.resolve()) in command
 
 
@@ -357,7 +365,7 @@ def test_memory_benchmark_measures_the_real_compare_command_on_saved_runs(tmp_pa
     few, many = result.data["runs"]["2"], result.data["runs"]["6"]
     for run in (few, many):
         assert run["compare"]["exit_code"] == 0, run["compare"]["output_tail"]
-        assert run["compare"]["command"][1:4] == ["-m", "harness.cli", "compare"]
+        assert run["compare"]["command"][1:4] == ["-m", "trt_harness.harness.cli", "compare"]
         assert run["compare"]["peak_rss_bytes"] > run["compare"]["launcher_peak_rss_bytes"]
     assert many["outputs_on_disk"]["runners"]["torch"]["sample_files"] == 6
     assert result.data["peak_rss_ratio"] == pytest.approx(

@@ -10,20 +10,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+import trt_harness.harness.pipeline as pipeline
+import trt_harness.harness.stages.base as stage_base
+import trt_harness.harness.stages.build as build_stage
+from trt_harness.harness.cache import CacheEntry, StageCache
+from trt_harness.harness.code_keys import ROOT, closure, code_hash, module_file
+from trt_harness.harness.pipeline import STAGES, RunConfig, run_pipeline, stage_key
+from trt_harness.harness.stages.base import Stage, StageInput
+from trt_harness.harness.stages.samples import STAGE as SAMPLES_STAGE
+from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.recipe import BuildOptions, ExportOptions, Recipe, ShapeRange, TensorSpec, Tolerance
+from trt_harness.models.results.document import Results
+from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
+from trt_harness.models.results.stages import StageRecord, SurgeryDetails, TensorRTFlavor
 
-import harness.pipeline as pipeline
-import harness.stages.base as stage_base
-import harness.stages.build as build_stage
-from harness.cache import CacheEntry, StageCache
-from harness.code_keys import ROOT, closure, code_hash, module_file
-from harness.pipeline import STAGES, RunConfig, run_pipeline, stage_key
-from harness.stages.base import Stage, StageInput
-from harness.stages.samples import STAGE as SAMPLES_STAGE
-from models.core.artifacts import Artifact
-from models.recipe import BuildOptions, ExportOptions, Recipe, ShapeRange, TensorSpec, Tolerance
-from models.results.document import Results
-from models.results.recipe import RecipeRecord, ToleranceOverrides
-from models.results.stages import StageRecord, SurgeryDetails, TensorRTFlavor
 from tests.harness.cache_recipe import feeds, sample_feeds, tiny_model
 
 CACHED_STAGES = [stage.name for stage in STAGES if stage.key is not None]
@@ -259,9 +259,9 @@ CASES = {
     "exported-onnx": (_artifact_of("export", "onnx"), {"surgery"}),
     "final-onnx": (_artifact_of("surgery", "onnx_final"), {"precision", "build", "run"}),
     "run-outputs": (_artifact_of("run", "outputs_onnxrt"), {"compare"}),
-    "surgery-driver-code": (_code_of("conversions.onnx_passes.driver"), {"surgery"}),
-    "pass-code": (_code_of("conversions.onnx_passes.passes.fold_constants"), {"surgery"}),
-    "comparison-code": (_code_of("harness.comparison"), {"compare"}),
+    "surgery-driver-code": (_code_of("trt_harness.conversions.onnx_passes.driver"), {"surgery"}),
+    "pass-code": (_code_of("trt_harness.conversions.onnx_passes.passes.fold_constants"), {"surgery"}),
+    "comparison-code": (_code_of("trt_harness.harness.comparison"), {"compare"}),
     "recipe-code": (_code_of("tests.harness.cache_recipe"), {"scan", "export", "run"}),
 }
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from harness.cli import main
-from models.core.errors import ExitCode
+from trt_harness.harness.cli import main
+from trt_harness.models.core.errors import ExitCode
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -8,11 +8,10 @@ from unittest import mock
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+import trt_harness.harness.comparison as comparison
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import harness.comparison as comparison
-from harness.comparison import (
+from trt_harness.harness.comparison import (
     REL_ERR_FLOOR,
     ComparisonReport,
     OutputAccumulator,
@@ -20,9 +19,9 @@ from harness.comparison import (
     compare_runs,
     default_pairs,
 )
-from models.core.errors import HarnessError
-from models.core.serde import from_json, to_json
-from models.recipe import Tolerance
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.core.serde import from_json, to_json
+from trt_harness.models.recipe import Tolerance
 
 # The histogram has 8 bins per power of two: a median/quantile estimate is within 1/8 of the exact value.
 HIST_RESOLUTION = 0.125
@@ -446,8 +445,8 @@ def test_accumulator_matches_numpy_property(data, shape, samples, chunk, atol, r
 
 
 def test_min_argmax_agreement_is_an_extra_criterion():
-    from harness.comparison import OutputAccumulator
-    from models.recipe import Tolerance
+    from trt_harness.harness.comparison import OutputAccumulator
+    from trt_harness.models.recipe import Tolerance
 
     ref = np.array([[0.0, 1.0, 0.5], [2.0, 0.0, 1.0]], dtype=np.float32)
     cand = np.array([[0.0, 1.0, 1.1], [2.0, 0.0, 1.0]], dtype=np.float32)  # row 0 argmax flips to class 2

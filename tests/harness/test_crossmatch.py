@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-
-from harness.crossmatch import CLEAR_GAP, CrossMatch, cross_match
-from models.core.errors import HarnessError
-from models.core.serde import from_json, to_json
+from trt_harness.harness.crossmatch import CLEAR_GAP, CrossMatch, cross_match
+from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.core.serde import from_json, to_json
 
 
 def _depth_outputs(rng: np.random.Generator) -> dict[str, np.ndarray]:

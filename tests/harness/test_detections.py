@@ -8,20 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trt_harness.harness.detections import DETECTION_IMAGES, detect, write_detection_images
+from trt_harness.harness.sample_files import SampleFolder, Tensors
+from trt_harness.harness.verdict import verdict_for
+from trt_harness.models.core.artifacts import sha256_file
+from trt_harness.models.core.errors import ExitCode, HarnessError, UsageError
+from trt_harness.models.core.serde import SchemaError, from_json, to_json
+from trt_harness.models.detection import DetectionTolerance
+from trt_harness.models.recipe import DetectionSpec
+from trt_harness.models.recipes import get_recipe
+from trt_harness.models.results.detections import DetectionPair, DetectionsReport
+from trt_harness.models.results.document import Results, load_results
+from trt_harness.models.results.recipe import RecipeRecord
+from trt_harness.models.results.stages import CompareDetails, StageRecord
 
-from harness.detections import DETECTION_IMAGES, detect, write_detection_images
-from harness.sample_files import SampleFolder, Tensors
-from harness.verdict import verdict_for
-from models.core.artifacts import sha256_file
-from models.core.errors import ExitCode, HarnessError, UsageError
-from models.core.serde import SchemaError, from_json, to_json
-from models.detection import DetectionTolerance
-from models.recipe import DetectionSpec
-from models.recipes import get_recipe
-from models.results.detections import DetectionPair, DetectionsReport
-from models.results.document import Results, load_results
-from models.results.recipe import RecipeRecord
-from models.results.stages import CompareDetails, StageRecord
 from tests.harness import detection_runs as runs
 from tests.harness import results_builders as build
 
@@ -219,8 +219,8 @@ def test_detection_images_come_from_the_sample_files_and_a_lost_one_is_named(tmp
 
     lost = tmp_path / "samples" / "samples" / "0000000001.npz"
     lost.unlink()
-    from harness.pipeline import rejudge
-    from models.results.recipe import ToleranceOverrides
+    from trt_harness.harness.pipeline import rejudge
+    from trt_harness.models.results.recipe import ToleranceOverrides
 
     with pytest.raises(HarnessError, match=r"0000000001\.npz is missing.*harness convert"):
         rejudge(tmp_path, ToleranceOverrides())

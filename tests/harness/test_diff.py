@@ -13,22 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from harness.cli import main
-from harness.diff import (
+from trt_harness.harness.cli import main
+from trt_harness.harness.diff import (
     Baseline,
     baseline_of_recipe,
     diff_runs,
     gated_verdict,
     judge_against,
 )
-from harness.pipeline import RunConfig, run_pipeline
-from models.core.errors import ExitCode, UsageError
-from models.recipes import RECIPES
-from models.results.diff import RunDiff, diff_from_json
-from models.results.document import UNFINISHED, Gpu, Results, Verdict, load_results, save_results
-from models.results.stages import CompareDetails, RunDetails
-from reports.diff import render_diff_html
+from trt_harness.harness.pipeline import RunConfig, run_pipeline
+from trt_harness.models.core.errors import ExitCode, UsageError
+from trt_harness.models.recipes import RECIPES
+from trt_harness.models.results.diff import RunDiff, diff_from_json
+from trt_harness.models.results.document import UNFINISHED, Gpu, Results, Verdict, load_results, save_results
+from trt_harness.models.results.stages import CompareDetails, RunDetails
+from trt_harness.reports.diff import render_diff_html
+
 from tests.harness.diff_recipe import CLEAN, NAME, PLANTED, diff_noise
 from tests.reports.page import parse
 

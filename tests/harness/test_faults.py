@@ -13,11 +13,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from trt_harness.harness.cache import TAG_FILE, StageCache
+from trt_harness.harness.cli import main
+from trt_harness.harness.pipeline import RunConfig, run_pipeline
+from trt_harness.models.core.errors import ExitCode
 
-from harness.cache import TAG_FILE, StageCache
-from harness.cli import main
-from harness.pipeline import RunConfig, run_pipeline
-from models.core.errors import ExitCode
 from tests.harness.test_pipeline import recipe as depth_recipe
 
 RECIPE = depth_recipe(("depth", "depth_min"))
@@ -143,7 +143,7 @@ def test_a_read_only_cache_is_a_warning_not_a_failure(tmp_path, capsys):
 
 
 def test_a_full_cache_is_a_warning_not_a_failure(tmp_path, monkeypatch, capsys):
-    import harness.cache as cache_module
+    import trt_harness.harness.cache as cache_module
 
     def no_space(source, target):
         raise OSError(28, "No space left on device")
@@ -216,8 +216,8 @@ def test_an_unknown_backend_is_rejected_before_any_stage_runs(tmp_path, capsys):
 
 
 def test_a_module_with_a_syntax_error_is_named_with_its_line(tmp_path, monkeypatch):
-    from models.core.errors import UsageError
-    from models.core.registry import Registry
+    from trt_harness.models.core.errors import UsageError
+    from trt_harness.models.core.registry import Registry
 
     package = tmp_path / "user_recipes"
     package.mkdir()
@@ -233,10 +233,9 @@ def test_a_module_with_a_syntax_error_is_named_with_its_line(tmp_path, monkeypat
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from models.core.errors import UsageError  # noqa: E402
-from models.results.document import load_results, results_to_text, save_results  # noqa: E402
-from models.results.recipe import ToleranceOverrides  # noqa: E402
+from trt_harness.models.core.errors import UsageError  # noqa: E402
+from trt_harness.models.results.document import load_results, results_to_text, save_results  # noqa: E402
+from trt_harness.models.results.recipe import ToleranceOverrides  # noqa: E402
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
@@ -355,7 +354,7 @@ def test_a_cached_file_changed_in_place_is_caught_although_its_size_is_the_same(
 
 
 def test_a_full_run_folder_fails_the_stage_with_the_file_and_the_remedy(tmp_path, monkeypatch):
-    import harness.stages.run as run_stage
+    import trt_harness.harness.stages.run as run_stage
 
     def no_space(path, tensors):
         raise OSError(28, "No space left on device", str(path))

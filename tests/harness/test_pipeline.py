@@ -6,11 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from harness.pipeline import RunConfig, run_pipeline
-from models.core.errors import ExitCode
-from models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec
-from models.results.document import load_results
+from trt_harness.harness.pipeline import RunConfig, run_pipeline
+from trt_harness.models.core.errors import ExitCode
+from trt_harness.models.recipe import ExportOptions, Recipe, ShapeRange, TensorSpec
+from trt_harness.models.results.document import load_results
 
 
 def depth_model():
@@ -97,7 +96,7 @@ def wide_model():
 def test_models_over_the_single_file_limit_keep_their_sidecar_through_every_stage_and_the_cache(
     tmp_path, monkeypatch
 ):
-    from conversions import onnx_files
+    from trt_harness.conversions import onnx_files
 
     monkeypatch.setattr(onnx_files, "SINGLE_FILE_LIMIT", 1024)  # as if the model were over 2 GiB
     wide = dataclasses.replace(recipe(("depth",)), name="wide", build_model=lambda weights: wide_model())

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import pytest
-
-from models.core.errors import UsageError
-from models.recipe import Tolerance
-from models.results.recipe import ToleranceOverrides
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.recipe import Tolerance
+from trt_harness.models.results.recipe import ToleranceOverrides
 
 
 def test_per_output_override_beats_global_which_beats_recipe():

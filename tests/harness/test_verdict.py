@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from harness.verdict import verdict_for
-from models.core.errors import ExitCode
-from models.results.document import Verdict
-from models.results.stages import StageRecord
+from trt_harness.harness.verdict import verdict_for
+from trt_harness.models.core.errors import ExitCode
+from trt_harness.models.results.document import Verdict
+from trt_harness.models.results.stages import StageRecord
+
 from tests.harness import results_builders as build
 
 EXPORT = StageRecord("export", "ok")

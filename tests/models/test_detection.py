@@ -8,13 +8,12 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import trt_harness.models.detection as detection
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import models.detection as detection
-from models.core.errors import UsageError
-from models.core.serde import from_json, to_json
-from models.detection import (
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.core.serde import from_json, to_json
+from trt_harness.models.detection import (
     DetectionMatch,
     Detections,
     DetectionTolerance,

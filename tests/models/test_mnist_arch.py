@@ -7,8 +7,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from models.architectures.mnist import MNIST_MEAN, MNIST_STD, init_mnist_seeded, mnist_digits, mnist_net
+from trt_harness.models.architectures.mnist import (
+    MNIST_MEAN,
+    MNIST_STD,
+    init_mnist_seeded,
+    mnist_digits,
+    mnist_net,
+)
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -4,8 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from models.architectures.mvs import (
+from trt_harness.models.architectures.mvs import (
     MVS_OUTPUT_NAMES,
     STAGES,
     StageSpec,
@@ -14,7 +13,7 @@ from models.architectures.mvs import (
     init_mvs_seeded,
     mvs_net,
 )
-from models.mvs_scenes import make_scene
+from trt_harness.models.mvs_scenes import make_scene
 
 INPUT_NAMES = ("imgs", "proj_matrices", "depth_values", "edge")
 

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from models.core.errors import UsageError
-from models.mvs_scenes import make_scene, make_scenes, sobel_magnitude
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.mvs_scenes import make_scene, make_scenes, sobel_magnitude
 
 
 def warp_to_reference(

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from models.architectures.resnet import (
+from trt_harness.models.architectures.resnet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     dead_leaves_images,
     init_resnet_seeded,
     resnet50,
 )
+
 from tests.fixtures.activations import batchnorm_output_stds
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "resnet50_state_dict_keys.json"

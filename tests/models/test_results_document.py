@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from harness.cli import main
-from harness.environment import environment
-from models.core.errors import ExitCode, UsageError
-from models.recipes import get_recipe
-from models.results.document import (
+from trt_harness.harness.cli import main
+from trt_harness.harness.environment import environment
+from trt_harness.models.core.errors import ExitCode, UsageError
+from trt_harness.models.recipes import get_recipe
+from trt_harness.models.results.document import (
     SCHEMA,
     SCHEMA_VERSION,
     Results,
@@ -19,8 +18,8 @@ from models.results.document import (
     results_to_text,
     save_results,
 )
-from models.results.recipe import RecipeRecord, ToleranceOverrides
-from models.results.stages import ScanDetails, StageRecord
+from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
+from trt_harness.models.results.stages import ScanDetails, StageRecord
 
 
 def _results() -> Results:

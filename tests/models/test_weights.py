@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from models.architectures.yolov5 import YOLOv5, init_yolov5_seeded, sample_photos, yolov5s
-from models.core.errors import UsageError
-from models.weights import load_weights, save_weights
+from trt_harness.models.architectures.yolov5 import YOLOv5, init_yolov5_seeded, sample_photos, yolov5s
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.weights import load_weights, save_weights
 
 
 @pytest.fixture(scope="module")

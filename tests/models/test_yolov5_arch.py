@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from models.architectures.yolov5 import (
+from trt_harness.models.architectures.yolov5 import (
     ANCHORS_PX,
     STRIDES,
     YOLOv5,

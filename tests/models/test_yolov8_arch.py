@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from trt_harness.models.architectures.resnet import dead_leaves_images
+from trt_harness.models.architectures.yolov8 import STRIDES, init_yolov8_seeded, make_anchors, yolov8n
 
-from models.architectures.resnet import dead_leaves_images
-from models.architectures.yolov8 import STRIDES, init_yolov8_seeded, make_anchors, yolov8n
 from tests.fixtures.activations import batchnorm_output_stds
 
 SIDE = 320  # half of deployment size keeps the file fast; 640 is checked once for its anchor count

@@ -15,19 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from harness.pipeline import STAGES
-from harness.sample_files import sample_file, write_sample
-from harness.stages import compare as compare_stage
-from harness.stages.base import StageInput
-from harness.verdict import verdict_for
-from models.core.artifacts import Artifact
-from models.core.serde import from_json
-from models.recipe import ShapeRange, TensorSpec, Tolerance
-from models.results.comparisons import SAMPLES
-from models.results.document import Results, load_results
-from models.results.recipe import RecipeRecord, ToleranceOverrides
-from models.results.stages import (
+from trt_harness.harness.pipeline import STAGES
+from trt_harness.harness.sample_files import sample_file, write_sample
+from trt_harness.harness.stages import compare as compare_stage
+from trt_harness.harness.stages.base import StageInput
+from trt_harness.harness.verdict import verdict_for
+from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.core.serde import from_json
+from trt_harness.models.recipe import ShapeRange, TensorSpec, Tolerance
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.document import Results, load_results
+from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
+from trt_harness.models.results.stages import (
     BuildDetails,
     EngineRecord,
     Finding,

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trt_harness.reports.drawing as drawing
 from PIL import Image
-
-import reports.drawing as drawing
-from models.core.errors import UsageError
-from models.detection import Detections
-from reports.drawing import MAX_SIDE, class_colour, draw_detections, png_data_uri
+from trt_harness.models.core.errors import UsageError
+from trt_harness.models.detection import Detections
+from trt_harness.reports.drawing import MAX_SIDE, class_colour, draw_detections, png_data_uri
 
 
 def photo(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from harness.heatmap import ErrorHeatmap
-from models.core.errors import HarnessError, UsageError
-from models.core.serde import to_json
+from trt_harness.harness.heatmap import ErrorHeatmap
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.core.serde import to_json
 
 
 def recorded(heatmap: ErrorHeatmap) -> dict:

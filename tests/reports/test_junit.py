@@ -5,11 +5,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.document import Results
+from trt_harness.models.results.stages import CompareDetails, RunDetails
+from trt_harness.reports.junit import junit_xml, write_junit
 
-from models.results.comparisons import SAMPLES
-from models.results.document import Results
-from models.results.stages import CompareDetails, RunDetails
-from reports.junit import junit_xml, write_junit
 from tests.reports import results_fixtures as fixtures
 
 PAIR_CASE = re.compile(r"^(?P<output>.+)\[(?P<ref>[a-z0-9]+)-vs-(?P<cand>[a-z0-9-]+?)(@(?P<at>[^\]]+))?\]$")

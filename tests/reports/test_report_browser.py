@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from trt_harness.models.results.document import Results, results_to_text
+from trt_harness.reports.index import write_index
+from trt_harness.reports.render import write_reports
+from trt_harness.reports.sections.common import slugify
 
-from models.results.document import Results, results_to_text
-from reports.index import write_index
-from reports.render import write_reports
-from reports.sections.common import slugify
 from tests.reports import browser as chromium
 from tests.reports import results_fixtures as fixtures
 

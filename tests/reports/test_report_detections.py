@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from trt_harness.models.results.document import Results, results_to_text
+from trt_harness.reports.junit import junit_xml
+from trt_harness.reports.page import ReportView
+from trt_harness.reports.render import render_html, write_reports
+from trt_harness.reports.sections.detections import DRAWN_IMAGE_SIDE
 
-from models.results.document import Results, results_to_text
-from reports.junit import junit_xml
-from reports.page import ReportView
-from reports.render import render_html, write_reports
-from reports.sections.detections import DRAWN_IMAGE_SIDE
 from tests.harness import detection_runs as runs
 from tests.reports.page import Element, parse
 
@@ -219,8 +219,8 @@ def test_rendering_detections_imports_no_heavy_backend(run: tuple[Path, Results]
     script = f"""
 import sys
 from pathlib import Path
-from models.results.document import load_results
-from reports.render import write_reports
+from trt_harness.models.results.document import load_results
+from trt_harness.reports.render import write_reports
 out = Path({str(copy)!r})
 write_reports(load_results(out), out)
 assert "data:image/jpeg" in (out / "report.html").read_text()

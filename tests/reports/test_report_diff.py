@@ -12,14 +12,14 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
+from trt_harness.harness.diff import Baseline, diff_runs, judge_against
+from trt_harness.models.results.diff import RunDiff, diff_from_json, diff_to_text
+from trt_harness.models.results.document import Results, load_results, save_results
+from trt_harness.models.results.stages import CompareDetails
+from trt_harness.reports.diff import diff_text, render_diff_html
+from trt_harness.reports.junit import junit_xml
+from trt_harness.reports.render import render_html
 
-from harness.diff import Baseline, diff_runs, judge_against
-from models.results.diff import RunDiff, diff_from_json, diff_to_text
-from models.results.document import Results, load_results, save_results
-from models.results.stages import CompareDetails
-from reports.diff import diff_text, render_diff_html
-from reports.junit import junit_xml
-from reports.render import render_html
 from tests.reports import results_fixtures as fixtures
 from tests.reports.page import parse
 

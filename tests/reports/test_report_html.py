@@ -9,15 +9,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from trt_harness.harness.stages.compare import pairs_not_compared
+from trt_harness.models.results.document import Results, load_results, results_to_text, save_results
+from trt_harness.models.results.stages import CompareDetails, RunDetails, SamplesDetails
+from trt_harness.reports import formatting as fmt
+from trt_harness.reports.index import write_index
+from trt_harness.reports.page import ReportView
+from trt_harness.reports.render import render_html, write_reports
+from trt_harness.reports.sections.common import slugify
 
-from harness.stages.compare import pairs_not_compared
-from models.results.document import Results, load_results, results_to_text, save_results
-from models.results.stages import CompareDetails, RunDetails, SamplesDetails
-from reports import formatting as fmt
-from reports.index import write_index
-from reports.page import ReportView
-from reports.render import render_html, write_reports
-from reports.sections.common import slugify
 from tests.reports import results_fixtures as fixtures
 from tests.reports.page import Element, parse
 
@@ -387,9 +387,9 @@ def test_report_layer_imports_neither_torch_nor_tensorrt(tmp_path: Path) -> None
     script = f"""
 import sys
 from pathlib import Path
-from models.results.document import load_results
-from reports.render import write_reports
-from reports.index import write_index
+from trt_harness.models.results.document import load_results
+from trt_harness.reports.render import write_reports
+from trt_harness.reports.index import write_index
 results = load_results(Path({str(fixtures.YOLOV5_RESULTS)!r}))
 out = Path({str(tmp_path)!r}) / "run"
 out.mkdir()

@@ -9,11 +9,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from trt_harness.models.results.document import Results
+from trt_harness.reports import formatting as fmt
+from trt_harness.reports.render import render_html
+from trt_harness.reports.sections.conversion import source_sites
 
-from models.results.document import Results
-from reports import formatting as fmt
-from reports.render import render_html
-from reports.sections.conversion import source_sites
 from tests.reports import browser as chromium
 from tests.reports import results_fixtures as fixtures
 from tests.reports.page import Element, parse

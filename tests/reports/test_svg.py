@@ -6,11 +6,11 @@ import re
 
 import numpy as np
 from PIL import Image
+from trt_harness.harness.comparison import OutputAccumulator
+from trt_harness.harness.heatmap import ErrorHeatmap
+from trt_harness.models.recipe import Tolerance
+from trt_harness.reports.svg import heatmap_svg, histogram_svg
 
-from harness.comparison import OutputAccumulator
-from harness.heatmap import ErrorHeatmap
-from models.recipe import Tolerance
-from reports.svg import heatmap_svg, histogram_svg
 from tests.reports.page import Element, parse
 
 ABOVE_ATOL = "#e45756"

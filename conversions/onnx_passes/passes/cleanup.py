@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
-
-from conversions.onnx_passes.graph_edit import GraphSnapshot
-from conversions.onnx_passes.registry import PassContext, PassOutcome, register_pass
+from trt_harness.conversions.onnx_passes.graph_edit import GraphSnapshot
+from trt_harness.conversions.onnx_passes.registry import PassContext, PassOutcome, register_pass
 
 
 @register_pass("cleanup")

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
-
-from conversions.onnx_passes.graph_edit import GraphSnapshot, contains, is_onnx_op, replace_uses, walk_graphs
-from conversions.onnx_passes.registry import PassContext, PassOutcome, register_pass
+from trt_harness.conversions.onnx_passes.graph_edit import (
+    GraphSnapshot,
+    contains,
+    is_onnx_op,
+    replace_uses,
+    walk_graphs,
+)
+from trt_harness.conversions.onnx_passes.registry import PassContext, PassOutcome, register_pass
 
 
 @register_pass("drop_identity")

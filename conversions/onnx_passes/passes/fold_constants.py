@@ -5,8 +5,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import onnx_graphsurgeon as gs
-
-from conversions.onnx_passes.graph_edit import (
+from trt_harness.conversions.onnx_passes.graph_edit import (
     GraphSnapshot,
     contains,
     is_onnx_op,
@@ -14,10 +13,10 @@ from conversions.onnx_passes.graph_edit import (
     unique_name,
     walk_graphs,
 )
-from conversions.onnx_passes.if_inlining import inline_if, owner_of
-from conversions.onnx_passes.model_io import unexportable_as_tensors
-from conversions.onnx_passes.registry import PassContext, PassOutcome, register_pass
-from conversions.onnx_passes.shape_facts import ShapeFacts
+from trt_harness.conversions.onnx_passes.if_inlining import inline_if, owner_of
+from trt_harness.conversions.onnx_passes.model_io import unexportable_as_tensors
+from trt_harness.conversions.onnx_passes.registry import PassContext, PassOutcome, register_pass
+from trt_harness.conversions.onnx_passes.shape_facts import ShapeFacts
 
 # Ops whose outputs are sequences or optionals by definition (onnx-graphsurgeon folds values into
 # numpy arrays, and a list or None in their place crashes it: `'list' object has no attribute 'nbytes'`).

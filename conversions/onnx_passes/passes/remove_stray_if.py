@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
-
-from conversions.onnx_passes.graph_edit import is_onnx_op, walk_graphs
-from conversions.onnx_passes.if_inlining import inline_if, owner_of
-from conversions.onnx_passes.partial_eval import PartialEvaluator, Unknown, decided
-from conversions.onnx_passes.registry import PassContext, PassOutcome, register_pass
-from conversions.onnx_passes.shape_facts import ShapeFacts
+from trt_harness.conversions.onnx_passes.graph_edit import is_onnx_op, walk_graphs
+from trt_harness.conversions.onnx_passes.if_inlining import inline_if, owner_of
+from trt_harness.conversions.onnx_passes.partial_eval import PartialEvaluator, Unknown, decided
+from trt_harness.conversions.onnx_passes.registry import PassContext, PassOutcome, register_pass
+from trt_harness.conversions.onnx_passes.shape_facts import ShapeFacts
 
 
 @register_pass("remove_stray_if")

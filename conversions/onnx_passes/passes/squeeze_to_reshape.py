@@ -2,11 +2,16 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
-
-from conversions.onnx_passes.graph_edit import is_onnx_op, shape_text, tensor_names, unique_name, walk_graphs
-from conversions.onnx_passes.partial_eval import PartialEvaluator, Unknown
-from conversions.onnx_passes.registry import PassContext, PassOutcome, register_pass
-from conversions.onnx_passes.shape_facts import Dims, ShapeFacts
+from trt_harness.conversions.onnx_passes.graph_edit import (
+    is_onnx_op,
+    shape_text,
+    tensor_names,
+    unique_name,
+    walk_graphs,
+)
+from trt_harness.conversions.onnx_passes.partial_eval import PartialEvaluator, Unknown
+from trt_harness.conversions.onnx_passes.registry import PassContext, PassOutcome, register_pass
+from trt_harness.conversions.onnx_passes.shape_facts import Dims, ShapeFacts
 
 # (size or None when dynamic, the input axis it comes from or None for an inserted 1)
 OutputDim = tuple[int | None, int | None]
