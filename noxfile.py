@@ -27,7 +27,7 @@ nox.options.sessions = ["tests"]
 def install(session: nox.Session, *extras: str) -> None:
     # torch first and alone: an unpinned torch pulled in by a dependency would fetch a multi-GB CUDA build
     session.install(TORCH)
-    session.install("-e", f".[{','.join((EXTRAS, *extras))}]")
+    session.install("-e", f".[{','.join((EXTRAS, 'torch', *extras))}]")
 
 
 def _convert(session: nox.Session, recipe: str) -> None:
@@ -106,7 +106,7 @@ def _install_toolchain(session: nox.Session, pins: list[str]) -> None:
     constraints = Path(session.create_tmp()) / "onnx-toolchain.txt"
     constraints.write_text("\n".join(pins) + "\n")
     session.install(TORCH)
-    session.install("-c", str(constraints), "-e", f".[{EXTRAS},test]")
+    session.install("-c", str(constraints), "-e", f".[{EXTRAS},torch,test]")
     if pins:
         session.install(*pins)  # reinstalls what a reused environment had at other versions
     session.run("python", "-c", _PRINT_VERSIONS)

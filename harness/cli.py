@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from trt_harness.harness import cli_scale
 from trt_harness.harness.cache import StageCache, cache_dir_from_env
 from trt_harness.harness.diff import diff_runs, load_run
 from trt_harness.harness.golden import write_golden
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tolerance_flags(convert)
     _add_baseline_flags(convert, "the recipe's, normally")
+    cli_scale.add_shard_flag(convert)
 
     compare = sub.add_parser(
         "compare", help="re-run comparison and report from saved outputs, no model is run"
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = sub.add_parser("index", help="write the index page over all runs in an artifacts folder")
     index.add_argument("artifacts", type=Path, nargs="?", default=DEFAULT_ARTIFACTS)
+    cli_scale.add_commands(sub, COMMANDS)  # matrix, merge, bundle, verify
     return parser
 
 
@@ -187,6 +190,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         baseline_factor=args.baseline_factor,
         baseline_floor=args.baseline_floor,
+        shard=args.shard,
     )
     with StageProgress(f"convert {recipe.name}") as progress:
         results = run_pipeline(config, progress)
@@ -268,6 +272,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    cli_scale.merge_shard_folders(args.artifacts)  # run folders from many CI jobs: shards become one run
     path = write_index(args.artifacts)
     print(path)
     return int(ExitCode.PASSED)

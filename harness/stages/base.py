@@ -57,6 +57,7 @@ class RunConfig:
     baseline: Path | None = None  # an earlier run to gate on (`--baseline`); None: no baseline gate
     baseline_factor: float | None = None  # None: the recipe's
     baseline_floor: float | None = None  # None: the recipe's
+    shard: tuple[int, int] | None = None  # (index, count), 0-based: judge that slice of the samples
 
     @property
     def precisions_in_order(self) -> tuple[str, ...]:

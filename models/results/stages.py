@@ -23,6 +23,7 @@ from trt_harness.models.results.comparisons import (
     PairNotCompared,
 )
 from trt_harness.models.results.detections import DetectionsReport
+from trt_harness.models.results.shards import Shard
 
 Status = Literal["ok", "cached", "failed", "skipped", "interrupted"]
 DONE: tuple[str, ...] = ("ok", "cached")  # statuses whose details hold results
@@ -52,6 +53,8 @@ class SampleSet:
 @dataclass(frozen=True)
 class SamplesDetails(StageDetails):
     sets: Mapping[str, SampleSet]
+    # the slice of the recipe's samples this run judged (`--shard i/n`); None: all of them
+    shard: Shard | None = None
 
 
 # --- scan and export ----------------------------------------------------------------------------------

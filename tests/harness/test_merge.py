@@ -158,3 +158,70 @@ def test_merge_refuses_another_tolerance() -> None:
     b = OutputAccumulator("y", "torch", "onnxrt", Tolerance(atol=1e-2))
     with pytest.raises(UsageError, match="tolerance"):
         a.merge(b.state())
+
+
+# --- the pipeline: `convert --shard i/n`, `merge`, `index` ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shard_runs(tmp_path_factory: pytest.TempPathFactory):
+    from trt_harness.harness.cli import main
+    from trt_harness.models.recipes import RECIPES
+
+    from tests.harness import shard_recipe
+
+    RECIPES.register(shard_recipe.NAME, shard_recipe.shard_tiny)
+    root = tmp_path_factory.mktemp("shards")
+    cache = ["--backends", "torch", "onnxrt", "-p", "noise=0.5"]
+    codes = {"full": main(["convert", shard_recipe.NAME, "--out", str(root / "full"), *cache])}
+    for i in (1, 2, 3):
+        out = root / "zoo" / f"tiny-shard{i}"
+        codes[i] = main(["convert", shard_recipe.NAME, "--out", str(out), "--shard", f"{i}/3", *cache])
+    yield root, codes, main
+    RECIPES.unregister(shard_recipe.NAME)
+
+
+def _compared(run_dir: Path):
+    from trt_harness.models.results.document import load_results
+    from trt_harness.models.results.stages import CompareDetails
+
+    results = load_results(run_dir)
+    return results, results.details(CompareDetails)
+
+
+def test_shards_merged_give_the_one_run_verdict(shard_runs) -> None:
+    root, codes, main = shard_runs
+    shards = [root / "zoo" / f"tiny-shard{i}" for i in (1, 2, 3)]
+    assert main(["merge", *map(str, shards), "--out", str(root / "merged")]) == codes["full"]
+    full, full_compare = _compared(root / "full")
+    merged, merged_compare = _compared(root / "merged")
+    assert to_json(merged_compare.comparisons) == to_json(full_compare.comparisons)
+    assert merged_compare.groups == full_compare.groups
+    assert merged.verdict == full.verdict
+    # each shard judged only its slice: 7 samples as 2 + 2 + 3
+    sizes = [_compared(d)[1].comparisons[0].samples for d in shards]
+    assert sizes == [2, 2, 3] and full_compare.comparisons[0].samples == 7
+    assert (root / "merged" / "report.html").is_file()
+
+
+def test_index_merges_the_shards_it_finds(shard_runs) -> None:
+    root, codes, main = shard_runs
+    assert main(["index", str(root / "zoo")]) == 0
+    merged, merged_compare = _compared(root / "zoo" / "tiny-merged")
+    assert to_json(merged_compare.comparisons) == to_json(_compared(root / "full")[1].comparisons)
+    assert "tiny-merged" in (root / "zoo" / "index.html").read_text()
+
+
+def test_merge_needs_every_shard_once(shard_runs, capsys) -> None:
+    root, _codes, main = shard_runs
+    shard = str(root / "zoo" / "tiny-shard1")
+    assert main(["merge", shard, str(root / "zoo" / "tiny-shard3"), "--out", str(root / "bad")]) == 2
+    assert "all 3 of" in capsys.readouterr().err
+    assert main(["merge", str(root / "full"), "--out", str(root / "bad")]) == 2
+    assert "--shard" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        main(["convert", "mnist", "--shard", "4/3"])
+    from tests.harness.shard_recipe import NAME
+
+    assert main(["convert", NAME, "--out", str(root / "bad"), "--shard", "8/8"]) == 2
+    assert "only 7 samples" in capsys.readouterr().err
