@@ -108,6 +108,7 @@ def run(inp: StageInput) -> StageOutput:
                         write_sample(sample_file(folder / sample_set, index), backend.infer(feed))
                 io = backend.io_order()
                 described = backend.describe()
+                ordering = tuple(backend.ordering_mismatches)
             artifact = outputs_artifact_name(name)
             artifacts[artifact] = Artifact.of_folder(inp.run_dir, f"{OUTPUTS}/{name}")
             runners[name] = RunnerRecord(
@@ -122,6 +123,7 @@ def run(inp: StageInput) -> StageOutput:
                 inference_s=sum(backend.inference_seconds),
                 setup_s=backend.setup_seconds,
                 device=described,
+                ordering_mismatches=ordering,
             )
     return StageOutput(artifacts, RunDetails(runners))
 
@@ -131,6 +133,8 @@ def run_key(inp: StageInput) -> dict[str, Any]:
     assert config is not None
     return {
         "recipe": recipe_fingerprint(config.recipe),
+        # the declared outputs the backends are checked against
+        "declared_outputs": [repr(o) for o in config.recipe.outputs],
         "onnx": {p: inp.onnx_for(p).sha256 for p in inp.precisions}
         if inp.optional_artifact("onnx")
         else None,

@@ -107,6 +107,8 @@ class ExportDetails(StageDetails):
     replacement_calls: tuple[ReplacementCall, ...] = ()
     unused_replacements: tuple[str, ...] = ()
     op_counts: Mapping[str, int] = field(default_factory=dict)
+    # graph outputs carrying the shape or dtype the recipe declares for another output (exit 3)
+    ordering_mismatches: tuple[str, ...] = ()
 
 
 # --- surgery and precision ------------------------------------------------------------------------
@@ -306,6 +308,8 @@ class RunnerRecord:
     inference_s: float = 0.0  # time inside the backend's infer calls, all samples
     setup_s: float = 0.0  # loading the model, creating the session or engine context
     device: Mapping[str, str] = field(default_factory=dict)  # where it ran (device, providers, versions)
+    # outputs carrying the shape or dtype the recipe declares for another output (exit 3)
+    ordering_mismatches: tuple[str, ...] = ()
 
     @property
     def executed(self) -> bool:
