@@ -13,7 +13,9 @@ from pathlib import Path
 
 from trt_harness.harness.cache import StageCache, cache_dir_from_env
 from trt_harness.harness.diff import diff_runs, load_run
+from trt_harness.harness.drift import drift_diffs, finished_runs
 from trt_harness.harness.golden import write_golden
+from trt_harness.harness.history import append_run, check_history
 from trt_harness.harness.pipeline import STAGES, rejudge, run_pipeline
 from trt_harness.harness.progress import StageProgress
 from trt_harness.harness.stages.base import RunConfig, torch_model
@@ -24,6 +26,7 @@ from trt_harness.models.recipe import PRECISIONS, Recipe
 from trt_harness.models.recipes import get_recipe, parse_params, recipe_names
 from trt_harness.models.results.diff import DEFAULT_FACTOR, DEFAULT_FLOOR, check_gate
 from trt_harness.models.results.document import Results
+from trt_harness.models.results.history import read_history
 from trt_harness.models.results.recipe import ToleranceOverrides
 from trt_harness.reports.diff import diff_text, write_diff_html, write_diff_json
 from trt_harness.reports.index import write_index
@@ -106,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tolerance_flags(convert)
     _add_baseline_flags(convert, "the recipe's, normally")
+    _add_history_flag(convert, "append a compact record of this run to DIR/history.jsonl")
 
     compare = sub.add_parser(
         "compare", help="re-run comparison and report from saved outputs, no model is run"
@@ -159,7 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = sub.add_parser("index", help="write the index page over all runs in an artifacts folder")
     index.add_argument("artifacts", type=Path, nargs="?", default=DEFAULT_ARTIFACTS)
+    _add_history_index_flags(index)
     return parser
+
+
+def _add_history_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--history", type=Path, metavar="DIR", help=help)
+
+
+def _add_history_index_flags(index: argparse.ArgumentParser) -> None:
+    _add_history_flag(index, "draw each output's error over the runs recorded in DIR/history.jsonl")
+    index.add_argument(
+        "--drift",
+        action="store_true",
+        help="add a drift table: the earliest run of each model against its runs under other versions",
+    )
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -174,6 +192,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     selected_backends(backends)  # an unknown name is a usage error before any stage runs
     if args.weights is not None:
         _check_weights(recipe, args.weights)
+    if args.history is not None:
+        check_history(args.history)  # a damaged history is a usage error before any stage runs
     out_dir = args.out or DEFAULT_ARTIFACTS / recipe.name
     config = RunConfig(
         recipe,
@@ -190,6 +210,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     with StageProgress(f"convert {recipe.name}") as progress:
         results = run_pipeline(config, progress)
+    if args.history is not None:
+        print(f"history: {append_run(args.history, results, args.weights, out_dir)}")
     return _finish(results, out_dir)
 
 
@@ -268,7 +290,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    path = write_index(args.artifacts)
+    history = read_history(check_history(args.history)) if args.history is not None else ()
+    drift = drift_diffs(finished_runs(args.artifacts)) if args.drift else ()
+    path = write_index(args.artifacts, history=history, drift=drift)
     print(path)
     return int(ExitCode.PASSED)
 
