@@ -12,6 +12,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from trt_harness.harness.cache import StageCache, cache_dir_from_env
+from trt_harness.harness.calibrate import (
+    DEFAULT_HEADROOM,
+    DEFAULT_REPEATS,
+    measure,
+    propose,
+    run_inputs,
+    snippet,
+)
 from trt_harness.harness.diff import diff_runs, load_run
 from trt_harness.harness.drift import drift_diffs, finished_runs
 from trt_harness.harness.golden import write_golden
@@ -21,9 +29,11 @@ from trt_harness.harness.progress import StageProgress
 from trt_harness.harness.stages.base import RunConfig, torch_model
 from trt_harness.harness.stages.run import selected_backends
 from trt_harness.harness.stages.scan import scan_recipe
+from trt_harness.models.core.artifacts import write_text_atomic
 from trt_harness.models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
 from trt_harness.models.recipe import PRECISIONS, Recipe
 from trt_harness.models.recipes import get_recipe, parse_params, recipe_names
+from trt_harness.models.results.calibration import calibration_to_text
 from trt_harness.models.results.diff import DEFAULT_FACTOR, DEFAULT_FLOOR, check_gate
 from trt_harness.models.results.document import Results
 from trt_harness.models.results.history import read_history
@@ -164,7 +174,31 @@ def build_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="write the index page over all runs in an artifacts folder")
     index.add_argument("artifacts", type=Path, nargs="?", default=DEFAULT_ARTIFACTS)
     _add_history_index_flags(index)
+    _add_calibrate_parser(sub)
     return parser
+
+
+def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="measure each output's noise floor (repeats, ORT threads and optimization levels, CUDA) and "
+        "propose tolerances as a recipe snippet",
+    )
+    calibrate.add_argument("recipe")
+    calibrate.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    calibrate.add_argument("--weights", type=Path, help="state_dict file; default: the recipe's own")
+    calibrate.add_argument(
+        "--out", type=Path, default=None, help="run directory (default: artifacts/<recipe>-calibration)"
+    )
+    calibrate.add_argument(
+        "--repeats", type=int, default=DEFAULT_REPEATS, help=f"Torch CPU runs (default {DEFAULT_REPEATS})"
+    )
+    calibrate.add_argument(
+        "--headroom",
+        type=float,
+        default=DEFAULT_HEADROOM,
+        help=f"proposed tolerance = this x the worst measured deviation (default {DEFAULT_HEADROOM:g})",
+    )
 
 
 def _add_history_flag(parser: argparse.ArgumentParser, help: str) -> None:
@@ -297,6 +331,28 @@ def cmd_index(args: argparse.Namespace) -> int:
     return int(ExitCode.PASSED)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Convert with Torch and ORT (for the final ONNX model and the samples), then measure the variants."""
+    recipe = get_recipe(args.recipe, **parse_params(args.param))
+    if args.weights is not None:
+        _check_weights(recipe, args.weights)
+    out_dir = args.out or DEFAULT_ARTIFACTS / f"{recipe.name}-calibration"
+    config = RunConfig(
+        recipe, out_dir, weights=args.weights, backends=("torch", "onnxrt"), cache_dir=cache_dir_from_env()
+    )
+    with StageProgress(f"calibrate {recipe.name}") as progress:
+        results = run_pipeline(config, progress)
+    onnx, feeds = run_inputs(results, out_dir)
+    measured = measure(recipe, onnx, feeds, lambda: torch_model(recipe, args.weights), repeats=args.repeats)
+    calibration = propose(recipe, measured, args.headroom)
+    write_text_atomic(out_dir / "calibration.json", calibration_to_text(calibration))
+    text = snippet(calibration)
+    write_text_atomic(out_dir / "tolerances.py", text)
+    print(text, end="")
+    print(f"snippet: {out_dir / 'tolerances.py'}; measurements: {out_dir / 'calibration.json'}")
+    return int(ExitCode.PASSED)
+
+
 def _finish(results: Results, out_dir: Path) -> int:
     verdict = results.verdict
     print(f"{'PASS' if verdict.passed else 'FAIL'}: {verdict.summary}")
@@ -313,6 +369,7 @@ COMMANDS = {
     "cache": cmd_cache,
     "index": cmd_index,
     "golden": cmd_golden,
+    "calibrate": cmd_calibrate,
 }
 
 
