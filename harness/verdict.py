@@ -24,7 +24,13 @@ def verdict_for(stages: Sequence[StageRecord]) -> Verdict:
     by_name = {s.name: s for s in stages}
     failed = [s for s in stages if s.status == "failed"]
     if failed:
-        return _verdict(ExitCode.STAGE_FAILED, f"stage '{failed[0].name}' failed: {failed[0].reason}")
+        summary = f"stage '{failed[0].name}' failed: {failed[0].reason}"
+        compared = by_name.get("compare")
+        if compared is not None and compared.done:
+            # the run went on past a failure that stops no other backend (a TensorRT build): say how they did
+            others = verdict_for([s for s in stages if s.status != "failed"])
+            summary += f"; the backends that ran: {others.status} ({others.summary})"
+        return _verdict(ExitCode.STAGE_FAILED, summary)
     compare = by_name.get("compare")
     details = compare.details if compare is not None and isinstance(compare.details, CompareDetails) else None
     mismatches = _declared_output_mismatches(by_name) + (details.mismatches if details is not None else ())

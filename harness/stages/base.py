@@ -199,3 +199,6 @@ class Stage:
     key: KeyFn | None = None
     # the stage calls the recipe's own code (model, samples): its source joins the code key
     runs_recipe_code: bool = False
+    # a failure of this stage still fails the run (exit 4) but does not stop the stages after it: only
+    # the runners that need what it makes cannot run (TensorRT refusing a model leaves Torch and ORT)
+    keep_going: bool = False

@@ -262,6 +262,9 @@ class EngineRecord:
     phase: str | None = None  # where a refusal happened: "parse" or "build"
     messages: tuple[str, ...] = ()
     reason: str | None = None
+    # the node the ONNX parser refused, as its message names it (None: it named none)
+    failing_node: str | None = None
+    failing_op: str | None = None
 
 
 @tag("build")
@@ -278,7 +281,8 @@ class BuildDetails(StageDetails):
 
 # --- run ----------------------------------------------------------------------------------------------
 
-RunnerState = Literal["executed", "built, not executed", "not executed"]
+# "build failed": what the runner runs from (a TensorRT engine) could not be made; the others still run
+RunnerState = Literal["executed", "built, not executed", "not executed", "build failed"]
 
 
 @dataclass(frozen=True)
