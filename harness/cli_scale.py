@@ -138,3 +138,67 @@ def add_commands(
     merge.add_argument("run_dirs", type=Path, nargs="+")
     merge.add_argument("--out", type=Path, required=True, help="where to write the merged results and report")
     commands["merge"] = cmd_merge
+    add_target_device_commands(sub, commands)
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from trt_harness.harness.bundle import bundle_size_bytes, default_bundle_dir, write_bundle
+
+    out = args.out or default_bundle_dir(args.run_dir)
+    manifest = write_bundle(args.run_dir, out)
+    files = sum(len(a.members) for a in manifest.artifacts.values())
+    print(
+        f"bundle: {out} ({files} files, {bundle_size_bytes(manifest) / 2**20:.1f} MiB; "
+        f"recipe {manifest.recipe.name}, precisions {', '.join(manifest.precisions)})"
+    )
+    print(f"on the target device: harness verify {out}")
+    return int(ExitCode.PASSED)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    # the verify path imports no torch (a target device has none): harness.verify and what it imports
+    from trt_harness.harness.verify import verify_bundle
+
+    precisions = tuple(args.precision) if args.precision else None
+    results, out = verify_bundle(args.bundle, args.out, args.engine, precisions)
+    verdict = results.verdict
+    print(f"{'PASS' if verdict.passed else 'FAIL'}: {verdict.summary}")
+    print(f"report: {out / 'report.html'}")
+    return verdict.exit_code
+
+
+def add_target_device_commands(
+    sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]
+) -> None:
+    bundle = sub.add_parser(
+        "bundle",
+        help="write a small folder (final ONNX, inputs, reference outputs, tolerances, hashes) that "
+        "`harness verify` checks an engine with on the target device, without torch",
+    )
+    bundle.add_argument("run_dir", type=Path, help="a finished run folder (harness convert --out)")
+    bundle.add_argument(
+        "--out", type=Path, default=None, help="the bundle folder (default: <run_dir>-bundle)"
+    )
+    commands["bundle"] = cmd_bundle
+
+    verify = sub.add_parser(
+        "verify",
+        help="on the target device: build (or load) the engine, run ONNX Runtime and TensorRT on a "
+        "bundle's inputs and judge them against its reference outputs (no torch needed)",
+    )
+    verify.add_argument("bundle", type=Path, help="a folder `harness bundle` wrote")
+    verify.add_argument(
+        "--engine",
+        type=Path,
+        default=None,
+        help="an engine built earlier on this device, instead of building",
+    )
+    verify.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=None,
+        help="precisions to verify (default: every one the bundle holds; one with --engine)",
+    )
+    verify.add_argument("--out", type=Path, default=None, help="run folder (default: <bundle>/verify)")
+    commands["verify"] = cmd_verify
