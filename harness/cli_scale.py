@@ -143,12 +143,13 @@ def add_commands(
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from trt_harness.harness.bundle import bundle_size_bytes, default_bundle_dir, write_bundle
+    from trt_harness.reports.formatting import size
 
     out = args.out or default_bundle_dir(args.run_dir)
     manifest = write_bundle(args.run_dir, out)
     files = sum(len(a.members) for a in manifest.artifacts.values())
     print(
-        f"bundle: {out} ({files} files, {bundle_size_bytes(manifest) / 2**20:.1f} MiB; "
+        f"bundle: {out} ({files} files, {size(bundle_size_bytes(manifest))}; "
         f"recipe {manifest.recipe.name}, precisions {', '.join(manifest.precisions)})"
     )
     print(f"on the target device: harness verify {out}")

@@ -222,3 +222,22 @@ def test_verify_in_a_venv_without_torch(bundled, tmp_path: Path) -> None:
     results = load_results(out)
     assert "torch" not in results.environment.packages  # the device's versions: no torch there
     assert all(results.details(CompareDetails).comparisons)
+
+
+def test_full_tensorrt_builds_for_the_gpu_without_torch(monkeypatch) -> None:
+    """A Jetson has full TensorRT and no torch: the engine's target comes from the driver."""
+    from trt_harness.conversions import tensorrt_build
+    from trt_harness.conversions.cuda_driver import CudaDevice
+    from trt_harness.models.core.errors import HarnessError
+    from trt_harness.models.recipe import BuildOptions
+    from trt_harness.models.results.stages import TensorRTFlavor
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    orin = CudaDevice(0, "Orin (nvgpu)", (8, 7))
+    monkeypatch.setattr(tensorrt_build, "cuda_devices", lambda: (orin,))
+    flavor = TensorRTFlavor("tensorrt", "TensorRT", "10.3.0")
+    tag = tensorrt_build.build_target_tag(flavor, BuildOptions())
+    assert tag == ("sm87-Orinnvgpu", ("sm87 (Orin (nvgpu))",))
+    monkeypatch.setattr(tensorrt_build, "cuda_devices", lambda: ())
+    with pytest.raises(HarnessError, match="no CUDA GPU"):
+        tensorrt_build.build_target_tag(flavor, BuildOptions())
