@@ -9,6 +9,7 @@ it loads the recipe there for the settings the run record does not keep (shape r
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 import shutil
@@ -29,6 +30,7 @@ from trt_harness.models.results.bundle import (
     onnx_artifact_name,
     save_manifest,
 )
+from trt_harness.models.results.comparisons import SAMPLES
 from trt_harness.models.results.document import UNFINISHED, Results, load_results
 from trt_harness.models.results.stages import RunDetails, RunnerRecord, SamplesDetails
 
@@ -80,17 +82,33 @@ def _weights_sha256(weights: str | None) -> str | None:
     return sha256_file(Path(weights))
 
 
-def _copy_into(artifacts: dict[str, Artifact], run_dir: Path, folder: Path) -> None:
-    """Copy every file of each artifact, checked against the run's record of it, to the same path."""
-    for artifact in artifacts.values():
+def _copy_into(
+    artifacts: dict[str, Artifact],
+    run_dir: Path,
+    folder: Path,
+    sample_folders: set[str],
+    sets: frozenset[str],
+) -> dict[str, Artifact]:
+    """Copy every file of each artifact, checked against the run's record of it, to the same path;
+    of the artifacts named in `sample_folders` (inputs, reference outputs: one folder per sample set)
+    only the sets in `sets`. Returns the artifacts as the bundle holds them."""
+    bundled = {}
+    for name, artifact in artifacts.items():
         try:
             artifact.verified(run_dir)
         except HarnessError as e:
             raise UsageError(f"{run_dir}: {e}") from None
+        per_sample = name in sample_folders
         for member in artifact.members:
             relative = run_relative(member.path)
+            if per_sample and relative.parent.name not in sets:
+                continue
             (folder / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run_dir / relative, folder / relative)
+        # a folder with sets left out is a new artifact (its own member list and hash); the same otherwise
+        left_out = per_sample and any(run_relative(m.path).parent.name not in sets for m in artifact.members)
+        bundled[name] = Artifact.of_folder(folder, artifact.path) if left_out else artifact
+    return bundled
 
 
 def _replace_folder(staged: Path, bundle_dir: Path) -> None:
@@ -104,8 +122,11 @@ def _replace_folder(staged: Path, bundle_dir: Path) -> None:
     os.replace(staged, bundle_dir)
 
 
-def write_bundle(run_dir: Path, bundle_dir: Path) -> BundleManifest:
-    """Write the bundle of the finished run in `run_dir` into `bundle_dir`; return its manifest."""
+def write_bundle(run_dir: Path, bundle_dir: Path, samples_only: bool = False) -> BundleManifest:
+    """Write the bundle of the finished run in `run_dir` into `bundle_dir`; return its manifest.
+
+    `samples_only`: only the recipe's own samples, not the batches at the optimization profile's
+    min/opt/max shapes (a smaller bundle; the engine is then checked at the samples' shapes only)."""
     # the recipe's code gives the settings the run record does not keep (shape ranges, build options);
     # loading it imports no torch (recipes import it when they build a model)
     from trt_harness.models.recipes import get_recipe
@@ -124,6 +145,11 @@ def write_bundle(run_dir: Path, bundle_dir: Path) -> BundleManifest:
         )
     reference_name, reference = _reference(run_dir, run)
     artifacts = _bundled_artifacts(run_dir, results, reference)
+    sets = frozenset({SAMPLES} if samples_only else samples.sets)
+    samples = dataclasses.replace(samples, sets={k: v for k, v in samples.sets.items() if k in sets})
+    reference = dataclasses.replace(
+        reference, sample_sets=tuple(s for s in reference.sample_sets if s in sets)
+    )
     recipe = get_recipe(results.recipe.name, **results.recipe.params)
     manifest = BundleManifest(
         recipe=results.recipe,
@@ -137,7 +163,7 @@ def write_bundle(run_dir: Path, bundle_dir: Path) -> BundleManifest:
         reference=reference_name,
         reference_runner=reference,
         samples=samples,
-        artifacts=artifacts,
+        artifacts={},  # filled in once copied (a folder with sets left out gets its own hash)
         origin=BundleOrigin(
             run_dir=str(run_dir),
             run_id=results.run_id,
@@ -158,7 +184,9 @@ def write_bundle(run_dir: Path, bundle_dir: Path) -> BundleManifest:
     except OSError as e:
         raise UsageError(f"--out {bundle_dir}: cannot write there ({e.strerror or e})") from None
     try:
-        _copy_into(artifacts, run_dir, staged)
+        sample_folders = {SAMPLES_ARTIFACT, reference.outputs or ""}
+        bundled = _copy_into(artifacts, run_dir, staged, sample_folders, sets)
+        manifest = dataclasses.replace(manifest, artifacts=bundled)
         save_manifest(manifest, staged)
         _replace_folder(staged, bundle_dir)
     except OSError as e:

@@ -146,7 +146,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from trt_harness.reports.formatting import size
 
     out = args.out or default_bundle_dir(args.run_dir)
-    manifest = write_bundle(args.run_dir, out)
+    manifest = write_bundle(args.run_dir, out, samples_only=args.samples_only)
     files = sum(len(a.members) for a in manifest.artifacts.values())
     print(
         f"bundle: {out} ({files} files, {size(bundle_size_bytes(manifest))}; "
@@ -157,7 +157,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    # the verify path imports no torch (a target device has none): harness.verify and what it imports
+    # imported by the one command that needs it (as `merge` does), keeping `harness matrix` light
     from trt_harness.harness.verify import verify_bundle
 
     precisions = tuple(args.precision) if args.precision else None
@@ -179,6 +179,11 @@ def add_target_device_commands(
     bundle.add_argument("run_dir", type=Path, help="a finished run folder (harness convert --out)")
     bundle.add_argument(
         "--out", type=Path, default=None, help="the bundle folder (default: <run_dir>-bundle)"
+    )
+    bundle.add_argument(
+        "--samples-only",
+        action="store_true",
+        help="only the recipe's samples, not the batches at the profile's min/opt/max shapes (smaller)",
     )
     commands["bundle"] = cmd_bundle
 

@@ -92,6 +92,21 @@ def test_verify_passes_on_the_bundle(bundled, tmp_path: Path, capsys) -> None:
     assert main(["compare", str(out)]) == 0
 
 
+def test_a_samples_only_bundle_leaves_out_the_profile_batches(bundled, tmp_path: Path) -> None:
+    _root, run_dir, full, main = bundled
+    small = tmp_path / "small"
+    assert main(["bundle", str(run_dir), "--out", str(small), "--samples-only"]) == 0
+    manifest = load_manifest(small)
+    assert set(manifest.samples.sets) == {"samples"} and manifest.reference_runner.sample_sets == ("samples",)
+    assert not list(small.rglob("batch*"))
+    assert sum(a.size_bytes for a in manifest.artifacts.values()) < sum(
+        a.size_bytes for a in load_manifest(full).artifacts.values()
+    )
+    assert main(["verify", str(small)]) == 0
+    compared = load_results(small / "verify").details(CompareDetails).comparisons
+    assert {c.sample_set for c in compared} == {"samples"}
+
+
 def test_verify_imports_no_torch(bundled, tmp_path: Path) -> None:
     """In a fresh interpreter that has torch installed: verify never imports it."""
     _root, _run, bundle, _main = bundled
