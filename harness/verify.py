@@ -56,7 +56,8 @@ def check_bundle(bundle_dir: Path) -> BundleManifest:
     """The bundle's manifest, after checking every file it lists against its SHA-256 (a usage error
     naming the first file that is missing or changed)."""
     manifest = load_manifest(bundle_dir)
-    needed = (FINAL_ONNX, SAMPLES_ARTIFACT, manifest.reference_runner.outputs or "")
+    reference_outputs = manifest.reference_runner.outputs or f"the outputs of '{manifest.reference}'"
+    needed = (FINAL_ONNX, SAMPLES_ARTIFACT, reference_outputs)
     missing = [name for name in needed if name not in manifest.artifacts]
     missing += [
         onnx_artifact_name(p) for p in manifest.precisions if onnx_artifact_name(p) not in manifest.artifacts

@@ -174,7 +174,8 @@ def test_bundle_bad_input_is_exit_2(bundled, tmp_path: Path, capsys) -> None:
     _root, run_dir, _bundle, main = bundled
     (tmp_path / "empty").mkdir()
     assert main(["bundle", str(tmp_path / "empty")]) == 2
-    assert "not found" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "results.json not found" in err
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run_dir, unfinished)
     results = load_results(unfinished)
