@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trt_harness.conversions.cuda_driver import cuda_devices
 from trt_harness.conversions.tensorrt_flavor import select_flavor
 from trt_harness.models.core.artifacts import write_bytes_atomic
 from trt_harness.models.core.errors import HarnessError
@@ -60,16 +61,16 @@ def build_target_tag(flavor: TensorRTFlavor, options: BuildOptions) -> tuple[str
     if flavor.is_rtx:
         caps = tuple(f"sm{major}{minor}" for major, minor in options.compute_capabilities)
         return "-".join(caps), caps
-    import torch
-
-    if not torch.cuda.is_available():
+    # the driver, not torch: a target device verifying a bundle (a Jetson with JetPack's TensorRT) has none
+    devices = cuda_devices()
+    if not devices:
         raise HarnessError(
             "full TensorRT is installed but no CUDA GPU is visible, and it cannot build without one; "
             "install TensorRT for RTX (`pip install .[rtx]`) to build ahead of time on this machine"
         )
-    major, minor = torch.cuda.get_device_capability()
-    gpu = re.sub(r"[^A-Za-z0-9]+", "", torch.cuda.get_device_name())
-    return f"sm{major}{minor}-{gpu}", (f"sm{major}{minor} ({torch.cuda.get_device_name()})",)
+    device = devices[0]  # the device CUDA (and TensorRT's builder) uses by default
+    gpu = re.sub(r"[^A-Za-z0-9]+", "", device.name)
+    return f"{device.sm_tag}-{gpu}", (f"{device.sm_tag} ({device.name})",)
 
 
 def engine_path_for(

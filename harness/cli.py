@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("artifacts", type=Path, nargs="?", default=DEFAULT_ARTIFACTS)
     _add_history_index_flags(index)
     _add_calibrate_parser(sub)
-    cli_scale.add_commands(sub, COMMANDS)  # matrix, merge
+    cli_scale.add_commands(sub, COMMANDS)  # matrix, merge, bundle, verify
     return parser
 
 
