@@ -325,8 +325,14 @@ def resolve_recipe(ref: str) -> ResolvedRecipe:
 # -- building --------------------------------------------------------------------------------------
 
 
-def _check_params(name: str, factory: RecipeFactory, params: dict[str, Any]) -> None:
+def _check_params(name: str, factory: RecipeFactory, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as the factory takes them; a usage error naming the first one it cannot take.
+
+    A number given to a parameter whose default is text is passed as text (`-p size=30` for
+    `size="28"`): the command line cannot say which was meant.
+    """
     signature = inspect.signature(factory)
+    params = dict(params)
     takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
     accepted = {
         p.name: p
@@ -347,11 +353,15 @@ def _check_params(name: str, factory: RecipeFactory, params: dict[str, Any]) -> 
         expected = float if isinstance(default, float) else type(default)
         if isinstance(default, float) and isinstance(value, int):
             continue
+        if isinstance(default, str) and isinstance(value, int | float) and not isinstance(value, bool):
+            params[key] = str(value)
+            continue
         if not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool):
             raise UsageError(
                 f"recipe '{name}' parameter '{key}' must be {expected.__name__} (default {default!r}), "
                 f"got {value!r}"
             )
+    return params
 
 
 def _one_line(e: BaseException) -> str:
@@ -370,6 +380,18 @@ def _at(e: BaseException, files: set[Path]) -> str:
     if inside and innermost is not frame:
         where += f" (raised in {innermost.filename}:{innermost.lineno})"
     return where
+
+
+def _suspects(params: dict[str, Any], message: str) -> str:
+    """' (the value of parameter 'size')' when a given value appears in the exception's message."""
+    named = [
+        key
+        for key, value in params.items()
+        if len(str(value)) > 1 and re.search(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", message)
+    ]
+    if not named:
+        return ""
+    return f" (the value of parameter{'s' if len(named) > 1 else ''} {', '.join(repr(k) for k in named)})"
 
 
 def _factory_files(factory: RecipeFactory) -> set[Path]:
@@ -393,15 +415,16 @@ def build_recipe(resolved: ResolvedRecipe, **params: Any) -> Recipe:
             f"ort_optimization={fields['ort_optimization']!r}: expected one of {', '.join(ORT_OPTIMIZATIONS)}"
         )
     own = {key: value for key, value in params.items() if key not in fields}
-    _check_params(name, factory, own)
+    own = _check_params(name, factory, own)
     given = " ".join(f"-p {k}={v}" for k, v in own.items()) or "no parameters"
     try:
         recipe = factory(**own)
     except HarnessError as e:
         raise UsageError(f"recipe '{name}' ({given}): {e}{_at(e, _factory_files(factory))}") from e
     except Exception as e:
+        message = _one_line(e)
         raise UsageError(
-            f"recipe '{name}' ({given}) raised {type(e).__name__}: {_one_line(e)}"
+            f"recipe '{name}' ({given}) raised {type(e).__name__}: {message}{_suspects(own, message)}"
             f"{_at(e, _factory_files(factory))}; check the parameters or fix the recipe there"
         ) from None
     if not isinstance(recipe, Recipe):
@@ -409,7 +432,9 @@ def build_recipe(resolved: ResolvedRecipe, **params: Any) -> Recipe:
             f"recipe '{name}': its factory {factory.__qualname__} returned {type(recipe).__name__}, "
             "not a Recipe"
         )
-    return dataclasses.replace(recipe, **fields, params={**recipe.params, **params}, origin=resolved.origin)
+    return dataclasses.replace(
+        recipe, **fields, params={**recipe.params, **own, **fields}, origin=resolved.origin
+    )
 
 
 def get_recipe(ref: str, **params: Any) -> Recipe:
