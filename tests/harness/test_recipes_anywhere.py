@@ -264,8 +264,9 @@ def install_fake_distribution(site: Path, checkout: Path) -> None:
     info = site / "acme_recipes-1.2.3.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-recipes\nVersion: 1.2.3\n")
+    (package / "zoo.py").write_text(SEVERAL)  # a module value: every recipe it registers
     (info / "entry_points.txt").write_text(
-        f"[{ENTRY_POINT_GROUP}]\nacme_detector = acme_recipes.detector:fake_yolo\n"
+        f"[{ENTRY_POINT_GROUP}]\nacme_detector = acme_recipes.detector:fake_yolo\nacme_zoo = acme_recipes.zoo\n"
     )
 
 
@@ -275,9 +276,12 @@ def test_an_installed_entry_point_is_listed_and_converts(tmp_path, monkeypatch, 
     install_fake_distribution(tmp_path / "site", checkout)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     assert main(["list"]) == ExitCode.PASSED
-    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("acme_detector")]
-    assert line.split()[1:3] == ["entry", "point"]
-    assert "acme-recipes 1.2.3 (acme_recipes.detector:fake_yolo)" in line
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert listed["acme_detector"].split()[1:3] == ["entry", "point"]
+    assert "acme-recipes 1.2.3 (acme_recipes.detector:fake_yolo)" in listed["acme_detector"]
+    for name in ("small", "large_one"):  # registered by the module an entry point names
+        assert "entry point  acme-recipes 1.2.3 (acme_recipes.zoo)" in listed[name]
+    assert get_recipe("large_one", size=3).inputs[0].shape == (1, 3)
     run = tmp_path / "run"
     assert main(["convert", "acme_detector", "--out", str(run), "--no-cache", *BACKENDS]) == ExitCode.PASSED
     origin = _results(run)["recipe"]["origin"]
