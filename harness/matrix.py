@@ -12,6 +12,7 @@ shards of a cell (harness.shards) and lists every run. Two formats:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -50,8 +51,13 @@ class Cell:
 
     @property
     def id(self) -> str:
-        # a file or module reference (`path/to/r.py:name`) becomes a folder name without separators
-        recipe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.recipe.removesuffix(".py")).strip("_.")
+        # a file reference (`path/to/r.py:name`) becomes a folder name: the file's name, its pick, and
+        # a short hash of the whole path (two folders may hold a `recipe.py` each)
+        recipe = self.recipe
+        if "/" in recipe or "\\" in recipe:
+            tail = re.split(r"[/\\]", recipe)[-1].replace(".py", "")
+            recipe = f"{tail}-{hashlib.sha256(recipe.encode()).hexdigest()[:6]}"
+        recipe = re.sub(r"[^A-Za-z0-9_.-]+", "_", recipe).strip("_.")
         base = f"{recipe}-{self.precision}-{self.target}"
         return f"{base}-shard{self.shard}of{self.shards}" if self.shards > 1 else base
 

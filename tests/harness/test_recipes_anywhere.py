@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -290,3 +291,24 @@ def test_an_installed_entry_point_is_listed_and_converts(tmp_path, monkeypatch, 
         origin["sha256"]
         == hashlib.sha256((tmp_path / "site/acme_recipes/detector.py").read_bytes()).hexdigest()
     )
+
+
+# -- every command that takes a recipe takes a reference ---------------------------------------------
+
+
+def test_scan_and_matrix_take_a_recipe_file(tmp_path, capsys):
+    checkout = fake_checkout(tmp_path / "checkout")
+    recipe = write_recipe(tmp_path / "my recipes" / "yolo_recipe.py", checkout)
+    assert main(["scan", str(recipe)]) == ExitCode.PASSED
+    assert "fake_yolo: no op that the dynamo exporter or TensorRT rejects" in capsys.readouterr().out
+    assert main(["matrix", "--recipe", f"{recipe}:fake_yolo", "--recipe", "mnist"]) == ExitCode.PASSED
+    cells = json.loads(capsys.readouterr().out)["include"]
+    mine = cells[0]
+    assert (
+        "/" not in mine["id"]
+        and " " not in mine["id"]
+        and re.fullmatch(r"yolo_recipe_fake_yolo-[0-9a-f]{6}-fp32-rtx", mine["id"])
+    )
+    assert mine["command"].startswith(f"harness convert '{recipe}:fake_yolo' --precision fp32")
+    assert main(["matrix", "--recipe", str(tmp_path / "missing.py")]) == ExitCode.USAGE_ERROR
+    assert "missing.py: no such file" in capsys.readouterr().err
