@@ -161,6 +161,9 @@ class RecipeOrigin:
     module: str = ""  # the Python module the factory lives in: its code joins the stages' code keys
     file: str | None = None  # the source file of that module
     sha256: str | None = None  # of that file, as loaded
+    # the installed distribution providing it ("acme-recipes 1.2.3"): its version joins the cache keys,
+    # as the code of an installed library is not followed into
+    distribution: str | None = None
 
 
 @dataclass(frozen=True)

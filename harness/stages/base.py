@@ -153,6 +153,12 @@ def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
         "surgery_passes": list(recipe.surgery_passes),
         "build": to_json(recipe.build),
         "compare_profile_shapes": recipe.compare_profile_shapes,
+        # an installed recipe's own code is not followed into (a library): its version stands for it
+        **(
+            {"recipe_distribution": recipe.origin.distribution}
+            if recipe.origin and recipe.origin.distribution
+            else {}
+        ),
     }
 
 

@@ -35,7 +35,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, version
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -104,11 +104,25 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
-def _origin_of(factory: RecipeFactory, kind: str, location: str) -> RecipeOrigin:
+def _distribution_of(module: str) -> str | None:
+    """'name version' of the installed distribution that provides `module`'s top-level package."""
+    for dist in packages_distributions().get(module.partition(".")[0], []):
+        try:
+            return f"{dist} {version(dist)}"
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def _origin_of(factory: RecipeFactory, kind: str, location: str, dist: str | None = None) -> RecipeOrigin:
     module = getattr(factory, "__module__", "") or ""
     file = getattr(sys.modules.get(module), "__file__", None)
     path = Path(file).resolve() if file else None
-    return RecipeOrigin(kind, location, module, str(path) if path else None, _sha256(path) if path else None)
+    if dist is None and kind in ("module", "entry point"):
+        dist = _distribution_of(module)
+    return RecipeOrigin(
+        kind, location, module, str(path) if path else None, _sha256(path) if path else None, dist
+    )
 
 
 # -- registered names: built-in and entry points ---------------------------------------------------
@@ -127,9 +141,12 @@ def _entry_points() -> dict[str, list[Any]]:
     return found
 
 
+def _entry_point_dist(ep: Any) -> str | None:
+    return f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None
+
+
 def _entry_point_location(ep: Any) -> str:
-    dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an unknown distribution"
-    return f"{dist} ({ep.value})"
+    return f"{_entry_point_dist(ep) or 'an unknown distribution'} ({ep.value})"
 
 
 def _load_entry_point(ep: Any) -> list[ResolvedRecipe]:
@@ -143,14 +160,16 @@ def _load_entry_point(ep: Any) -> list[ResolvedRecipe]:
         ) from None
     if isinstance(loaded, ModuleType):
         return [
-            ResolvedRecipe(name, factory, _origin_of(factory, "entry point", location))
+            ResolvedRecipe(name, factory, _origin_of(factory, "entry point", location, _entry_point_dist(ep)))
             for name, factory in _registered_in(loaded).items()
         ]
     if not callable(loaded):
         raise UsageError(
             f"entry point '{ep.name}' of {location} names {type(loaded).__name__}, not a recipe factory"
         )
-    return [ResolvedRecipe(ep.name, loaded, _origin_of(loaded, "entry point", location))]
+    return [
+        ResolvedRecipe(ep.name, loaded, _origin_of(loaded, "entry point", location, _entry_point_dist(ep)))
+    ]
 
 
 def _builtin(name: str) -> ResolvedRecipe:

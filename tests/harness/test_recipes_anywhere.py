@@ -283,10 +283,24 @@ def test_an_installed_entry_point_is_listed_and_converts(tmp_path, monkeypatch, 
     for name in ("small", "large_one"):  # registered by the module an entry point names
         assert "entry point  acme-recipes 1.2.3 (acme_recipes.zoo)" in listed[name]
     assert get_recipe("large_one", size=3).inputs[0].shape == (1, 3)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+
+    def export_status(run: Path) -> str:
+        assert main(["convert", "acme_detector", "--out", str(run), *BACKENDS]) == ExitCode.PASSED
+        return next(s["status"] for s in _results(run)["stages"] if s["name"] == "export")
+
     run = tmp_path / "run"
-    assert main(["convert", "acme_detector", "--out", str(run), "--no-cache", *BACKENDS]) == ExitCode.PASSED
+    assert export_status(run) == "ok"
     origin = _results(run)["recipe"]["origin"]
     assert origin["kind"] == "entry point" and origin["module"] == "acme_recipes.detector"
+    assert origin["distribution"] == "acme-recipes 1.2.3"
+    assert export_status(tmp_path / "again") == "cached"
+    # a new version of the installed distribution: its code is not followed into, its version is keyed
+    info = tmp_path / "site" / "acme_recipes-1.2.3.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-recipes\nVersion: 1.2.4\n")
+    info.rename(tmp_path / "site" / "acme_recipes-1.2.4.dist-info")
+    assert export_status(tmp_path / "upgraded") == "ok"
+    assert _results(tmp_path / "upgraded")["recipe"]["origin"]["distribution"] == "acme-recipes 1.2.4"
     assert (
         origin["sha256"]
         == hashlib.sha256((tmp_path / "site/acme_recipes/detector.py").read_bytes()).hexdigest()
