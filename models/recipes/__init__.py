@@ -32,6 +32,7 @@ import importlib.util
 import inspect
 import re
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -104,8 +105,11 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
-def _distribution_of(module: str) -> str | None:
-    """'name version' of the installed distribution that provides `module`'s top-level package."""
+def _distribution_of(module: str, path: Path | None) -> str | None:
+    """'name version' of the installed distribution that provides `module` (a file in site-packages)."""
+    libraries = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    if path is None or not any(path.is_relative_to(d) for d in libraries):
+        return None  # a checkout on sys.path: its code is followed into, no version stands for it
     for dist in packages_distributions().get(module.partition(".")[0], []):
         try:
             return f"{dist} {version(dist)}"
@@ -119,7 +123,7 @@ def _origin_of(factory: RecipeFactory, kind: str, location: str, dist: str | Non
     file = getattr(sys.modules.get(module), "__file__", None)
     path = Path(file).resolve() if file else None
     if dist is None and kind in ("module", "entry point"):
-        dist = _distribution_of(module)
+        dist = _distribution_of(module, path)
     return RecipeOrigin(
         kind, location, module, str(path) if path else None, _sha256(path) if path else None, dist
     )
@@ -317,11 +321,11 @@ def _pick(module: ModuleType, pick: str, kind: str, shown: str) -> ResolvedRecip
 def _split_file(ref: str) -> tuple[Path, str] | None:
     """(file, pick) when `ref` names a Python file, else None."""
     head, sep, pick = ref.rpartition(":")
-    if sep and (head.endswith(".py") or Path(head).is_file()):
+    if sep and head.endswith(".py"):
         return Path(head), pick
-    if ref.endswith(".py") or Path(ref).is_file() or "/" in ref or "\\" in ref:
+    if ref.endswith(".py") or "/" in ref or "\\" in ref:
         return Path(ref), ""
-    return None
+    return None  # a bare name is never a file: `mnist` is the recipe even beside a file called mnist
 
 
 def resolve_recipe(ref: str) -> ResolvedRecipe:
@@ -333,7 +337,7 @@ def resolve_recipe(ref: str) -> ResolvedRecipe:
             raise UsageError(f"recipe file {path}: no such file (give {REFERENCE_FORMS})")
         module = _load_file(path)
         return _pick(module, pick, "file", str(path.resolve()))
-    if ":" in ref or "." in ref:
+    if ":" in ref or ("." in ref and ref not in RECIPES and ref not in _entry_points()):
         module_name, _, pick = ref.partition(":")
         module = _import_module(module_name)
         kind = "built-in" if module_name.startswith(PACKAGE + ".") else "module"
