@@ -33,7 +33,13 @@ from trt_harness.harness.stages.scan import scan_recipe
 from trt_harness.models.core.artifacts import write_text_atomic
 from trt_harness.models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
 from trt_harness.models.recipe import PRECISIONS, Recipe
-from trt_harness.models.recipes import get_recipe, parse_params, recipe_names
+from trt_harness.models.recipes import (
+    REFERENCE_FORMS,
+    available_recipes,
+    get_recipe,
+    parse_params,
+    resolve_recipe,
+)
 from trt_harness.models.results.calibration import calibration_to_text
 from trt_harness.models.results.diff import DEFAULT_FACTOR, DEFAULT_FLOOR, check_gate
 from trt_harness.models.results.document import Results
@@ -89,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     convert = sub.add_parser("convert", help="run a recipe through every stage and gate on accuracy")
-    convert.add_argument("recipe")
+    convert.add_argument("recipe", help=REFERENCE_FORMS)
     convert.add_argument(
         "--weights", type=Path, help="state_dict file (.pt/.pth/.safetensors); default: seeded init"
     )
@@ -153,10 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", type=Path, metavar="FILE", help="also write the diff as JSON")
 
     scan = sub.add_parser("scan", help="list ops the exporter or TensorRT will reject, with their fixes")
-    scan.add_argument("recipe")
+    scan.add_argument("recipe", help=REFERENCE_FORMS)
     scan.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
 
-    sub.add_parser("list", help="list the recipes")
+    listing = sub.add_parser("list", help="list the recipes and where each comes from")
+    listing.add_argument("recipe", nargs="*", help=f"also these: {REFERENCE_FORMS}")
 
     cache = sub.add_parser(
         "cache", help="list or clean the stage cache (HARNESS_CACHE_DIR, default .harness/cache)"
@@ -187,7 +194,7 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
         help="measure each output's noise floor (repeats, ORT threads and optimization levels, CUDA) and "
         "propose tolerances as a recipe snippet",
     )
-    calibrate.add_argument("recipe")
+    calibrate.add_argument("recipe", help=REFERENCE_FORMS)
     calibrate.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     calibrate.add_argument("--weights", type=Path, help="state_dict file; default: the recipe's own")
     calibrate.add_argument(
@@ -306,7 +313,11 @@ def cmd_golden(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    print("\n".join(recipe_names()))
+    """One line per recipe: its name, where it comes from (built-in, file, module, entry point), and where."""
+    found = [*available_recipes(), *(resolve_recipe(ref) for ref in args.recipe)]
+    for r in found:
+        digest = f"  sha256 {r.origin.sha256[:12]}" if r.origin.sha256 and r.origin.kind != "built-in" else ""
+        print(f"{r.name:<16} {r.origin.kind:<12} {r.origin.location}{digest}")
     return int(ExitCode.PASSED)
 
 

@@ -61,6 +61,8 @@ def recipe_modules(recipe: Recipe) -> list[str]:
         module = getattr(fn, "__module__", None)
         if module:
             modules.append(module)
+    if recipe.origin is not None and recipe.origin.module:
+        modules.append(recipe.origin.module)  # the factory's own module (a file or module outside)
     return list(dict.fromkeys(modules))
 
 

@@ -149,6 +149,23 @@ class DetectionSpec:
             )
 
 
+RecipeSource = Literal["built-in", "file", "module", "entry point"]
+
+
+@dataclass(frozen=True)
+class RecipeOrigin:
+    """Where a recipe came from (`harness list`, results.json): kind, where, and its file's SHA-256."""
+
+    kind: RecipeSource
+    location: str  # the module (built-in), the file's path, `module:factory`, or `dist version (value)`
+    module: str = ""  # the Python module the factory lives in: its code joins the stages' code keys
+    file: str | None = None  # the source file of that module
+    sha256: str | None = None  # of that file, as loaded
+    # the installed distribution providing it ("acme-recipes 1.2.3"): its version joins the cache keys,
+    # as the code of an installed library is not followed into
+    distribution: str | None = None
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -192,6 +209,8 @@ class Recipe:
     # how to make a valid input of a given shape for the profile rows (e.g. token ids inside the
     # vocabulary): (input name, shape, rng) -> array; None: only shapes the samples have are run
     make_input: Callable[[str, Shape, np.random.Generator], np.ndarray] | None = None
+    # set by `models.recipes.get_recipe`, not by the recipe: where it was loaded from
+    origin: RecipeOrigin | None = None
 
     def __post_init__(self) -> None:
         if not self.outputs:

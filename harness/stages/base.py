@@ -138,6 +138,8 @@ _JUDGING_FIELDS = (
     "class_axes",
     "spatial_axes",
     "weights",
+    # where the recipe came from: its code is in the code keys (pipeline.recipe_modules), as a built-in's is
+    "origin",
 )
 
 
@@ -151,6 +153,12 @@ def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
         "surgery_passes": list(recipe.surgery_passes),
         "build": to_json(recipe.build),
         "compare_profile_shapes": recipe.compare_profile_shapes,
+        # an installed recipe's own code is not followed into (a library): its version stands for it
+        **(
+            {"recipe_distribution": recipe.origin.distribution}
+            if recipe.origin and recipe.origin.distribution
+            else {}
+        ),
     }
 
 
@@ -169,6 +177,7 @@ def torch_model(recipe: Recipe, weights: Path | None) -> Any:
         repr(sorted(recipe.params.items())),
         str(weights),
         sha256_file(weights) if weights else None,
+        recipe.origin,  # two recipe files may give the same name; an edited file builds anew
     )
     if key not in _built:
         _built.clear()  # one model at a time: a long test session builds many recipes

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_harness.models.core.errors import UsageError
-from trt_harness.models.recipe import DetectionSpec, Recipe, TensorSpec, Tolerance
+from trt_harness.models.recipe import DetectionSpec, Recipe, RecipeOrigin, TensorSpec, Tolerance
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class RecipeRecord:
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     detection: DetectionSpec | None = None
     weights: str | None = None  # the weights file given, None for the recipe's own
+    origin: RecipeOrigin | None = None  # where the recipe was loaded from (None: a recipe built in a test)
 
     @classmethod
     def of(cls, recipe: Recipe, weights: Path | None) -> RecipeRecord:
@@ -111,6 +112,7 @@ class RecipeRecord:
             spatial_axes={k: tuple(v) for k, v in recipe.spatial_axes.items()},
             detection=recipe.detection,
             weights=str(weights) if weights else None,
+            origin=recipe.origin,
         )
 
     @property
