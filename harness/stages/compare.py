@@ -25,6 +25,7 @@ from trt_harness.harness.detections import (
     DETECTION_IMAGES,
     compare_pair,
     detections_of,
+    spec_output_problem,
     write_detection_images,
 )
 from trt_harness.harness.heatmap import ErrorHeatmap
@@ -149,11 +150,9 @@ def _detections(
     run: RunDetails,
     groups: Sequence[ComparisonGroup],
 ) -> DetectionsReport:
-    if spec.output not in recipe.output_names:
-        raise UsageError(
-            f"the detection spec of recipe '{recipe.name}' reads output '{spec.output}', which the "
-            f"recipe does not have; set DetectionSpec(output=...) to one of {list(recipe.output_names)}"
-        )
+    problem = spec_output_problem(spec, recipe.output_names)
+    if problem is not None:
+        raise UsageError(f"recipe '{recipe.name}': {problem}")
     pairs = [(ref, cand, g.precision) for g in groups if g.sample_set == SAMPLES for ref, cand in g.pairs]
     runners = list(dict.fromkeys(name for ref, cand, _ in pairs for name in (ref, cand)))
     folders = {name: _outputs(inp, run.runners[name], name, SAMPLES) for name in runners}
@@ -167,7 +166,11 @@ def _detections(
         spec=spec,
         images=len(found[runners[0]]) if runners else 0,
         images_file=images_file,
-        runners={name: tuple(per_image) for name, per_image in found.items()},
+        # masks are image-sized: compared above, not kept in results.json
+        runners={
+            name: tuple(d if d is None else d.without_masks() for d in per_image)
+            for name, per_image in found.items()
+        },
         pairs=tuple(compare_pair(spec, ref, cand, p, found[ref], found[cand]) for ref, cand, p in pairs),
     )
 
