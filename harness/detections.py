@@ -213,7 +213,18 @@ def detections_of(
     image (batches flattened; None where a runner gave no such output)."""
     found_by_runner: dict[str, list[Detections | None]] = {runner: [] for runner in runners}
     for sample in samples:
-        found = {runner: detect_outputs(spec, sample[runner]) for runner in runners}
+        found: dict[str, list[Detections] | None] = {}
+        unreadable: list[UsageError] = []
+        for runner in runners:
+            try:
+                found[runner] = detect_outputs(spec, sample[runner])
+            except UsageError as error:
+                # one backend's output of another shape (a mislabel, exit 3 by itself) is data: that
+                # runner has no detections there; only a spec no runner's output fits is the recipe's error
+                found[runner] = None
+                unreadable.append(error)
+        if unreadable and all(per_image is None for per_image in found.values()):
+            raise unreadable[0]
         batch = max((len(per_image) for per_image in found.values() if per_image is not None), default=0)
         for runner, per_image in found.items():
             found_by_runner[runner] += [
