@@ -434,7 +434,8 @@ class DetectionMatch:
     Truthy when it passes `tolerance`. `mean_iou` and the deltas are None when nothing matched (then
     the matched fraction alone decides: 1.0 when both sides are empty, else 0). `only_ref`/`only_cand`
     are the unmatched boxes that count against the matched fraction; `at_cutoff_ref`/`at_cutoff_cand`
-    those left out of it because they lie at the other side's cutoff (see `compare_detections`).
+    index (into `ref`/`cand`) those left out of it because they lie at the other side's cutoff (see
+    `compare_detections`).
     """
 
     tolerance: DetectionTolerance
@@ -451,8 +452,8 @@ class DetectionMatch:
     max_box_delta: float | None = None
     mean_mask_iou: float | None = None
     max_keypoint_delta: float | None = None
-    at_cutoff_ref: Detections = field(default_factory=Detections.empty, repr=False)
-    at_cutoff_cand: Detections = field(default_factory=Detections.empty, repr=False)
+    at_cutoff_ref: tuple[int, ...] = ()
+    at_cutoff_cand: tuple[int, ...] = ()
 
     @property
     def failures(self) -> tuple[str, ...]:
@@ -522,11 +523,23 @@ def _cutoff_score(dets: Detections, cutoffs: Cutoffs) -> float:
     return cutoffs.conf_thres
 
 
-def _at_cutoff(unmatched: Detections, other: Detections, cutoffs: Cutoffs | None, band: float) -> np.ndarray:
-    """Which unmatched boxes of one side the other side may have cut: scoring within `band` of its cutoff."""
-    if cutoffs is None or not len(unmatched):
-        return np.zeros(len(unmatched), dtype=bool)
-    return unmatched.scores.astype(np.float64) <= _cutoff_score(other, cutoffs) + band
+def _at_cutoff(dets: Detections, other: Detections, cutoffs: Cutoffs | None, band: float) -> np.ndarray:
+    """Which boxes of one side the other side may have cut: scoring within `band` of its cutoff."""
+    if cutoffs is None or not len(dets):
+        return np.zeros(len(dets), dtype=bool)
+    return dets.scores.astype(np.float64) <= _cutoff_score(other, cutoffs) + band
+
+
+def _pair_agrees(
+    ref: Detections, cand: Detections, r: int, c: int, iou: float, tol: DetectionTolerance
+) -> bool:
+    """Whether one matched pair meets the per-box criteria (IoU, score and coordinate deltas)."""
+    moved = float(np.abs(ref.boxes[r].astype(np.float64) - cand.boxes[c]).max())
+    return (
+        iou >= tol.min_mean_iou
+        and abs(float(ref.scores[r]) - float(cand.scores[c])) <= tol.max_score_delta
+        and (tol.max_box_delta is None or moved <= tol.max_box_delta)
+    )
 
 
 def _mask_ious(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
@@ -558,12 +571,21 @@ def compare_detections(
     same_class = ref.classes[:, None] == cand.classes[None, :]
     iou = np.where(same_class, box_iou(ref.boxes, cand.boxes), 0.0)
     pairs = _greedy_matches(iou, iou_match)
+    ref_at_cutoff = _at_cutoff(ref, cand, cutoffs, tol.max_score_delta)
+    cand_at_cutoff = _at_cutoff(cand, ref, cutoffs, tol.max_score_delta)
+    # two boxes at the cutoff that each side kept instead of the other's (crowded ties) can overlap
+    # enough to pair up; such a pair is two interchangeable boxes, not one box that moved
+    pairs = [
+        (r, c)
+        for r, c in pairs
+        if not (ref_at_cutoff[r] and cand_at_cutoff[c] and not _pair_agrees(ref, cand, r, c, iou[r, c], tol))
+    ]
     matched_ref = np.array([r for r, _ in pairs], dtype=np.int64)
     matched_cand = np.array([c for _, c in pairs], dtype=np.int64)
-    unmatched_ref = ref.take(np.setdiff1d(np.arange(len(ref)), matched_ref))
-    unmatched_cand = cand.take(np.setdiff1d(np.arange(len(cand)), matched_cand))
-    ref_at_cutoff = _at_cutoff(unmatched_ref, cand, cutoffs, tol.max_score_delta)
-    cand_at_cutoff = _at_cutoff(unmatched_cand, ref, cutoffs, tol.max_score_delta)
+    unmatched_ref_idx = np.setdiff1d(np.arange(len(ref)), matched_ref)
+    unmatched_cand_idx = np.setdiff1d(np.arange(len(cand)), matched_cand)
+    unmatched_ref, unmatched_cand = ref.take(unmatched_ref_idx), cand.take(unmatched_cand_idx)
+    ref_at_cutoff, cand_at_cutoff = ref_at_cutoff[unmatched_ref_idx], cand_at_cutoff[unmatched_cand_idx]
     larger = max(len(ref) - int(ref_at_cutoff.sum()), len(cand) - int(cand_at_cutoff.sum()))
     score_delta = np.abs(
         ref.scores[matched_ref].astype(np.float64) - cand.scores[matched_cand].astype(np.float64)
@@ -596,6 +618,6 @@ def compare_detections(
         max_box_delta=float(box_delta.max()) if pairs else None,
         mean_mask_iou=mask_iou,
         max_keypoint_delta=keypoint_delta,
-        at_cutoff_ref=unmatched_ref.take(np.flatnonzero(ref_at_cutoff)).without_masks(),
-        at_cutoff_cand=unmatched_cand.take(np.flatnonzero(cand_at_cutoff)).without_masks(),
+        at_cutoff_ref=tuple(unmatched_ref_idx[ref_at_cutoff].tolist()),
+        at_cutoff_cand=tuple(unmatched_cand_idx[cand_at_cutoff].tolist()),
     )
