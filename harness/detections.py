@@ -188,6 +188,28 @@ def detect_outputs(spec: DetectionSpec, outputs: Mapping[str, np.ndarray]) -> li
     return found
 
 
+def is_set_compared(spec: DetectionSpec, output: str) -> bool:
+    """Whether `output` is one the "postprocessed" layout reads (compared as sets, not by position)."""
+    if spec.layout in _LAYOUTS:
+        return False
+    return any(
+        output == name or re.fullmatch(rf".*?\d+\.{re.escape(name)}", output)
+        for name in spec.postprocessed_outputs.values()
+    )
+
+
+def detections_compared(detections: DetectionsReport | None) -> bool:
+    """Whether a gated pair compared any box: detections empty on both sides compare nothing."""
+    if detections is None:
+        return False
+    return any(
+        image.match is None or image.match.num_ref or image.match.num_cand
+        for pair in detections.pairs
+        if pair.gated
+        for image in pair.images
+    )
+
+
 def spec_output_problem(spec: DetectionSpec, output_names: Sequence[str]) -> str | None:
     """Why `spec` cannot read a recipe with these outputs; None when it can (or names are derived)."""
     if not output_names:
@@ -311,6 +333,14 @@ def brief_failures(image: ImageAgreement) -> str:
     return ", ".join(found)
 
 
+def _counts(image: ImageAgreement, ref: str, cand: str) -> str:
+    """ " (Torch 13 boxes, ORT 25)" where the two sides found different numbers of boxes."""
+    match = image.match
+    if match is None or match.num_ref == match.num_cand:
+        return ""
+    return f" ({ref} {match.num_ref} boxes, {cand} {match.num_cand})"
+
+
 def gate_failures(detections: DetectionsReport | None, display: Callable[[str], str]) -> list[str]:
     """One line per failing image of a gated pair: "Torch vs ORT on image 2: matched 40% < 95%"."""
     if detections is None:
@@ -318,6 +348,7 @@ def gate_failures(detections: DetectionsReport | None, display: Callable[[str], 
     return [
         f"{display(pair.ref_backend)} vs {display(pair.cand_backend)} on image {image.image}: "
         + brief_failures(image)
+        + _counts(image, display(pair.ref_backend), display(pair.cand_backend))
         for pair in detections.pairs
         if pair.gated
         for image in pair.images

@@ -25,6 +25,7 @@ from trt_harness.harness.detections import (
     DETECTION_IMAGES,
     compare_pair,
     detections_of,
+    is_set_compared,
     spec_output_problem,
     write_detection_images,
 )
@@ -100,6 +101,18 @@ def _samples(folders: Mapping[str, SampleFolder]) -> Iterator[Sample]:
         yield {name: next(stream) for name, stream in streams.items()}
 
 
+def _without_set_compared(recipe: RecipeRecord, sample: Sample) -> Sample:
+    """The sample without the outputs the detection gate compares as sets (a post-processed
+    detector's boxes, scores, labels...): position by position they differ whenever the order does."""
+    spec = recipe.detection
+    if spec is None:
+        return sample
+    return {
+        runner: {name: value for name, value in outputs.items() if not is_set_compared(spec, name)}
+        for runner, outputs in sample.items()
+    }
+
+
 def _judge_group(
     inp: StageInput, run: RunDetails, group: ComparisonGroup, recipe: RecipeRecord, primary: bool
 ) -> tuple[Any, list[Any], list[ErrorMap]]:
@@ -119,11 +132,11 @@ def _judge_group(
     def samples() -> Iterator[Sample]:
         for sample in _samples(folders):
             if primary and not first:
-                first.append(sample)
+                first.append(sample)  # the cross-match sees every output, set-compared ones too
             for (output, ref, cand), heatmap in heatmaps.items():
                 if output in sample[ref] and output in sample[cand]:
                     heatmap.update(sample[ref][output], sample[cand][output])
-            yield sample
+            yield _without_set_compared(recipe, sample)
 
     report = compare_runs(
         samples(),
