@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from trt_harness.harness.detections import gate_failures
+from trt_harness.harness.detections import detections_compared, gate_failures
 from trt_harness.models.core.errors import ExitCode
 from trt_harness.models.results.comparisons import SAMPLES
 from trt_harness.models.results.document import Verdict
@@ -36,7 +36,12 @@ def verdict_for(stages: Sequence[StageRecord]) -> Verdict:
     mismatches = _declared_output_mismatches(by_name) + (details.mismatches if details is not None else ())
     if mismatches:
         return _verdict(ExitCode.ORDERING_MISMATCH, "; ".join(dict.fromkeys(mismatches)))
-    if compare is None or not compare.done or details is None or not details.comparisons:
+    if (
+        compare is None
+        or not compare.done
+        or details is None
+        or not (details.comparisons or detections_compared(details.detections))
+    ):
         reason = (compare.reason if compare is not None else None) or "no outputs were compared"
         return _verdict(ExitCode.ACCURACY_FAILED, f"nothing was compared: {reason}")
     run = by_name.get("run")
@@ -68,7 +73,8 @@ def verdict_for(stages: Sequence[StageRecord]) -> Verdict:
     detections = details.detections
     gated = [p for p in detections.pairs if p.gated] if detections else []
     if detections is not None and gated:
-        summary += f"; detections agree on {detections.images} image(s) for {len(gated)} gated pair(s)"
+        agree = f"detections agree on {detections.images} image(s) for {len(gated)} gated pair(s)"
+        summary = f"{summary}; {agree}" if details.comparisons else agree
     return _verdict(ExitCode.PASSED, summary)
 
 

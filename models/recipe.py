@@ -111,8 +111,8 @@ Precision = Literal["fp32", "tf32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "int8")
 
 
-DetectionLayout = Literal["yolov5", "anchor_free"]
-DETECTION_LAYOUTS: tuple[str, ...] = ("yolov5", "anchor_free")
+DetectionLayout = Literal["yolov5", "anchor_free", "postprocessed"]
+DETECTION_LAYOUTS: tuple[str, ...] = ("yolov5", "anchor_free", "postprocessed")
 
 
 @dataclass(frozen=True)
@@ -120,10 +120,24 @@ class DetectionSpec:
     """How to read boxes from a detector's output, and when two backends' detections agree.
 
     `layout` "yolov5": (N, anchors, 5 + classes) rows with objectness; "anchor_free": YOLOv8-style
-    (N, 4 + classes, anchors). Boxes narrower or lower than `min_wh` pixels are dropped before NMS
-    (YOLOv5 up to v5.0 did so with 2 px): the IoU of a box a fraction of a pixel wide swings between
-    0 and 1 under float noise, so such a box cannot be matched between backends. Pairs of runners at
-    a precision in `gated_precisions` decide the verdict; the others are reported only.
+    (N, 4 + classes, anchors); both are decoded here (confidence filter, class-aware NMS, `max_det`).
+    "postprocessed": the model did that itself (torchvision detectors, an NMS in the graph) and returns
+    per image `boxes` (K, 4) xyxy pixels, `scores` (K,) and `labels` (K,), optionally `masks`
+    (K, [1,] H, W) probabilities and `keypoints` (K, P, 2 or 3, x y [visibility]). `output` then names
+    the boxes and `scores_output`/`labels_output`/`masks_output`/`keypoints_output` the others; an
+    image's outputs are found either by those names exactly, batched (N, K, ...) or one image (K, ...),
+    with `count_output` (N,) the number of valid rows of each padded image if the model pads, or as
+    `<i>.<name>` (the derived names of a model returning a list of dicts, image i; see
+    conversions.outputs). Boxes scoring at most `conf_thres` are dropped (padding included); set it to
+    the model's own score threshold or above, and `max_det` to its own cap.
+
+    Detections are compared as sets (matched by class and IoU, one to one), whatever their order.
+    Boxes narrower or lower than `min_wh` pixels are dropped before NMS (YOLOv5 up to v5.0 did so
+    with 2 px): the IoU of a box a fraction of a pixel wide swings between 0 and 1 under float
+    noise, so such a box cannot be matched between backends. Scores are ranked on a grid of
+    `score_resolution` (ties broken by row, identically on both sides), so float noise among equal
+    scores (a saturated detector's 1.0s) cannot change which boxes NMS and `max_det` keep. Pairs of
+    runners at a precision in `gated_precisions` decide the verdict; the others are reported only.
     """
 
     output: str
@@ -136,6 +150,13 @@ class DetectionSpec:
     tolerance: DetectionTolerance = DetectionTolerance()
     gated_precisions: tuple[str, ...] = ("fp32",)
     min_wh: float = 0.0
+    score_resolution: float = 1e-5
+    # layout "postprocessed": the outputs besides the boxes (`output`), by name or dict key
+    scores_output: str = "scores"
+    labels_output: str = "labels"
+    masks_output: str | None = None
+    keypoints_output: str | None = None
+    count_output: str | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in DETECTION_LAYOUTS:
@@ -147,6 +168,23 @@ class DetectionSpec:
             raise UsageError(
                 f"DetectionSpec gated_precisions {unknown} are not precisions; use some of {list(PRECISIONS)}"
             )
+        if not 0 <= self.score_resolution < 1:
+            raise UsageError(
+                f"DetectionSpec score_resolution must lie in [0, 1) (0: exact scores), got {self.score_resolution}"
+            )
+
+    @property
+    def postprocessed_outputs(self) -> dict[str, str]:
+        """Layout "postprocessed": field (boxes, scores, labels, masks, keypoints, count) -> output name."""
+        named = {
+            "boxes": self.output,
+            "scores": self.scores_output,
+            "labels": self.labels_output,
+            "masks": self.masks_output,
+            "keypoints": self.keypoints_output,
+            "count": self.count_output,
+        }
+        return {field_name: name for field_name, name in named.items() if name}
 
 
 RecipeSource = Literal["built-in", "file", "module", "entry point"]
