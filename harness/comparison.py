@@ -27,16 +27,27 @@ statistic exceed their tolerance:
   abs error is <= atol iff at least floor(q * (n - 1)) + 1 elements have abs error <= atol.
 
 Any non-finite mismatch fails whatever the check.
+
+No signal: a reference that is all zero, or whose every element lies within atol of zero (unless a
+non-trivial argmax agreement is gated, which then carries the signal), or whose argmax agreement is
+trivial (the reference is constant along the class axis at every position) fails the output with
+"no signal: ..." unless its tolerance sets `accept_no_signal`: such a pass would have checked nothing.
+
+The recipe's own checks (`Recipe.checks`, evaluated by `harness.checks`) stream beside the
+statistics over the same samples and gate the same comparison.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from trt_harness.harness.backends.base import backend_classes, display_name
+from trt_harness.harness.checks.base import CheckEvaluator, evaluator_for
+from trt_harness.models.checks import Check
 from trt_harness.models.core.errors import HarnessError, UsageError
 from trt_harness.models.recipe import Tolerance
 from trt_harness.models.results.comparisons import (
@@ -173,6 +184,8 @@ class OutputAccumulator:
         self._dot_rc = self._dot_rr = self._dot_cc = 0.0
         self._within_atol = self._within_rtol = 0
         self._argmax_equal = self._argmax_positions = 0
+        self._argmax_constant = 0  # positions whose reference is constant along the class axis
+        self._ref_abs_max = 0.0  # over the finite elements, for the no-signal test
         self._abs_counts = np.zeros(HIST_BUCKETS, dtype=np.int64)
         self._rel_counts = np.zeros(HIST_BUCKETS, dtype=np.int64)
         # (abs_err, (sample, *index), ref, cand), worst first
@@ -231,6 +244,8 @@ class OutputAccumulator:
         agree = np.argmax(ref, axis=self.class_axis) == np.argmax(cand, axis=self.class_axis)
         self._argmax_equal += int(np.count_nonzero(agree))
         self._argmax_positions += agree.size
+        if self.tolerance.min_argmax_agreement is not None:
+            self._argmax_constant += int(np.count_nonzero(np.ptp(ref, axis=self.class_axis) == 0))
 
     def _update_chunk(self, ref: np.ndarray, cand: np.ndarray, offset: int, scratch: _Scratch) -> None:
         n = ref.size
@@ -294,6 +309,7 @@ class OutputAccumulator:
 
         mask = scratch.mask[:n]
         abs_ref = np.abs(r, out=r)
+        self._ref_abs_max = max(self._ref_abs_max, float(abs_ref.max()))
         # Every error <= atol is within atol + rtol*|ref|: skip the elementwise test then.
         if chunk_max > tol.atol:
             limit = np.multiply(abs_ref, tol.rtol, out=c)
@@ -378,6 +394,13 @@ class OutputAccumulator:
             stats["argmax_agreement"] = self._argmax_equal / self._argmax_positions
         worst = tuple(WorstElement(abs_err=e, index=i, ref=rv, cand=cv) for e, i, rv, cv in self._worst)
         reasons = self._failure_reasons(stats, worst)
+        statistics_passed = not reasons
+        no_signal = self._no_signal()
+        if no_signal and not tol.accept_no_signal:
+            reasons.append(
+                f"no signal: {no_signal}; if that is expected, set Tolerance(accept_no_signal=True) "
+                "for this output in the recipe and say why"
+            )
         quantile_check = self._quantile_check is not None
         return OutputComparison(
             output=self.output,
@@ -402,8 +425,32 @@ class OutputAccumulator:
             abs_err_histogram=histogram_bins(self._abs_counts),
             rel_err_histogram=histogram_bins(self._rel_counts),
             shape_mismatches=self._shape_mismatches,
+            no_signal=no_signal,
+            statistics_passed=statistics_passed,
             **stats,
         )
+
+    def _no_signal(self) -> str:
+        """Why the reference gives the comparison nothing to judge, "" when it does (module doc)."""
+        if not self._finite:
+            return ""  # nothing finite compared fails on its own
+        ref_name = display_name(self.ref_backend)
+        tol = self.tolerance
+        gated_argmax = tol.min_argmax_agreement is not None and self._argmax_positions > 0
+        trivial_argmax = gated_argmax and self._argmax_constant == self._argmax_positions
+        if self._ref_abs_max == 0:
+            return f"the {ref_name} reference is all zero ({self._finite:,} finite elements)"
+        if self._ref_abs_max <= tol.atol and (not gated_argmax or trivial_argmax):
+            return (
+                f"every {ref_name} reference element is within atol={_fmt(tol.atol)} of zero "
+                f"(max |ref| {_fmt(self._ref_abs_max)}), so any candidate near zero passes"
+            )
+        if trivial_argmax:
+            return (
+                f"argmax agreement is trivial: the {ref_name} reference is constant along class axis "
+                f"{self.class_axis} at all {self._argmax_positions:,} positions"
+            )
+        return ""
 
     def _cosine(self) -> float:
         # Same conventions as Polygraphy's cosine similarity: two zero vectors are identical.
@@ -534,11 +581,14 @@ class _RunComparison:
         tolerance_for: Callable[[str], Tolerance],
         class_axes: Mapping[str, int],
         worst_k: int,
+        checks: Mapping[str, Sequence[Check]],
     ) -> None:
         self.tolerance_for = tolerance_for
         self.class_axes = class_axes
         self.worst_k = worst_k
+        self.checks = checks
         self.accumulators: dict[tuple[tuple[str, str], str], OutputAccumulator] = {}
+        self.evaluators: dict[tuple[tuple[str, str], str], list[CheckEvaluator]] = {}
         self.missing_counts: dict[tuple[tuple[str, str], str, str], int] = {}
         self.output_order: dict[str, int] = {}
         self.samples = 0
@@ -572,13 +622,18 @@ class _RunComparison:
                         class_axis=self.class_axes.get(output),
                     )
                     self.accumulators[(pair, output)] = accumulator
+                    self.evaluators[(pair, output)] = [
+                        evaluator_for(check, output) for check in self.checks.get(output, ())
+                    ]
                 accumulator.update(ref_outputs[output], cand_outputs[output])
+                for evaluator in self.evaluators[(pair, output)]:
+                    evaluator.update(ref_outputs[output], cand_outputs[output])
         self.samples += 1
 
     def report(self, pairs: Sequence[tuple[str, str]]) -> ComparisonReport:
         pair_rank = {pair: i for i, pair in enumerate(pairs)}
         comparisons = tuple(
-            self.accumulators[key].result()
+            self._judged(key)
             for key in sorted(self.accumulators, key=lambda k: (pair_rank[k[0]], self.output_order[k[1]]))
         )
         missing = tuple(
@@ -592,6 +647,32 @@ class _RunComparison:
             comparisons=comparisons, missing=missing, samples=self.samples, pairs=tuple(pairs)
         )
 
+    def _judged(self, key: tuple[tuple[str, str], str]) -> OutputComparison:
+        """The statistics' result with the recipe's checks of that output and pair folded into its verdict."""
+        comparison = self.accumulators[key].result()
+        outcomes = tuple(evaluator.result() for evaluator in self.evaluators[key])
+        if not outcomes:
+            return comparison
+        failed = [f"check '{o.name}' failed: {o.reason}" for o in outcomes if not o]
+        reason = "; ".join(filter(None, (comparison.reason, *failed)))
+        return dataclasses.replace(
+            comparison, checks=outcomes, passed=comparison.passed and not failed, reason=reason
+        )
+
+
+def _checks_of(checks: Mapping[str, Sequence[Check]], outputs: Sequence[str] | None) -> None:
+    """Checks of outputs the recipe does not have, or two of one name on one output: a usage error."""
+    for output, declared in checks.items():
+        if outputs is not None and output not in outputs:
+            raise UsageError(
+                f"the recipe declares checks for output '{output}', which it does not have; "
+                f"key Recipe.checks by one of {list(outputs)}"
+            )
+        names = [c.name for c in declared]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UsageError(f"output '{output}' has two checks named {twice}; give each check its own name")
+
 
 def compare_runs(
     samples: Iterable[Mapping[str, Mapping[str, np.ndarray]]],
@@ -600,6 +681,8 @@ def compare_runs(
     tolerance_for: Callable[[str], Tolerance] | None = None,
     class_axes: Mapping[str, int] | None = None,
     worst_k: int = 10,
+    checks: Mapping[str, Sequence[Check]] | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> ComparisonReport:
     """Compare backends' outputs sample by sample, matching outputs by name.
 
@@ -608,9 +691,12 @@ def compare_runs(
     every two backends of the first sample, ordered as `default_pairs` does. `tolerance_for` maps an
     output name to its Tolerance (e.g. `recipe.tolerance_for`; default `Tolerance()`), `class_axes`
     an output name to the axis for argmax agreement. An output that only one side of a pair
-    produces is reported in `missing` and fails the report.
+    produces is reported in `missing` and fails the report. `checks` maps an output name to the
+    recipe's checks of it (models.checks); `output_names`, when given, are the outputs they may name.
     """
-    run = _RunComparison(tolerance_for or (lambda _output: Tolerance()), class_axes or {}, worst_k)
+    checks = checks or {}
+    _checks_of(checks, output_names)
+    run = _RunComparison(tolerance_for or (lambda _output: Tolerance()), class_axes or {}, worst_k, checks)
     for sample in samples:
         if pairs is None:
             pairs = default_pairs(sample)

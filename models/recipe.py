@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from trt_harness.models.checks import Check
 from trt_harness.models.core.errors import UsageError
 from trt_harness.models.detection import DetectionTolerance
 
@@ -77,6 +78,9 @@ class Tolerance:
     quantile: float = 0.99
     # for class-score outputs (see Recipe.class_axes): also require this fraction of equal argmaxes
     min_argmax_agreement: float | None = None
+    # a reference with no signal (all zero, within atol of zero, or a trivially satisfied argmax
+    # agreement) fails the output unless this is set: say in the recipe why that is expected
+    accept_no_signal: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,8 @@ class Recipe:
     baseline_factor: float = DEFAULT_BASELINE_FACTOR
     baseline_floor: float = DEFAULT_BASELINE_FLOOR
     params: Mapping[str, Any] = field(default_factory=dict)
+    # acceptance checks of the recipe's own (models.checks): output name -> checks, gated like tolerances
+    checks: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
 
     @property
     def input_names(self) -> tuple[str, ...]:

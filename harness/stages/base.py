@@ -137,6 +137,7 @@ _JUDGING_FIELDS = (
     "class_axes",
     "spatial_axes",
     "weights",
+    "checks",
 )
 
 

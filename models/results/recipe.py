@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trt_harness.models.checks import Check
 from trt_harness.models.core.errors import UsageError
 from trt_harness.models.recipe import DetectionSpec, Recipe, TensorSpec, Tolerance
 
@@ -94,6 +95,7 @@ class RecipeRecord:
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     detection: DetectionSpec | None = None
     weights: str | None = None  # the weights file given, None for the recipe's own
+    checks: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, recipe: Recipe, weights: Path | None) -> RecipeRecord:
@@ -111,6 +113,7 @@ class RecipeRecord:
             spatial_axes={k: tuple(v) for k, v in recipe.spatial_axes.items()},
             detection=recipe.detection,
             weights=str(weights) if weights else None,
+            checks={k: tuple(v) for k, v in recipe.checks.items()},
         )
 
     @property
