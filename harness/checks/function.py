@@ -50,9 +50,12 @@ class FunctionCheckEvaluator(CheckEvaluator[FunctionCheck]):
             self.threshold = float(result.threshold)
         if not result.passed:
             self.failing += 1
-        if self.extreme is None or math.isnan(value) or self._score(value) < self._score(self.extreme):
-            if self.extreme is None or not math.isnan(self.extreme):
-                self.extreme = value
+        # NaN is the worst value there is, and once met stays the worst
+        if self.extreme is None or (
+            not math.isnan(self.extreme)
+            and (math.isnan(value) or self._score(value) < self._score(self.extreme))
+        ):
+            self.extreme = value
         verdict = "passed" if result.passed else "failed"
         detail = f"sample {sample}: {fmt(value)}, {verdict}" + (
             f" ({result.detail})" if result.detail else ""
