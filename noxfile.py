@@ -27,7 +27,7 @@ nox.options.sessions = ["tests"]
 def install(session: nox.Session, *extras: str) -> None:
     # torch first and alone: an unpinned torch pulled in by a dependency would fetch a multi-GB CUDA build
     session.install(TORCH)
-    session.install("-e", f".[{','.join((EXTRAS, *extras))}]")
+    session.install("-e", f".[{','.join((EXTRAS, 'torch', *extras))}]")
 
 
 def _convert(session: nox.Session, recipe: str) -> None:
@@ -106,7 +106,7 @@ def _install_toolchain(session: nox.Session, pins: list[str]) -> None:
     constraints = Path(session.create_tmp()) / "onnx-toolchain.txt"
     constraints.write_text("\n".join(pins) + "\n")
     session.install(TORCH)
-    session.install("-c", str(constraints), "-e", f".[{EXTRAS},test]")
+    session.install("-c", str(constraints), "-e", f".[{EXTRAS},torch,test]")
     if pins:
         session.install(*pins)  # reinstalls what a reused environment had at other versions
     session.run("python", "-c", _PRINT_VERSIONS)
@@ -140,3 +140,58 @@ def mvs_onnxruntime_1_30(session: nox.Session) -> None:
     it must pass, or fail in the surgery stage naming the remedy (`-p ort_optimization=...`)."""
     _install_toolchain(session, ["onnxruntime==1.30.0"])
     session.run("harness", "convert", "mvs", "--backends", "torch", "onnxrt", *session.posargs)
+
+
+# -- version matrix (issue 15): one recipe under each installable onnxruntime (and TensorRT for RTX) --
+
+# The newest patch of every onnxruntime minor from pyproject.toml's lower bound (1.21) on that the
+# registry offers for Python 3.11 (`pip index versions onnxruntime`, checked 2026-12: 1.21.0-1.32.0);
+# patch releases are bug fixes, so one per minor keeps the matrix to minutes. HARNESS_ORT_VERSIONS="a,b"
+# overrides it.
+ORT_VERSIONS: tuple[str, ...] = (
+    "1.21.1", "1.22.1", "1.23.2", "1.24.4", "1.25.1", "1.26.0",
+    "1.27.0", "1.28.0", "1.29.0", "1.30.0", "1.31.1", "1.32.0",
+)  # fmt: skip
+# TensorRT for RTX: the registry has 1.4-1.7, but pyproject.toml requires >= 1.7 (1.7.1.116 is the only
+# one): no axis until a second one installs. HARNESS_RTX_VERSIONS="a,b" overrides it.
+RTX_VERSIONS: tuple[str, ...] = ("1.7.1.116",)
+VERSION_MATRIX_DIR = ROOT / "artifacts" / "version-matrix"
+
+
+def _versions(variable: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    given = [v.strip() for v in os.environ.get(variable, "").split(",") if v.strip()]
+    return tuple(given) or default
+
+
+def version_matrix_cells() -> list[dict[str, str]]:
+    """One cell per onnxruntime version (x TensorRT for RTX version, where more than one installs),
+    oldest first: the drift table diffs the first cell's run against each later one."""
+    rtx = _versions("HARNESS_RTX_VERSIONS", RTX_VERSIONS)
+    return [
+        {"onnxruntime": ort, **({"tensorrt-rtx": r} if len(rtx) > 1 else {})}
+        for ort in _versions("HARNESS_ORT_VERSIONS", ORT_VERSIONS)
+        for r in rtx
+    ]
+
+
+def version_matrix_label(cell: dict[str, str]) -> str:
+    return "-".join(f"{name}-{version}" for name, version in cell.items())
+
+
+@nox.session(name="version-matrix", python="3.11")
+def version_matrix(session: nox.Session) -> None:
+    """`convert <recipe>` (default mnist; `-- yolov5 -p image_size=320` for another) under each version of
+    version_matrix_cells() into artifacts/version-matrix/<recipe>/, then its index page with the drift table."""
+    recipe, *args = session.posargs or ["mnist"]
+    out = VERSION_MATRIX_DIR / recipe
+    shutil.rmtree(out, ignore_errors=True)  # ours: a run of another version list must not be the reference
+    install(session)
+    for cell in version_matrix_cells():
+        session.install(*(f"{name}=={version}" for name, version in cell.items()))
+        session.run("python", "-c", _PRINT_VERSIONS)
+        # an accuracy failure, ordering mismatch or failed stage under one version is data for the table
+        session.run(
+            "harness", "convert", recipe, "--out", str(out / version_matrix_label(cell)), *args,
+            success_codes=[0, 1, 3, 4],
+        )  # fmt: skip
+    session.run("harness", "index", str(out), "--drift")

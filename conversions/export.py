@@ -12,6 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from trt_harness.conversions import onnx_files, replacements
+from trt_harness.conversions.outputs import (
+    Produced,
+    check_outputs,
+    derived_output_names,
+    name_outputs,
+)
 from trt_harness.models.core.errors import HarnessError
 from trt_harness.models.recipe import Feed, Recipe
 from trt_harness.models.results.stages import ExportDetails
@@ -25,12 +31,13 @@ class ExportFailed(HarnessError):
 
 
 def outputs_as_tuple(model: torch.nn.Module, output_names: tuple[str, ...]) -> torch.nn.Module:
-    """Wrap a model that returns a dict so the exporter sees a tuple, flattened in the dict's own order.
+    """Wrap a model so the exporter sees a flat tuple of its output tensors, in pytree order.
 
-    This is what torch.onnx does with a dict: the values go out in insertion order and `output_names`
-    labels them by position. A recipe whose `output_names` are in another order therefore mislabels
-    outputs, exactly as a hand-written export would; the Torch reference keeps the dict keys, so the
-    compare stage's cross-match reports it as an ordering mismatch instead of it passing silently.
+    This is what torch.onnx does with nested outputs (a dict's values in insertion order, lists of
+    dicts depth first) and `output_names` labels them by position (see `conversions.outputs`). A
+    recipe whose names are the model's dict keys in another order therefore mislabels outputs, exactly
+    as a hand-written export would; the Torch reference keeps the true names, so the compare stage's
+    cross-match (and the declared outputs' check) reports it as an ordering mismatch.
     """
     import torch
 
@@ -40,17 +47,29 @@ def outputs_as_tuple(model: torch.nn.Module, output_names: tuple[str, ...]) -> t
             self.model = model
 
         def forward(self, *args: torch.Tensor) -> Any:
-            out = self.model(*args)
-            if isinstance(out, dict):
-                if set(out) != set(output_names):
-                    raise HarnessError(
-                        f"the model returns outputs {list(out)}, the recipe names {list(output_names)}; "
-                        "make the recipe's output_names the model's dict keys"
-                    )
-                return tuple(out.values())
-            return out
+            # checks the count against the names; keeps the model's own (pytree) order
+            return tuple(name_outputs(self.model(*args), output_names).values())
 
     return OutputsAsTuple().eval()
+
+
+def onnx_outputs_produced(proto: Any) -> dict[str, Produced]:
+    """The ONNX graph's outputs as the declared-outputs check reads them (symbolic dims fit any size)."""
+    import onnx
+
+    produced = {}
+    for output in proto.graph.output:
+        tensor = output.type.tensor_type
+        dims: tuple[int | str | None, ...] = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
+        )
+        dtype = (
+            str(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+            if tensor.elem_type != onnx.TensorProto.UNDEFINED
+            else None
+        )
+        produced[output.name] = Produced(dims if tensor.HasField("shape") else (), dtype)
+    return {n: p for n, p in produced.items() if p.shape or p.dtype}
 
 
 def export_args(recipe: Recipe, feed: Feed) -> tuple[np.ndarray, ...]:
@@ -118,11 +137,16 @@ def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path
     import torch
 
     options = recipe.export
-    wrapped = outputs_as_tuple(model, recipe.output_names)
-    args = tuple(torch.from_numpy(a) for a in export_args(recipe, feed))
+    arrays = export_args(recipe, feed)
+    args = tuple(torch.from_numpy(a) for a in arrays)
+    output_names = recipe.output_names
+    if not output_names:  # named by the returned structure: one forward pass tells
+        with torch.no_grad():
+            output_names = derived_output_names(model(*args))
+    wrapped = outputs_as_tuple(model, output_names)
     common: dict[str, Any] = {
         "input_names": list(recipe.input_names),
-        "output_names": list(recipe.output_names),
+        "output_names": list(output_names),
         "opset_version": options.opset,
     }
     # headroom for the graph itself: the weights alone must leave room in the 2 GiB message
@@ -170,12 +194,17 @@ def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path
 
         actual_inputs = tuple(i.name for i in proto.graph.input)
         actual_outputs = tuple(o.name for o in proto.graph.output)
-        if actual_inputs != recipe.input_names or actual_outputs != recipe.output_names:
+        if actual_inputs != recipe.input_names or actual_outputs != output_names:
             raise ExportFailed(
                 f"exported ONNX I/O names differ from recipe '{recipe.name}': inputs {list(actual_inputs)} "
                 f"(expected {list(recipe.input_names)}), outputs {list(actual_outputs)} (expected "
-                f"{list(recipe.output_names)}); the model's forward signature or return value does not match the recipe"
+                f"{list(output_names)}); the model's forward signature or return value does not match the recipe"
             )
+        try:
+            feed_of_args = dict(zip(recipe.input_names, arrays, strict=True))
+            ordering = check_outputs(recipe, onnx_outputs_produced(proto), "ONNX graph", feed_of_args)
+        except HarnessError as e:
+            raise ExportFailed(str(e)) from e
         opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), options.opset)
         onnx_files.save_onnx(proto, out_path, check)
     return ExportDetails(
@@ -188,4 +217,5 @@ def onnx_from_torch(model: torch.nn.Module, recipe: Recipe, feed: Feed, out_path
         torch=torch.__version__,
         replacement_calls=tuple(applied.calls) if applied is not None else (),
         unused_replacements=tuple(applied.unused) if applied is not None else (),
+        ordering_mismatches=ordering,
     )

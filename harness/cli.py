@@ -11,19 +11,33 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from trt_harness.harness import cli_scale
 from trt_harness.harness.cache import StageCache, cache_dir_from_env
+from trt_harness.harness.calibrate import (
+    DEFAULT_HEADROOM,
+    DEFAULT_REPEATS,
+    measure,
+    propose,
+    run_inputs,
+    snippet,
+)
 from trt_harness.harness.diff import diff_runs, load_run
+from trt_harness.harness.drift import drift_diffs, finished_runs
 from trt_harness.harness.golden import write_golden
+from trt_harness.harness.history import append_run, check_history
 from trt_harness.harness.pipeline import STAGES, rejudge, run_pipeline
 from trt_harness.harness.progress import StageProgress
 from trt_harness.harness.stages.base import RunConfig, torch_model
 from trt_harness.harness.stages.run import selected_backends
 from trt_harness.harness.stages.scan import scan_recipe
+from trt_harness.models.core.artifacts import write_text_atomic
 from trt_harness.models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
 from trt_harness.models.recipe import PRECISIONS, Recipe
 from trt_harness.models.recipes import get_recipe, parse_params, recipe_names
+from trt_harness.models.results.calibration import calibration_to_text
 from trt_harness.models.results.diff import DEFAULT_FACTOR, DEFAULT_FLOOR, check_gate
 from trt_harness.models.results.document import Results
+from trt_harness.models.results.history import read_history
 from trt_harness.models.results.recipe import ToleranceOverrides
 from trt_harness.reports.diff import diff_text, write_diff_html, write_diff_json
 from trt_harness.reports.index import write_index
@@ -106,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tolerance_flags(convert)
     _add_baseline_flags(convert, "the recipe's, normally")
+    cli_scale.add_shard_flag(convert)
+    _add_history_flag(convert, "append a compact record of this run to DIR/history.jsonl")
 
     compare = sub.add_parser(
         "compare", help="re-run comparison and report from saved outputs, no model is run"
@@ -159,7 +175,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = sub.add_parser("index", help="write the index page over all runs in an artifacts folder")
     index.add_argument("artifacts", type=Path, nargs="?", default=DEFAULT_ARTIFACTS)
+    _add_history_index_flags(index)
+    _add_calibrate_parser(sub)
+    cli_scale.add_commands(sub, COMMANDS)  # matrix, merge
     return parser
+
+
+def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="measure each output's noise floor (repeats, ORT threads and optimization levels, CUDA) and "
+        "propose tolerances as a recipe snippet",
+    )
+    calibrate.add_argument("recipe")
+    calibrate.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    calibrate.add_argument("--weights", type=Path, help="state_dict file; default: the recipe's own")
+    calibrate.add_argument(
+        "--out", type=Path, default=None, help="run directory (default: artifacts/<recipe>-calibration)"
+    )
+    calibrate.add_argument(
+        "--repeats", type=int, default=DEFAULT_REPEATS, help=f"Torch CPU runs (default {DEFAULT_REPEATS})"
+    )
+    calibrate.add_argument(
+        "--headroom",
+        type=float,
+        default=DEFAULT_HEADROOM,
+        help=f"proposed tolerance = this x the worst measured deviation (default {DEFAULT_HEADROOM:g})",
+    )
+
+
+def _add_history_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--history", type=Path, metavar="DIR", help=help)
+
+
+def _add_history_index_flags(index: argparse.ArgumentParser) -> None:
+    _add_history_flag(index, "draw each output's error over the runs recorded in DIR/history.jsonl")
+    index.add_argument(
+        "--drift",
+        action="store_true",
+        help="add a drift table: the earliest run of each model against its runs under other versions",
+    )
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -174,6 +229,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     selected_backends(backends)  # an unknown name is a usage error before any stage runs
     if args.weights is not None:
         _check_weights(recipe, args.weights)
+    if args.history is not None:
+        check_history(args.history)  # a damaged history is a usage error before any stage runs
     out_dir = args.out or DEFAULT_ARTIFACTS / recipe.name
     config = RunConfig(
         recipe,
@@ -187,9 +244,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         baseline_factor=args.baseline_factor,
         baseline_floor=args.baseline_floor,
+        shard=args.shard,
     )
     with StageProgress(f"convert {recipe.name}") as progress:
         results = run_pipeline(config, progress)
+    if args.history is not None:
+        print(f"history: {append_run(args.history, results, args.weights, out_dir)}")
     return _finish(results, out_dir)
 
 
@@ -268,8 +328,33 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    path = write_index(args.artifacts)
+    cli_scale.merge_shard_folders(args.artifacts)  # run folders from many CI jobs: shards become one run
+    history = read_history(check_history(args.history)) if args.history is not None else ()
+    drift = drift_diffs(finished_runs(args.artifacts)) if args.drift else ()
+    path = write_index(args.artifacts, history=history, drift=drift)
     print(path)
+    return int(ExitCode.PASSED)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Convert with Torch and ORT (for the final ONNX model and the samples), then measure the variants."""
+    recipe = get_recipe(args.recipe, **parse_params(args.param))
+    if args.weights is not None:
+        _check_weights(recipe, args.weights)
+    out_dir = args.out or DEFAULT_ARTIFACTS / f"{recipe.name}-calibration"
+    config = RunConfig(
+        recipe, out_dir, weights=args.weights, backends=("torch", "onnxrt"), cache_dir=cache_dir_from_env()
+    )
+    with StageProgress(f"calibrate {recipe.name}") as progress:
+        results = run_pipeline(config, progress)
+    onnx, feeds = run_inputs(results, out_dir)
+    measured = measure(recipe, onnx, feeds, lambda: torch_model(recipe, args.weights), repeats=args.repeats)
+    calibration = propose(recipe, measured, args.headroom)
+    write_text_atomic(out_dir / "calibration.json", calibration_to_text(calibration))
+    text = snippet(calibration)
+    write_text_atomic(out_dir / "tolerances.py", text)
+    print(text, end="")
+    print(f"snippet: {out_dir / 'tolerances.py'}; measurements: {out_dir / 'calibration.json'}")
     return int(ExitCode.PASSED)
 
 
@@ -289,6 +374,7 @@ COMMANDS = {
     "cache": cmd_cache,
     "index": cmd_index,
     "golden": cmd_golden,
+    "calibrate": cmd_calibrate,
 }
 
 

@@ -42,11 +42,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from trt_harness.harness.backends.base import backend_classes, display_name
-from trt_harness.harness.checks.base import CheckEvaluator, evaluator_for
+from trt_harness.harness.checks.base import CheckEvaluator, evaluator_for, evaluator_from_state
 from trt_harness.models.checks import Check
 from trt_harness.models.core.errors import HarnessError, UsageError
 from trt_harness.models.recipe import Tolerance
@@ -58,6 +58,13 @@ from trt_harness.models.results.comparisons import (
     WorstElement,
     histogram_bins,
     quantile_from_histogram,
+)
+from trt_harness.models.results.shards import (
+    AccumulatorState,
+    ExactSumState,
+    MissingCount,
+    RunComparisonState,
+    ShapeMismatchState,
 )
 
 # Polygraphy's epsilon for zero reference values (float64 machine epsilon).
@@ -135,6 +142,54 @@ class _Scratch:
         self.mask = np.empty(size, dtype=bool)
 
 
+class ExactSum:
+    """A float64 sum kept exactly, so that merging partial sums gives the same total in any order.
+
+    Shewchuk's algorithm (as in Python's `math.fsum`): the running sum is a short list of
+    non-overlapping floats whose exact sum is the exact sum of every term added; `value` rounds it
+    once. Summing shards' partials therefore gives, bit for bit, what one pass over all terms gives.
+    Inf/NaN terms (a float64 square that overflowed) are summed apart.
+    """
+
+    __slots__ = ("nonfinite", "partials")
+
+    def __init__(self, partials: Iterable[float] = (), nonfinite: float = 0.0) -> None:
+        self.partials: list[float] = []
+        self.nonfinite = nonfinite
+        for x in partials:
+            self.add(x)
+
+    def add(self, x: float) -> None:
+        if not math.isfinite(x):
+            self.nonfinite += x
+            return
+        partials = self.partials
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            if not math.isfinite(hi):  # beyond float64: the sum is +-Inf whatever comes later
+                self.nonfinite += hi
+                del partials[i:]
+                return
+            lo = y - (hi - x)
+            if lo:
+                partials[i] = lo
+                i += 1
+            x = hi
+        partials[i:] = [x]
+
+    def merge(self, other: ExactSum) -> None:
+        self.nonfinite += other.nonfinite
+        for x in other.partials:
+            self.add(x)
+
+    @property
+    def value(self) -> float:
+        return self.nonfinite + math.fsum(self.partials) if self.nonfinite else math.fsum(self.partials)
+
+
 class OutputAccumulator:
     """Online comparison of one output between a reference and a candidate backend.
 
@@ -177,11 +232,12 @@ class OutputAccumulator:
         self._out_of_tol = 0
         self._nonfinite_mismatches = 0
         self._ref_nan = self._ref_inf = self._cand_nan = self._cand_inf = 0
-        self._abs_sum = self._abs_sq_sum = self._rel_sum = 0.0
+        # exact sums: a dataset split across jobs merges to the very same totals (see ExactSum)
+        self._abs_sum, self._abs_sq_sum, self._rel_sum = ExactSum(), ExactSum(), ExactSum()
         self._abs_max = self._rel_max = -math.inf
         self._abs_min = math.inf
         self._rel_min = math.inf
-        self._dot_rc = self._dot_rr = self._dot_cc = 0.0
+        self._dot_rc, self._dot_rr, self._dot_cc = ExactSum(), ExactSum(), ExactSum()
         self._within_atol = self._within_rtol = 0
         self._argmax_equal = self._argmax_positions = 0
         self._argmax_constant = 0  # positions whose reference is constant along the class axis
@@ -296,11 +352,11 @@ class OutputAccumulator:
         n = err.size
         tol = self.tolerance
         self._finite += n
-        self._abs_sum += abs_sum
-        self._abs_sq_sum += _dot(err, err)
-        self._dot_rc += _dot(r, c)
-        self._dot_rr += _dot(r, r)
-        self._dot_cc += _dot(c, c)
+        self._abs_sum.add(abs_sum)
+        self._abs_sq_sum.add(_dot(err, err))
+        self._dot_rc.add(_dot(r, c))
+        self._dot_rr.add(_dot(r, r))
+        self._dot_cc.add(_dot(c, c))
         chunk_max = float(err.max())
         self._abs_max = max(self._abs_max, chunk_max)
         self._abs_min = min(self._abs_min, float(err.min()))
@@ -325,7 +381,7 @@ class OutputAccumulator:
         if rel_max == math.inf:  # a huge float64 error over a ~0 reference: count it as the largest float
             rel_max = float(np.finfo(np.float64).max)
             np.minimum(rel, rel_max, out=rel)
-        self._rel_sum += float(rel.sum())
+        self._rel_sum.add(float(rel.sum()))
         self._rel_max = max(self._rel_max, rel_max)
         self._rel_min = min(self._rel_min, float(rel.min()))
         if self._quantile_check is not None:
@@ -374,20 +430,21 @@ class OutputAccumulator:
         n = self._finite
         stats: dict[str, float | None] = dict.fromkeys(_FLOAT_FIELDS)
         if n:
-            mean_abs = self._abs_sum / n
+            mean_abs = self._abs_sum.value / n
+            abs_sq_sum = self._abs_sq_sum.value
             q = tol.quantile
             stats.update(
                 max_abs_err=self._abs_max,
                 min_abs_err=self._abs_min,
                 mean_abs_err=mean_abs,
-                std_abs_err=math.sqrt(max(self._abs_sq_sum / n - mean_abs * mean_abs, 0.0)),
+                std_abs_err=math.sqrt(max(abs_sq_sum / n - mean_abs * mean_abs, 0.0)),
                 median_abs_err=quantile_from_histogram(self._abs_counts, 0.5, self._abs_min, self._abs_max),
                 quantile_abs_err=quantile_from_histogram(self._abs_counts, q, self._abs_min, self._abs_max),
                 max_rel_err=self._rel_max,
-                mean_rel_err=self._rel_sum / n,
+                mean_rel_err=self._rel_sum.value / n,
                 median_rel_err=quantile_from_histogram(self._rel_counts, 0.5, self._rel_min, self._rel_max),
                 quantile_rel_err=quantile_from_histogram(self._rel_counts, q, self._rel_min, self._rel_max),
-                rmse=math.sqrt(self._abs_sq_sum / n),
+                rmse=math.sqrt(abs_sq_sum / n),
                 cosine_similarity=self._cosine(),
             )
         if self._argmax_positions:
@@ -454,10 +511,11 @@ class OutputAccumulator:
 
     def _cosine(self) -> float:
         # Same conventions as Polygraphy's cosine similarity: two zero vectors are identical.
-        norms = math.sqrt(self._dot_rr) * math.sqrt(self._dot_cc)
+        dot_rr, dot_cc = self._dot_rr.value, self._dot_cc.value
+        norms = math.sqrt(dot_rr) * math.sqrt(dot_cc)
         if norms == 0:
-            return 1.0 if self._dot_rr == self._dot_cc else 0.0
-        return max(-1.0, min(1.0, self._dot_rc / norms))
+            return 1.0 if dot_rr == dot_cc else 0.0
+        return max(-1.0, min(1.0, self._dot_rc.value / norms))
 
     def _failure_reasons(self, stats: Mapping[str, float | None], worst: Sequence[WorstElement]) -> list[str]:
         tol = self.tolerance
@@ -536,6 +594,138 @@ class OutputAccumulator:
                 )
         return reasons
 
+    # --- merging (shards of a sample set judged in separate jobs) ------------------------------------
+    # Self-contained: state() captures every field above, merge() combines two states as if the
+    # other's samples had come after this one's in one run. Exact: counts, extremes and histogram
+    # bins add; sums are ExactSum; the worst-k list keeps one run's order (worst first, ties earliest).
+
+    def state(self) -> AccumulatorState:
+        """Everything this accumulator knows, as a typed value (written by the compare stage)."""
+        mismatch = self._first_shape_mismatch
+        return AccumulatorState(
+            output=self.output,
+            ref_backend=self.ref_backend,
+            cand_backend=self.cand_backend,
+            tolerance=self.tolerance,
+            worst_k=self.worst_k,
+            class_axis=self.class_axis,
+            samples=self._samples,
+            elements=self._elements,
+            finite=self._finite,
+            out_of_tol=self._out_of_tol,
+            nonfinite_mismatches=self._nonfinite_mismatches,
+            ref_nan=self._ref_nan,
+            ref_inf=self._ref_inf,
+            cand_nan=self._cand_nan,
+            cand_inf=self._cand_inf,
+            **{
+                name: ExactSumState(tuple(total.partials), total.nonfinite)
+                for name, total in (
+                    ("abs_sum", self._abs_sum),
+                    ("abs_sq_sum", self._abs_sq_sum),
+                    ("rel_sum", self._rel_sum),
+                    ("dot_rc", self._dot_rc),
+                    ("dot_rr", self._dot_rr),
+                    ("dot_cc", self._dot_cc),
+                )
+            },
+            abs_max=self._abs_max,
+            abs_min=self._abs_min,
+            rel_max=self._rel_max,
+            rel_min=self._rel_min,
+            within_atol=self._within_atol,
+            within_rtol=self._within_rtol,
+            argmax_equal=self._argmax_equal,
+            argmax_positions=self._argmax_positions,
+            argmax_constant=self._argmax_constant,
+            ref_abs_max=self._ref_abs_max,
+            abs_counts=tuple((int(b), int(self._abs_counts[b])) for b in np.flatnonzero(self._abs_counts)),
+            rel_counts=tuple((int(b), int(self._rel_counts[b])) for b in np.flatnonzero(self._rel_counts)),
+            worst=tuple(WorstElement(abs_err=e, index=i, ref=r, cand=c) for e, i, r, c in self._worst),
+            shape=tuple(self._shape),
+            shape_mismatches=self._shape_mismatches,
+            first_shape_mismatch=ShapeMismatchState(mismatch[0], tuple(mismatch[1]), tuple(mismatch[2]))
+            if mismatch is not None
+            else None,
+        )
+
+    @classmethod
+    def from_state(cls, state: AccumulatorState) -> OutputAccumulator:
+        """An accumulator that goes on from `state` (updates and merges continue its sample numbering)."""
+        accumulator = cls(
+            state.output,
+            state.ref_backend,
+            state.cand_backend,
+            state.tolerance,
+            worst_k=state.worst_k,
+            class_axis=state.class_axis,
+        )
+        accumulator.merge(state)
+        return accumulator
+
+    def merge(self, other: AccumulatorState) -> None:
+        """Add another accumulator's state, whose samples come after this one's (shard i+1 after i)."""
+        mine = (
+            self.output,
+            self.ref_backend,
+            self.cand_backend,
+            self.tolerance,
+            self.worst_k,
+            self.class_axis,
+        )
+        theirs = (
+            other.output,
+            other.ref_backend,
+            other.cand_backend,
+            other.tolerance,
+            other.worst_k,
+            other.class_axis,
+        )
+        if mine != theirs:
+            raise UsageError(
+                f"cannot merge the comparison of {self._pair_text()} with one of output '{other.output}' "
+                f"({other.ref_backend} vs {other.cand_backend}): output, pair, tolerance, worst_k and "
+                "class axis must be the same; merge shards of one recipe run with the same settings"
+            )
+        offset = self._samples
+        for name in (
+            "elements",
+            "finite",
+            "out_of_tol",
+            "nonfinite_mismatches",
+            "ref_nan",
+            "ref_inf",
+            "cand_nan",
+            "cand_inf",
+            "within_atol",
+            "within_rtol",
+            "argmax_equal",
+            "argmax_positions",
+            "argmax_constant",
+            "shape_mismatches",
+        ):
+            setattr(self, f"_{name}", getattr(self, f"_{name}") + getattr(other, name))
+        for name in ("abs_sum", "abs_sq_sum", "rel_sum", "dot_rc", "dot_rr", "dot_cc"):
+            total: ExactSumState = getattr(other, name)
+            getattr(self, f"_{name}").merge(ExactSum(total.partials, total.nonfinite))
+        self._abs_max = max(self._abs_max, other.abs_max)
+        self._rel_max = max(self._rel_max, other.rel_max)
+        self._abs_min = min(self._abs_min, other.abs_min)
+        self._rel_min = min(self._rel_min, other.rel_min)
+        self._ref_abs_max = max(self._ref_abs_max, other.ref_abs_max)
+        for counts, pairs in ((self._abs_counts, other.abs_counts), (self._rel_counts, other.rel_counts)):
+            for bucket, count in pairs:
+                counts[bucket] += count
+        shifted = [(w.abs_err, (w.index[0] + offset, *w.index[1:]), w.ref, w.cand) for w in other.worst]
+        # stable: of equal errors this run's (the earlier samples) stay first, as in one run
+        self._worst = sorted(self._worst + shifted, key=lambda w: -w[0])[: self.worst_k]
+        if self._first_shape_mismatch is None and other.first_shape_mismatch is not None:
+            m = other.first_shape_mismatch
+            self._first_shape_mismatch = (m.sample + offset, m.ref_shape, m.cand_shape)
+        if other.samples > other.shape_mismatches:  # the shape of the last compared sample
+            self._shape = tuple(other.shape)
+        self._samples += other.samples
+
 
 @dataclass(frozen=True)
 class ComparisonReport:
@@ -545,6 +735,8 @@ class ComparisonReport:
     missing: tuple[MissingOutput, ...]
     samples: int
     pairs: tuple[tuple[str, str], ...]
+    # the accumulators' state, to merge with other shards' (see RunComparison.merge)
+    state: RunComparisonState | None = field(default=None, compare=False, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -573,7 +765,7 @@ def _missing(output: str, pair: tuple[str, str], side: str, count: int, samples:
     return MissingOutput(output, pair[0], pair[1], side, count, samples, reason)
 
 
-class _RunComparison:
+class RunComparison:
     """State of `compare_runs`: one accumulator per (pair, output), plus missing-output counts."""
 
     def __init__(
@@ -626,7 +818,7 @@ class _RunComparison:
                         evaluator_for(check, output) for check in self.checks.get(output, ())
                     ]
                 accumulator.update(ref_outputs[output], cand_outputs[output])
-                for evaluator in self.evaluators[(pair, output)]:
+                for evaluator in self.evaluators.get((pair, output), ()):
                     evaluator.update(ref_outputs[output], cand_outputs[output])
         self.samples += 1
 
@@ -644,13 +836,17 @@ class _RunComparison:
             )
         )
         return ComparisonReport(
-            comparisons=comparisons, missing=missing, samples=self.samples, pairs=tuple(pairs)
+            comparisons=comparisons,
+            missing=missing,
+            samples=self.samples,
+            pairs=tuple(pairs),
+            state=self.state(pairs),
         )
 
     def _judged(self, key: tuple[tuple[str, str], str]) -> OutputComparison:
         """The statistics' result with the recipe's checks of that output and pair folded into its verdict."""
         comparison = self.accumulators[key].result()
-        outcomes = tuple(evaluator.result() for evaluator in self.evaluators[key])
+        outcomes = tuple(evaluator.result() for evaluator in self.evaluators.get(key, ()))
         if not outcomes:
             return comparison
         failed = [f"check '{o.name}' failed: {o.reason}" for o in outcomes if not o]
@@ -658,6 +854,47 @@ class _RunComparison:
         return dataclasses.replace(
             comparison, checks=outcomes, passed=comparison.passed and not failed, reason=reason
         )
+
+    # --- merging: see OutputAccumulator.merge ----------------------------------------------------------
+
+    def state(self, pairs: Sequence[tuple[str, str]]) -> RunComparisonState:
+        return RunComparisonState(
+            pairs=tuple(tuple(p) for p in pairs),
+            samples=self.samples,
+            output_order=tuple(sorted(self.output_order, key=self.output_order.__getitem__)),
+            accumulators=tuple(a.state() for a in self.accumulators.values()),
+            missing=tuple(
+                MissingCount(pair[0], pair[1], output, side, count)
+                for (pair, output, side), count in self.missing_counts.items()
+            ),
+            checks=tuple(e.state(*key[0]) for key, evaluators in self.evaluators.items() for e in evaluators),
+        )
+
+    def merge(self, other: RunComparisonState) -> None:
+        """Add a later shard's state (its samples come after this one's)."""
+        for output in other.output_order:
+            self.output_order.setdefault(output, len(self.output_order))
+        for state in other.accumulators:
+            key = ((state.ref_backend, state.cand_backend), state.output)
+            if key in self.accumulators:
+                self.accumulators[key].merge(state)
+            else:
+                # an accumulator numbers the samples it was given, as one run's does from the first
+                # sample that had the output on both sides
+                self.accumulators[key] = OutputAccumulator.from_state(state)
+        for check in other.checks:
+            evaluators = self.evaluators.setdefault(
+                ((check.ref_backend, check.cand_backend), check.output), []
+            )
+            mine = next((e for e in evaluators if e.check.name == check.check.name), None)
+            if mine is not None:
+                mine.merge(check)
+            else:
+                evaluators.append(evaluator_from_state(check))
+        for m in other.missing:
+            key = ((m.ref_backend, m.cand_backend), m.output, m.side)
+            self.missing_counts[key] = self.missing_counts.get(key, 0) + m.count
+        self.samples += other.samples
 
 
 def _checks_of(checks: Mapping[str, Sequence[Check]], outputs: Sequence[str] | None) -> None:
@@ -672,6 +909,24 @@ def _checks_of(checks: Mapping[str, Sequence[Check]], outputs: Sequence[str] | N
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise UsageError(f"output '{output}' has two checks named {twice}; give each check its own name")
+
+
+def merge_states(states: Sequence[RunComparisonState], worst_k: int = 10) -> ComparisonReport:
+    """One report from the states of consecutive shards of one comparison group, in shard order."""
+    if not states:
+        raise HarnessError("nothing to merge: no comparison states were given")
+    pairs = list(states[0].pairs)
+    for state in states[1:]:
+        if list(state.pairs) != pairs:
+            raise UsageError(
+                f"cannot merge comparisons of pairs {list(state.pairs)} and {pairs}: shards of one group "
+                "compare the same runner pairs; run every shard with the same --backends and --precision"
+            )
+    # tolerances and checks come with the states
+    run = RunComparison(lambda _output: Tolerance(), {}, worst_k, {})
+    for state in states:
+        run.merge(state)
+    return run.report(pairs)
 
 
 def compare_runs(
@@ -692,11 +947,12 @@ def compare_runs(
     output name to its Tolerance (e.g. `recipe.tolerance_for`; default `Tolerance()`), `class_axes`
     an output name to the axis for argmax agreement. An output that only one side of a pair
     produces is reported in `missing` and fails the report. `checks` maps an output name to the
-    recipe's checks of it (models.checks); `output_names`, when given, are the outputs they may name.
+    recipe's checks of it (models.checks); they may name the `output_names` (default: the outputs
+    the samples have).
     """
     checks = checks or {}
     _checks_of(checks, output_names)
-    run = _RunComparison(tolerance_for or (lambda _output: Tolerance()), class_axes or {}, worst_k, checks)
+    run = RunComparison(tolerance_for or (lambda _output: Tolerance()), class_axes or {}, worst_k, checks)
     for sample in samples:
         if pairs is None:
             pairs = default_pairs(sample)
@@ -708,4 +964,6 @@ def compare_runs(
         run.add(sample, pairs)
     if not run.samples:
         raise HarnessError("nothing to compare: no samples were given; check the recipe's sample_inputs")
+    if output_names is None:  # names derived from what the model returned: the outputs seen
+        _checks_of(checks, tuple(run.output_order))
     return run.report(pairs)

@@ -2,7 +2,8 @@
 
 The driver runs the stages of `harness.stages` in order. Each receives the ledger entries of the
 stages before it (files with hashes, typed details) and returns what it wrote; each writes one ledger
-entry. The first failure stops the run, but results.json and the report are always written.
+entry. The first failure stops the run (except a stage that keeps going: a failed TensorRT build
+leaves the other backends to run and compare), but results.json and the report are always written.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results
             entry = StageRecord(stage.name, "interrupted", reason=f"interrupted by {interrupted.signal_name}")
         entry = dataclasses.replace(entry, duration_s=time.perf_counter() - start)
         ledger[stage.name] = entry
-        if entry.status == "failed":
+        if entry.status == "failed" and not stage.keep_going:
             stopped = f"stage '{stage.name}' failed"
         elif entry.status == "interrupted":
             stopped = f"the run was interrupted in stage '{stage.name}'"

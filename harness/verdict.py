@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from trt_harness.harness.detections import gate_failures
 from trt_harness.models.core.errors import ExitCode
 from trt_harness.models.results.comparisons import SAMPLES, MissingOutput, OutputComparison
 from trt_harness.models.results.document import Verdict
-from trt_harness.models.results.stages import CompareDetails, RunDetails, StageRecord
+from trt_harness.models.results.stages import CompareDetails, ExportDetails, RunDetails, StageRecord
 
 
 def _verdict(code: ExitCode, summary: str) -> Verdict:
@@ -24,11 +24,18 @@ def verdict_for(stages: Sequence[StageRecord]) -> Verdict:
     by_name = {s.name: s for s in stages}
     failed = [s for s in stages if s.status == "failed"]
     if failed:
-        return _verdict(ExitCode.STAGE_FAILED, f"stage '{failed[0].name}' failed: {failed[0].reason}")
+        summary = f"stage '{failed[0].name}' failed: {failed[0].reason}"
+        compared = by_name.get("compare")
+        if compared is not None and compared.done:
+            # the run went on past a failure that stops no other backend (a TensorRT build): say how they did
+            others = verdict_for([s for s in stages if s.status != "failed"])
+            summary += f"; the backends that ran: {others.status} ({others.summary})"
+        return _verdict(ExitCode.STAGE_FAILED, summary)
     compare = by_name.get("compare")
     details = compare.details if compare is not None and isinstance(compare.details, CompareDetails) else None
-    if details is not None and details.mismatches:
-        return _verdict(ExitCode.ORDERING_MISMATCH, "; ".join(details.mismatches))
+    mismatches = _declared_output_mismatches(by_name) + (details.mismatches if details is not None else ())
+    if mismatches:
+        return _verdict(ExitCode.ORDERING_MISMATCH, "; ".join(dict.fromkeys(mismatches)))
     if compare is None or not compare.done or details is None or not details.comparisons:
         reason = (compare.reason if compare is not None else None) or "no outputs were compared"
         return _verdict(ExitCode.ACCURACY_FAILED, f"nothing was compared: {reason}")
@@ -74,6 +81,17 @@ def verdict_for(stages: Sequence[StageRecord]) -> Verdict:
     if detections is not None and gated:
         summary += f"; detections agree on {detections.images} image(s) for {len(gated)} gated pair(s)"
     return _verdict(ExitCode.PASSED, summary)
+
+
+def _declared_output_mismatches(by_name: Mapping[str, StageRecord]) -> tuple[str, ...]:
+    """Outputs of the export or a runner that carry the shape or dtype declared for another output."""
+    export, run = by_name.get("export"), by_name.get("run")
+    found: tuple[str, ...] = ()
+    if export is not None and isinstance(export.details, ExportDetails):
+        found += export.details.ordering_mismatches
+    if run is not None and isinstance(run.details, RunDetails):
+        found += tuple(m for r in run.details.runners.values() for m in r.ordering_mismatches)
+    return found
 
 
 def _at(sample_set: str) -> str:

@@ -161,7 +161,10 @@ class Recipe:
     # Each call returns the sample feeds (one dict per inference), deterministic.
     sample_inputs: Callable[[], list[Feed]]
     inputs: tuple[TensorSpec, ...]
-    output_names: tuple[str, ...]
+    # the outputs' names in the order the model returns them, nested lists/tuples/dicts flattened as
+    # the exporter does (conversions.outputs); () takes the names of `outputs`, or with neither given
+    # names derived from the returned structure (`0.boxes`, `0.scores`, ...)
+    output_names: tuple[str, ...] = ()
     shape_ranges: Mapping[str, ShapeRange] = field(default_factory=dict)
     export: ExportOptions = ExportOptions()
     surgery_passes: tuple[str, ...] = ("fold_constants", "cleanup", "toposort")
@@ -189,6 +192,29 @@ class Recipe:
     params: Mapping[str, Any] = field(default_factory=dict)
     # acceptance checks of the recipe's own (models.checks): output name -> checks, gated like tolerances
     checks: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
+    # declared outputs, in return order: a TensorSpec (shape with dynamic dims named as the inputs'
+    # dims, dtype) is checked on the export and every backend, a plain name is not checked
+    outputs: tuple[TensorSpec | str, ...] = ()
+    # how to make a valid input of a given shape for the profile rows (e.g. token ids inside the
+    # vocabulary): (input name, shape, rng) -> array; None: only shapes the samples have are run
+    make_input: Callable[[str, Shape, np.random.Generator], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.outputs:
+            return
+        names = tuple(o.name if isinstance(o, TensorSpec) else o for o in self.outputs)
+        if not self.output_names:
+            object.__setattr__(self, "output_names", names)
+        elif tuple(self.output_names) != names:
+            raise UsageError(
+                f"recipe '{self.name}': output_names {list(self.output_names)} differ from the names of "
+                f"its outputs {list(names)}; give one of the two"
+            )
+
+    @property
+    def declared_outputs(self) -> dict[str, TensorSpec]:
+        """The outputs whose shape and dtype the recipe declares, by name."""
+        return {o.name: o for o in self.outputs if isinstance(o, TensorSpec)}
 
     @property
     def input_names(self) -> tuple[str, ...]:

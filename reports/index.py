@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from trt_harness.models.core.artifacts import write_text_atomic
 from trt_harness.models.core.errors import HarnessError
+from trt_harness.models.results.diff import RunDiff
 from trt_harness.models.results.document import Results, load_results
+from trt_harness.models.results.history import HistoryRecord
 from trt_harness.reports.page import ReportView
 from trt_harness.reports.render import environment
+from trt_harness.reports.sections.drift import drift_tables
+from trt_harness.reports.trend import trends
 
 
 @dataclass(frozen=True)
@@ -58,14 +63,27 @@ def collect_runs(artifacts: Path) -> list[RunRow]:
     return runs
 
 
-def render_index(artifacts: Path) -> str:
+def render_index(
+    artifacts: Path, *, history: Sequence[HistoryRecord] = (), drift: Sequence[RunDiff] = ()
+) -> str:
+    """`history`: records of `harness convert --history`, drawn as error trends; `drift`: diffs of a
+    reference run against runs under other versions (`harness.drift`), drawn as drift tables."""
     return (
-        environment().get_template("index.html.j2").render(runs=collect_runs(artifacts), root=str(artifacts))
+        environment()
+        .get_template("index.html.j2")
+        .render(
+            runs=collect_runs(artifacts),
+            root=str(artifacts),
+            trends=trends(history),
+            drift=drift_tables(drift),
+        )
     )
 
 
-def write_index(artifacts: Path) -> Path:
+def write_index(
+    artifacts: Path, *, history: Sequence[HistoryRecord] = (), drift: Sequence[RunDiff] = ()
+) -> Path:
     """Write `artifacts`/index.html over every run found there, and return its path."""
     path = artifacts / "index.html"
-    write_text_atomic(path, render_index(artifacts))
+    write_text_atomic(path, render_index(artifacts, history=history, drift=drift))
     return path

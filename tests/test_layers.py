@@ -35,6 +35,10 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("harness.stages", 4),
     ("harness.pipeline", 4),
     ("harness.cli", 4),
+    ("harness.cli_scale", 4),  # matrix, merge, bundle, verify
+    ("harness.shards", 4),  # merges shard run folders into a run's results and report
+    ("harness.bundle", 4),  # a run folder -> a bundle for the target device
+    ("harness.verify", 4),  # runs the stages on a bundle, without torch
     ("harness.__main__", 4),
     ("harness.progress", 4),
     ("harness.bench", 4),

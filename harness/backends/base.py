@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from trt_harness.conversions.outputs import Produced, check_outputs, produced_from_arrays
 from trt_harness.models.core.errors import HarnessError
 from trt_harness.models.core.registry import Registry
 from trt_harness.models.recipe import Feed, Recipe
@@ -57,6 +58,8 @@ class Backend(abc.ABC):
 
     def __init__(self, ctx: BackendContext) -> None:
         self.ctx = ctx
+        # outputs that carried the shape or dtype declared for another output, once each
+        self.ordering_mismatches: dict[str, None] = {}
         self.inference_seconds: list[float] = []
         self.setup_seconds = 0.0
         self._active = False
@@ -109,7 +112,21 @@ class Backend(abc.ABC):
         outputs = self.infer_impl(feed)
         self.inference_seconds.append(time.perf_counter() - start)
         # a copy per output: no backend may hand out a buffer it will overwrite (see the module doc)
-        return {name: np.array(value, copy=True) for name, value in outputs.items()}
+        copied = {name: np.array(value, copy=True) for name, value in outputs.items()}
+        self.check_declared(produced_from_arrays(copied, self.output_dtypes()), feed)
+        return copied
+
+    def check_declared(self, produced: Mapping[str, Produced], feed: Feed | None = None) -> None:
+        """Check outputs against the recipe's declared outputs: a mislabel is kept as an ordering
+        mismatch (exit 3), any other violation raises naming the output."""
+        where = runner_display_name(type(self), self.ctx.precision)
+        for finding in check_outputs(self.ctx.recipe, produced, where, feed):
+            self.ordering_mismatches.setdefault(finding)
+
+    def output_dtypes(self) -> dict[str, str]:
+        """The dtype of each output of the last `infer_impl` as the model produced it, where the
+        returned arrays were converted (default: the arrays' own)."""
+        return {}
 
     @abc.abstractmethod
     def activate_impl(self) -> None: ...

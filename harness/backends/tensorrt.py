@@ -9,11 +9,24 @@ with a stand-in runner (tests/harness/test_backend_contract.py).
 from __future__ import annotations
 
 import numpy as np
+from trt_harness.conversions.outputs import Produced
 from trt_harness.conversions.tensorrt_flavor import select_flavor
 from trt_harness.harness.backends.base import Backend, BackendContext, register_backend
 from trt_harness.harness.gpu import cuda_devices
 from trt_harness.models.recipe import Feed
 from trt_harness.models.results.stages import IOOrder
+
+# tensorrt.DataType member names -> numpy dtype names (the declared outputs' vocabulary)
+TRT_DTYPES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "BF16": "bfloat16",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+}
 
 
 @register_backend
@@ -68,6 +81,17 @@ class TensorRTBackend(Backend):
             tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT),
             tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT),
         )
+        if self.ctx.recipe.declared_outputs:
+            # the engine's own I/O metadata, before any sample: -1 is a dim the profile leaves open
+            self.check_declared(
+                {
+                    name: Produced(
+                        tuple(None if d < 0 else int(d) for d in engine.get_tensor_shape(name)),
+                        TRT_DTYPES.get(engine.get_tensor_dtype(name).name),
+                    )
+                    for name in self._io.outputs
+                }
+            )
 
     def infer_impl(self, feed: Feed) -> dict[str, np.ndarray]:
         # TrtRunner returns views of host buffers it reuses on the next call; Backend.infer copies them

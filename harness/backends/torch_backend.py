@@ -5,23 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from trt_harness.conversions.outputs import name_outputs
 from trt_harness.harness.backends.base import Backend, register_backend
-from trt_harness.models.core.errors import HarnessError
 from trt_harness.models.recipe import Feed
 from trt_harness.models.results.stages import IOOrder
 
 
 def outputs_by_name(out: Any, output_names: tuple[str, ...]) -> dict[str, Any]:
-    """Name the model's outputs. A dict keeps its own keys (so the recipe's `output_names` order is
-    checked against them later); a tuple or single tensor is labelled by the recipe's names."""
-    if isinstance(out, dict):
-        return dict(out)
-    items = out if isinstance(out, (tuple, list)) else (out,)
-    if len(items) != len(output_names):
-        raise HarnessError(
-            f"the model returned {len(items)} outputs but the recipe names {len(output_names)}: {list(output_names)}"
-        )
-    return dict(zip(output_names, items, strict=True))
+    """Name the model's outputs, flattened as the exporter flattens them (`conversions.outputs`): a
+    structure whose own names (dict keys, key paths) are the recipe's keeps them, so the recipe's
+    `output_names` order is checked against them later; otherwise labelled by the recipe's names."""
+    return name_outputs(out, output_names)
 
 
 @register_backend
@@ -51,7 +45,12 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             named = outputs_by_name(self.model(*args), self.ctx.recipe.output_names)
         self._returned_order = tuple(named)
+        # the declared dtypes are the model's, before the reference is widened to FP32
+        self._dtypes = {name: str(value.dtype).removeprefix("torch.") for name, value in named.items()}
         return {name: value.float().cpu().numpy() for name, value in named.items()}
+
+    def output_dtypes(self) -> dict[str, str]:
+        return self._dtypes
 
     def deactivate_impl(self) -> None:
         del self.model

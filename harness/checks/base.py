@@ -3,12 +3,16 @@ and the bounded list of worst places each evaluator reports.
 
 An evaluator sees one output of one runner pair, one sample at a time (`update`), and keeps only
 fixed-size state, like the statistics' accumulator; `result` gives the typed `CheckOutcome`.
+Like the accumulator it merges exactly (`state`/`merge`, for a sample set split over shards): its
+integer tallies add, its extremes combine in `merge_extremes`, its worst lists keep one run's order.
+A worst place's `detail` never names its sample, which merging renumbers: `index[0]` does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, Generic, TypeVar
 
 import numpy as np
@@ -16,6 +20,7 @@ from trt_harness.models.checks import Check
 from trt_harness.models.core.errors import UsageError
 from trt_harness.models.core.registry import Registry
 from trt_harness.models.results.comparisons import CheckOutcome, CheckWorst
+from trt_harness.models.results.shards import CheckState
 
 C = TypeVar("C", bound=Check)
 
@@ -28,6 +33,10 @@ class CheckEvaluator(Generic[C]):
     and write `update_impl` (one sample, same shapes on both sides) and `result_impl`."""
 
     kind: ClassVar[str]
+    # the names of its integer tallies (attributes), which merging adds
+    counts: ClassVar[tuple[str, ...]] = ()
+    # the names of its WorstList attributes
+    worst_lists: ClassVar[tuple[str, ...]] = ("worst",)
 
     def __init__(self, check: C, output: str) -> None:
         self.check = check
@@ -51,6 +60,44 @@ class CheckEvaluator(Generic[C]):
 
     def result(self) -> CheckOutcome:
         return self.result_impl()
+
+    # --- merging (see the module doc) ---------------------------------------------------------------
+
+    def extremes(self) -> dict[str, float | None]:
+        """Its values that are not tallies (a lowest cosine, a worst value), by name."""
+        return {}
+
+    def merge_extremes(self, other: Mapping[str, float | None]) -> None:
+        """Combine another evaluator's `extremes` (of later samples) into this one's."""
+
+    def state(self, ref_backend: str, cand_backend: str) -> CheckState:
+        return CheckState(
+            output=self.output,
+            ref_backend=ref_backend,
+            cand_backend=cand_backend,
+            check=self.check,
+            samples=self.samples,
+            skipped=self.skipped,
+            counts={name: getattr(self, name) for name in self.counts},
+            extremes=self.extremes(),
+            worst={name: getattr(self, name).entries for name in self.worst_lists},
+        )
+
+    def merge(self, other: CheckState) -> None:
+        """Add another evaluator's state, whose samples come after this one's (shard i+1 after i)."""
+        if other.check != self.check or other.output != self.output:
+            raise UsageError(
+                f"cannot merge {self.where()} with check '{other.check.name}' of output '{other.output}' "
+                "declared otherwise; merge shards of one recipe run with the same recipe"
+            )
+        offset = self.samples
+        for name in self.counts:
+            setattr(self, name, getattr(self, name) + other.counts.get(name, 0))
+        self.merge_extremes(other.extremes)
+        for name in self.worst_lists:
+            getattr(self, name).merge(other.worst.get(name, ()), offset)
+        self.samples += other.samples
+        self.skipped += other.skipped
 
     def result_impl(self) -> CheckOutcome:
         raise NotImplementedError
@@ -110,6 +157,13 @@ def evaluator_for(check: Check, output: str) -> CheckEvaluator:
     return CHECKS.get(check.kind)(check, output)
 
 
+def evaluator_from_state(state: CheckState) -> CheckEvaluator:
+    """An evaluator that goes on from `state` (its sample numbering continues)."""
+    evaluator = evaluator_for(state.check, state.output)
+    evaluator.merge(state)
+    return evaluator
+
+
 def axes_in_range(axes: Sequence[int], ndim: int, evaluator: CheckEvaluator) -> tuple[int, ...]:
     """`axes` made non-negative; a usage error naming the check when one is out of range or repeated."""
     if any(not -ndim <= a < ndim for a in axes):
@@ -134,10 +188,13 @@ def rows_of(array: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, tuple
 
 
 class WorstList:
-    """The k lowest-scoring places seen so far (a lower score is worse; NaN is worst of all)."""
+    """The k lowest-scoring places seen so far (a lower score is worse; NaN is worst of all); of
+    equal scores the one met first stays first. A place's score is `score_of(place)`, its value
+    unless the evaluator says otherwise."""
 
-    def __init__(self, k: int = WORST_K) -> None:
+    def __init__(self, k: int = WORST_K, score_of: Callable[[CheckWorst], float] | None = None) -> None:
         self.k = k
+        self.score_of = score_of or (lambda place: place.value)
         self._entries: list[tuple[float, int, CheckWorst]] = []
         self._seen = 0
 
@@ -149,8 +206,8 @@ class WorstList:
         """Scores above this cannot enter the list."""
         return self._entries[-1][0] if len(self._entries) == self.k else math.inf
 
-    def offer(self, score: float, entry: CheckWorst) -> None:
-        key = self._key(score)
+    def offer(self, entry: CheckWorst) -> None:
+        key = self._key(self.score_of(entry))
         if key > self.floor() or (key == self.floor() and len(self._entries) == self.k):
             return
         self._seen += 1
@@ -158,6 +215,12 @@ class WorstList:
         self._entries = sorted([*self._entries, (key, self._seen, entry)], key=lambda e: (e[0], e[1]))[
             : self.k
         ]
+
+    def merge(self, entries: Sequence[CheckWorst], offset: int) -> None:
+        """Offer a later shard's list, its samples renumbered to follow this one's: the k lowest of
+        both are the k lowest of every place either shard met, in one run's order."""
+        for entry in entries:
+            self.offer(dataclasses.replace(entry, index=(entry.index[0] + offset, *entry.index[1:])))
 
     def lowest(self, scores: np.ndarray) -> np.ndarray:
         """Indices of the at most k lowest of `scores` (NaN first), lowest first, earliest on ties."""
@@ -177,5 +240,7 @@ def fmt(x: float | None) -> str:
     if x is None:
         return "-"
     if x == 0 or not math.isfinite(x) or 1e-3 <= abs(x) < 1e5:
-        return f"{x:.6g}"
+        text = f"{x:.6g}"
+        # a cosine or agreement just below 1 must not read as 1
+        return f"{x:.10g}" if float(text) != x and 0.99 < abs(x) < 1 else text
     return f"{x:.3e}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 from trt_harness.harness.checks.base import (
@@ -21,6 +22,8 @@ from trt_harness.models.results.comparisons import CheckOutcome, CheckWorst
 @register_check
 class RowCosineEvaluator(CheckEvaluator[RowCosine]):
     kind = "row_cosine"
+
+    counts = ("rows", "failing", "ref_zero_rows")
 
     def __init__(self, check: RowCosine, output: str) -> None:
         super().__init__(check, output)
@@ -58,8 +61,16 @@ class RowCosineEvaluator(CheckEvaluator[RowCosine]):
             index = (sample, *np.unravel_index(int(row), row_shape)) if row_shape else (sample,)
             index = tuple(int(i) for i in index)
             value = float(cosine[row])
-            detail = f"row {index_text(index)}: cosine {fmt(value)}"
-            self.worst.offer(value, CheckWorst(index, value, detail))
+            self.worst.offer(CheckWorst(index, value, f"cosine {fmt(value)}"))
+
+    def extremes(self) -> dict[str, float | None]:
+        return {"lowest": self.lowest}
+
+    def merge_extremes(self, other: Mapping[str, float | None]) -> None:
+        theirs = other.get("lowest")
+        theirs = math.inf if theirs is None else theirs
+        # a non-finite row (NaN) stays the worst, whichever shard met it
+        self.lowest = math.nan if math.isnan(self.lowest) or math.isnan(theirs) else min(self.lowest, theirs)
 
     def result_impl(self) -> CheckOutcome:
         check = self.check
@@ -67,7 +78,7 @@ class RowCosineEvaluator(CheckEvaluator[RowCosine]):
         worst = self.worst.entries
         failure = (
             f"{self.failing:,} of {self.rows:,} rows have cosine similarity below {fmt(check.min_cosine)}; "
-            f"worst {worst[0].detail} (index: sample, row)"
+            f"worst row {index_text(worst[0].index)}: {worst[0].detail} (index: sample, row)"
             if worst
             else ""
         )

@@ -12,6 +12,8 @@ from trt_harness.models.results.comparisons import CheckOutcome, CheckWorst
 class ThresholdAgreementEvaluator(CheckEvaluator[ThresholdAgreement]):
     kind = "threshold_agreement"
 
+    counts = ("elements", "disagreeing", "ref_above")
+
     def __init__(self, check: ThresholdAgreement, output: str) -> None:
         super().__init__(check, output)
         self.elements = 0
@@ -33,10 +35,10 @@ class ThresholdAgreementEvaluator(CheckEvaluator[ThresholdAgreement]):
             index = (sample, *(int(i) for i in first))
             agreement = 1.0 - bad / n
             detail = (
-                f"sample {sample}: {bad:,} of {n:,} elements disagree; first at {index_text(index)} "
+                f"{bad:,} of {n:,} elements disagree; first at {index_text(index[1:])} "
                 f"(reference {fmt(float(ref[first]))}, candidate {fmt(float(cand[first]))})"
             )
-            self.worst.offer(agreement, CheckWorst(index, agreement, detail))
+            self.worst.offer(CheckWorst(index, agreement, detail))
 
     def result_impl(self) -> CheckOutcome:
         check = self.check
@@ -45,7 +47,7 @@ class ThresholdAgreementEvaluator(CheckEvaluator[ThresholdAgreement]):
         worst = self.worst.entries
         failure = (
             f"decisions '> {fmt(check.threshold)}' agree on {fmt(agreement)} of {n:,} elements, below "
-            f"{fmt(check.min_agreement)}; worst {worst[0].detail}"
+            f"{fmt(check.min_agreement)}; worst sample {worst[0].index[0]}: {worst[0].detail}"
             if worst and agreement is not None
             else ""
         )

@@ -26,6 +26,8 @@ def top_indices(rows: np.ndarray, k: int) -> np.ndarray:
 class TopKAgreementEvaluator(CheckEvaluator[TopKAgreement]):
     kind = "topk_agreement"
 
+    counts = ("positions", "constant", "failing")
+
     def __init__(self, check: TopKAgreement, output: str) -> None:
         super().__init__(check, output)
         self.positions = 0
@@ -62,10 +64,10 @@ class TopKAgreementEvaluator(CheckEvaluator[TopKAgreement]):
             index = (sample, *(int(i) for i in where))
             found = float(np.isin(ref_top[position], cand_top[position]).mean())
             detail = (
-                f"position {index_text(index)}: reference top {check.k} {ref_top[position].tolist()}, "
+                f"reference top {check.k} {ref_top[position].tolist()}, "
                 f"candidate top {check.cand_k} {cand_top[position].tolist()}"
             )
-            self.worst.offer(found, CheckWorst(index, found, detail))
+            self.worst.offer(CheckWorst(index, found, detail))
 
     def result_impl(self) -> CheckOutcome:
         check = self.check
@@ -79,7 +81,8 @@ class TopKAgreementEvaluator(CheckEvaluator[TopKAgreement]):
         )
         failure = (
             f"the reference's top {check.k} lie {how} at {fmt(agreement)} of {n:,} positions, below "
-            f"{fmt(check.min_agreement)}; first {worst[0].detail} (index: sample, position)"
+            f"{fmt(check.min_agreement)}; first at position {index_text(worst[0].index)}: {worst[0].detail} "
+            "(index: sample, position)"
             if worst and agreement is not None
             else ""
         )

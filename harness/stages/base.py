@@ -57,6 +57,7 @@ class RunConfig:
     baseline: Path | None = None  # an earlier run to gate on (`--baseline`); None: no baseline gate
     baseline_factor: float | None = None  # None: the recipe's
     baseline_floor: float | None = None  # None: the recipe's
+    shard: tuple[int, int] | None = None  # (index, count), 0-based: judge that slice of the samples
 
     @property
     def precisions_in_order(self) -> tuple[str, ...]:
@@ -199,3 +200,6 @@ class Stage:
     key: KeyFn | None = None
     # the stage calls the recipe's own code (model, samples): its source joins the code key
     runs_recipe_code: bool = False
+    # a failure of this stage still fails the run (exit 4) but does not stop the stages after it: only
+    # the runners that need what it makes cannot run (TensorRT refusing a model leaves Torch and ORT)
+    keep_going: bool = False

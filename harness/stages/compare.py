@@ -13,7 +13,9 @@ The stage reads only what the run recorded (the recipe record, the run's runners
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,13 +30,20 @@ from trt_harness.harness.detections import (
 from trt_harness.harness.heatmap import ErrorHeatmap
 from trt_harness.harness.sample_files import SampleFolder
 from trt_harness.harness.stages.base import Stage, StageInput, StageOutput, StageSkipped
-from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.core.artifacts import Artifact, write_text_atomic
 from trt_harness.models.core.errors import HarnessError, UsageError
 from trt_harness.models.core.serde import to_json
 from trt_harness.models.recipe import DetectionSpec
 from trt_harness.models.results.comparisons import SAMPLES, ComparisonGroup, ErrorMap, PairNotCompared
 from trt_harness.models.results.detections import DetectionsReport
 from trt_harness.models.results.recipe import RecipeRecord
+from trt_harness.models.results.shards import (
+    STATE_FILE,
+    STATE_SCHEMA,
+    ComparisonStates,
+    RunComparisonState,
+    Shard,
+)
 from trt_harness.models.results.stages import CompareDetails, RunDetails, RunnerRecord, SamplesDetails
 
 Sample = dict[str, dict[str, np.ndarray]]
@@ -121,7 +130,7 @@ def _judge_group(
         tolerance_for=lambda output: recipe.tolerance_for(output, group.precision, inp.overrides),
         class_axes=recipe.class_axes,
         checks=recipe.checks,
-        output_names=recipe.output_names,
+        output_names=recipe.output_names or None,  # () when derived from the returned structure
     )
     crossmatch = (
         [
@@ -175,7 +184,7 @@ def compare(inp: StageInput) -> StageOutput:
         executed = ", ".join(run.executed()) or "none"
         raise StageSkipped(f"fewer than two backends executed ({executed})")
     recipe = inp.recipe_record
-    comparisons, missing, judged = [], [], []
+    comparisons, missing, judged, states = [], [], [], []
     crossmatch: list[Any] = []
     maps: list[ErrorMap] = []
     for group in groups:
@@ -185,10 +194,14 @@ def compare(inp: StageInput) -> StageOutput:
         comparisons += [dataclasses.replace(c, **tags) for c in report.comparisons]
         missing += [dataclasses.replace(m, **tags) for m in report.missing]
         judged.append(dataclasses.replace(group, samples=report.samples))
+        if report.state is not None:
+            states.append(dataclasses.replace(report.state, **tags))
         if primary:
             crossmatch, maps = group_crossmatch, group_maps
     detections = _detections(inp, recipe.detection, recipe, run, groups) if recipe.detection else None
     artifacts = {}
+    if samples.shard is not None:  # a shard's statistics are merged with the others' (`harness merge`)
+        artifacts["comparison_state"] = write_states(inp.run_dir, tuple(states), samples.shard)
     if detections is not None and detections.images_file:
         artifacts["detection_images"] = Artifact.of_file(inp.run_dir, detections.images_file)
     details = CompareDetails(
@@ -201,6 +214,12 @@ def compare(inp: StageInput) -> StageOutput:
         not_compared=pairs_not_compared(run),
     )
     return StageOutput(artifacts, details)
+
+
+def write_states(run_dir: Path, states: tuple[RunComparisonState, ...], shard: Shard) -> Artifact:
+    document = ComparisonStates(schema=STATE_SCHEMA, groups=states, shard=shard)
+    write_text_atomic(run_dir / STATE_FILE, json.dumps(to_json(document)))
+    return Artifact.of_file(run_dir, STATE_FILE)
 
 
 def _runners_key(run: RunDetails | None) -> Any:

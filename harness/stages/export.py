@@ -38,6 +38,7 @@ def export(inp: StageInput) -> StageOutput:
 def export_key(inp: StageInput) -> dict[str, Any]:
     return {
         "recipe": recipe_fingerprint(inp.recipe),
+        "declared_outputs": [repr(o) for o in inp.recipe.outputs],  # what the graph is checked against
         "weights": weights_hash(inp),
         "samples": inp.artifact("samples").sha256,
         "versions": versions("torch", "onnx", "onnxscript"),

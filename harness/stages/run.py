@@ -71,6 +71,14 @@ def _context(inp: StageInput, cls: type[Backend], precision: str) -> BackendCont
     )
 
 
+def _build_refusal(inp: StageInput) -> str | None:
+    """Why no engine exists when the build stage failed (the runs of the others go on); else None."""
+    build = inp.earlier.get("build")
+    if build is None or build.status != "failed":
+        return None
+    return f"the TensorRT build failed: {build.reason or 'no reason recorded'}"
+
+
 def run(inp: StageInput) -> StageOutput:
     samples = inp.details(SamplesDetails)
     assert samples is not None
@@ -88,6 +96,10 @@ def run(inp: StageInput) -> StageOutput:
                 "reference": cls.reference,
             }
             reason = cls.unavailable_reason(ctx)
+            refused = _build_refusal(inp) if cls.needs == "engine" else None
+            if refused is not None:
+                runners[name] = RunnerRecord(**common, state="build failed", reason=refused)
+                continue
             if reason is not None:
                 built = cls.needs == "engine" and ctx.engine_path is not None
                 planned = cls.planned_io_order(ctx)
@@ -108,6 +120,7 @@ def run(inp: StageInput) -> StageOutput:
                         write_sample(sample_file(folder / sample_set, index), backend.infer(feed))
                 io = backend.io_order()
                 described = backend.describe()
+                ordering = tuple(backend.ordering_mismatches)
             artifact = outputs_artifact_name(name)
             artifacts[artifact] = Artifact.of_folder(inp.run_dir, f"{OUTPUTS}/{name}")
             runners[name] = RunnerRecord(
@@ -122,6 +135,7 @@ def run(inp: StageInput) -> StageOutput:
                 inference_s=sum(backend.inference_seconds),
                 setup_s=backend.setup_seconds,
                 device=described,
+                ordering_mismatches=ordering,
             )
     return StageOutput(artifacts, RunDetails(runners))
 
@@ -131,10 +145,13 @@ def run_key(inp: StageInput) -> dict[str, Any]:
     assert config is not None
     return {
         "recipe": recipe_fingerprint(config.recipe),
+        # the declared outputs the backends are checked against
+        "declared_outputs": [repr(o) for o in config.recipe.outputs],
         "onnx": {p: inp.onnx_for(p).sha256 for p in inp.precisions}
         if inp.optional_artifact("onnx")
         else None,
         "engines": {k: a.sha256 for k, a in inp.artifacts().items() if k.startswith("engine_")},
+        "build_refusal": _build_refusal(inp),  # recorded as the TensorRT runner's reason
         "precisions": list(inp.precisions),
         "samples": inp.artifact("samples").sha256,
         "weights": weights_hash(inp),

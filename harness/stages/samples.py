@@ -14,6 +14,7 @@ from trt_harness.models.core.artifacts import Artifact
 from trt_harness.models.core.errors import UsageError
 from trt_harness.models.recipe import Feed, Recipe
 from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.shards import Shard
 from trt_harness.models.results.stages import SamplesDetails, SampleSet
 
 FOLDER = "samples"
@@ -78,6 +79,12 @@ def write_samples(inp: StageInput) -> StageOutput:
     sets = {SAMPLES: feeds}
     if recipe.compare_profile_shapes:
         sets.update(profile_feeds(recipe, feeds))
+    shard = shard_of(inp, len(feeds))
+    if shard is not None:
+        # profile sets come from all samples, judged once (by the first shard), as one run does
+        sets = {SAMPLES: feeds[shard.first : shard.first + shard.samples]} | (
+            {k: v for k, v in sets.items() if k != SAMPLES} if shard.index == 0 else {}
+        )
     root = inp.run_dir / FOLDER
     shutil.rmtree(root, ignore_errors=True)  # ours: samples of an earlier run must not mix in
     records = {}
@@ -90,7 +97,24 @@ def write_samples(inp: StageInput) -> StageOutput:
             shapes=tuple({k: tuple(v.shape) for k, v in feed.items()} for feed in set_feeds),
             label=_label(name, set_feeds),
         )
-    return StageOutput({"samples": Artifact.of_folder(inp.run_dir, FOLDER)}, SamplesDetails(records))
+    return StageOutput(
+        {"samples": Artifact.of_folder(inp.run_dir, FOLDER)}, SamplesDetails(records, shard=shard)
+    )
+
+
+def shard_of(inp: StageInput, total: int) -> Shard | None:
+    """Which of the recipe's `total` samples the run judges (`--shard i/n`): a contiguous slice."""
+    wanted = inp.config.shard if inp.config is not None else None
+    if wanted is None:
+        return None
+    index, count = wanted
+    if count > total:
+        raise UsageError(
+            f"--shard {index + 1}/{count}: recipe '{inp.recipe.name}' has only {total} samples; "
+            f"use at most {total} shards"
+        )
+    first, stop = index * total // count, (index + 1) * total // count
+    return Shard(index=index, count=count, first=first, samples=stop - first, total=total)
 
 
 # never cached: making samples is cheap, and later stages key on the hash of what it wrote

@@ -78,7 +78,8 @@ class WorstElement:
 @dataclass(frozen=True)
 class CheckWorst:
     """Where a check came out worst: `index` is (sample, *row or element position), `value` its score
-    there (the row's cosine, the sample's agreement, the function's value); `detail` in words."""
+    there (the row's cosine, the sample's agreement, the function's value); `detail` in words, never
+    naming the sample (merging shards renumbers `index[0]`)."""
 
     index: tuple[int, ...]
     value: float

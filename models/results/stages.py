@@ -23,6 +23,7 @@ from trt_harness.models.results.comparisons import (
     PairNotCompared,
 )
 from trt_harness.models.results.detections import DetectionsReport
+from trt_harness.models.results.shards import Shard
 
 Status = Literal["ok", "cached", "failed", "skipped", "interrupted"]
 DONE: tuple[str, ...] = ("ok", "cached")  # statuses whose details hold results
@@ -52,6 +53,8 @@ class SampleSet:
 @dataclass(frozen=True)
 class SamplesDetails(StageDetails):
     sets: Mapping[str, SampleSet]
+    # the slice of the recipe's samples this run judged (`--shard i/n`); None: all of them
+    shard: Shard | None = None
 
 
 # --- scan and export ----------------------------------------------------------------------------------
@@ -104,6 +107,8 @@ class ExportDetails(StageDetails):
     replacement_calls: tuple[ReplacementCall, ...] = ()
     unused_replacements: tuple[str, ...] = ()
     op_counts: Mapping[str, int] = field(default_factory=dict)
+    # graph outputs carrying the shape or dtype the recipe declares for another output (exit 3)
+    ordering_mismatches: tuple[str, ...] = ()
 
 
 # --- surgery and precision ------------------------------------------------------------------------
@@ -257,6 +262,9 @@ class EngineRecord:
     phase: str | None = None  # where a refusal happened: "parse" or "build"
     messages: tuple[str, ...] = ()
     reason: str | None = None
+    # the node the ONNX parser refused, as its message names it (None: it named none)
+    failing_node: str | None = None
+    failing_op: str | None = None
 
 
 @tag("build")
@@ -273,7 +281,8 @@ class BuildDetails(StageDetails):
 
 # --- run ----------------------------------------------------------------------------------------------
 
-RunnerState = Literal["executed", "built, not executed", "not executed"]
+# "build failed": what the runner runs from (a TensorRT engine) could not be made; the others still run
+RunnerState = Literal["executed", "built, not executed", "not executed", "build failed"]
 
 
 @dataclass(frozen=True)
@@ -303,6 +312,8 @@ class RunnerRecord:
     inference_s: float = 0.0  # time inside the backend's infer calls, all samples
     setup_s: float = 0.0  # loading the model, creating the session or engine context
     device: Mapping[str, str] = field(default_factory=dict)  # where it ran (device, providers, versions)
+    # outputs carrying the shape or dtype the recipe declares for another output (exit 3)
+    ordering_mismatches: tuple[str, ...] = ()
 
     @property
     def executed(self) -> bool:

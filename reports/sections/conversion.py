@@ -345,6 +345,9 @@ class ConversionSection:
                 )
         elif primary is not None and primary.phase:
             facts.append(Fact("failed in phase", primary.phase))
+            if primary.failing_node is not None:
+                op = f" ({primary.failing_op})" if primary.failing_op else ""
+                facts.append(Fact("failing node", f"{primary.failing_node}{op}", True))
         return facts
 
     @property

@@ -141,14 +141,30 @@ def head_model():
     return Head().eval()
 
 
-def test_swapped_names_of_outputs_with_different_shapes_are_an_ordering_mismatch_not_a_failed_stage(tmp_path):
+@pytest.mark.parametrize("declared", [False, True], ids=["names", "declared-outputs"])
+def test_swapped_names_of_outputs_with_different_shapes_are_an_ordering_mismatch_not_a_failed_stage(
+    tmp_path, declared
+):
     swapped = dataclasses.replace(
         recipe(("scores", "boxes")), name="head", build_model=lambda weights: head_model()
     )
+    if declared:  # shapes declared as for inputs: the graph and ORT are caught by them too, naming both
+        specs = (TensorSpec("scores", ("batch", 10)), TensorSpec("boxes", ("batch", 4)))
+        swapped = dataclasses.replace(swapped, output_names=(), outputs=specs)
     results = run_pipeline(RunConfig(swapped, tmp_path, backends=("torch", "onnxrt")))
     assert all(s.status != "failed" for s in results.stages), results.verdict
     assert results.verdict.exit_code == ExitCode.ORDERING_MISMATCH, results.verdict
     assert "ORT 'scores' matches Torch 'boxes'" in results.verdict.summary
+    if declared:
+        assert "ORT 'scores' has the shape declared for 'boxes'" in results.verdict.summary
+        assert "ONNX graph 'boxes' has the shape declared for 'scores'" in results.verdict.summary
+        assert "Torch 'scores' has" not in results.verdict.summary  # the dict keeps its true names
     comparisons = results.stage("compare").details.comparisons
     compared = {c.output: c for c in comparisons if c.sample_set == "samples"}
     assert compared["boxes"].shape_mismatches == 2 and "Torch (1, 4), ORT (1, 10)" in compared["boxes"].reason
+    # the cross-match is computed although the shapes differ, and shown in the report
+    report = (tmp_path / "report.html").read_text()
+    assert "ORT (rows) against Torch (columns)" in report
+    assert "ordering mismatch: ORT &#39;scores&#39; matches Torch &#39;boxes&#39;" in report or (
+        "ordering mismatch: ORT 'scores' matches Torch 'boxes'" in report
+    )
