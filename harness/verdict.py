@@ -76,6 +76,14 @@ def verdict_for(stages: Sequence[StageRecord]) -> Verdict:
     judged_checks = sum(len(c.checks) for c in details.comparisons)
     if judged_checks:
         summary += f"; all {judged_checks} recipe check(s) pass"
+    # a pass that checked nothing the recipe said it expects: still said, so nobody mistakes it
+    accepted = [where(c) for c in details.comparisons if c.no_signal]
+    accepted += [
+        f"check '{o.name}' on {where(c)}" for c in details.comparisons for o in c.checks if o.no_signal
+    ]
+    if accepted:
+        more = f" and {len(accepted) - 3} more" if len(accepted) > 3 else ""
+        summary += "; no signal, accepted by the recipe: " + ", ".join(accepted[:3]) + more
     detections = details.detections
     gated = [p for p in detections.pairs if p.gated] if detections else []
     if detections is not None and gated:

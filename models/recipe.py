@@ -200,6 +200,15 @@ class Recipe:
     make_input: Callable[[str, Shape, np.random.Generator], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
+        self._outputs_agree()
+        unknown = sorted(set(self.checks) - set(self.output_names)) if self.output_names else []
+        if unknown:  # before anything is built (names derived at export are checked when comparing)
+            raise UsageError(
+                f"recipe '{self.name}' declares checks for output(s) {unknown}, which it does not have; "
+                f"key Recipe.checks by one of {list(self.output_names)}"
+            )
+
+    def _outputs_agree(self) -> None:
         if not self.outputs:
             return
         names = tuple(o.name if isinstance(o, TensorSpec) else o for o in self.outputs)
