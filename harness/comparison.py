@@ -849,7 +849,7 @@ class RunComparison:
         outcomes = tuple(evaluator.result() for evaluator in self.evaluators.get(key, ()))
         if not outcomes:
             return comparison
-        failed = [f"check '{o.name}' failed: {o.reason}" for o in outcomes if not o]
+        failed = [o.failure_text for o in outcomes if not o]
         reason = "; ".join(filter(None, (comparison.reason, *failed)))
         return dataclasses.replace(
             comparison, checks=outcomes, passed=comparison.passed and not failed, reason=reason

@@ -39,6 +39,11 @@ class Check:
     def kind(self) -> str:
         return type(self).__json_tag__  # type: ignore[attr-defined]
 
+    @property
+    def criterion(self) -> str:
+        """What the check requires, in words (for the report)."""
+        return ""
+
     def _require(self, ok: bool, what: str) -> None:
         if not ok:
             raise UsageError(f"check '{self.name}' ({type(self).__name__}): {what}")
@@ -59,6 +64,10 @@ class RowCosine(Check):
         self._require(-1.0 <= self.min_cosine <= 1.0, f"min_cosine {self.min_cosine} must lie in [-1, 1]")
         self._require(bool(self.axes), "axes must name at least one axis")
 
+    @property
+    def criterion(self) -> str:
+        return f"cosine similarity of every row (over axes {list(self.axes)}) ≥ {self.min_cosine:g}"
+
 
 @tag("threshold_agreement")
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +84,10 @@ class ThresholdAgreement(Check):
         self._require(
             0.0 <= self.min_agreement <= 1.0, f"min_agreement {self.min_agreement} must lie in [0, 1]"
         )
+
+    @property
+    def criterion(self) -> str:
+        return f"decisions value > {self.threshold:g} agree on ≥ {self.min_agreement:g} of the elements"
 
 
 @tag("topk_agreement")
@@ -109,6 +122,15 @@ class TopKAgreement(Check):
     @property
     def cand_k(self) -> int:
         return self.k if self.candidate_k is None else self.candidate_k
+
+    @property
+    def criterion(self) -> str:
+        how = (
+            f"equal to the candidate's top {self.k}, in order"
+            if self.ordered
+            else f"within the candidate's top {self.cand_k}"
+        )
+        return f"the reference's top {self.k} along axis {self.axis} {how} at ≥ {self.min_agreement:g} of the positions"
 
 
 @dataclass(frozen=True)
@@ -146,6 +168,10 @@ class FunctionCheck(Check):
         self._require(
             self.better in ("higher", "lower"), f"better must be 'higher' or 'lower', got {self.better!r}"
         )
+
+    @property
+    def criterion(self) -> str:
+        return f"{self.function} passes on every sample ({self.better} values are better)"
 
     @classmethod
     def of(

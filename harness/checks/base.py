@@ -241,7 +241,7 @@ def fmt(x: float | None) -> str:
         return "-"
     if x == 0 or not math.isfinite(x) or 1e-3 <= abs(x) < 1e5:
         text = f"{x:.6g}"
-        if abs(float(text)) == 1 and abs(x) != 1:  # a cosine just below 1 must not read as 1
-            return f"{'-' if x < 0 else ''}(1 - {1 - abs(x):.2g})"
+        if float(text) == 1 and x != 1:  # a cosine just below 1 must not read as 1
+            return f"1 - {1 - x:.2g}"
         return text
     return f"{x:.3e}"

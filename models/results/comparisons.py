@@ -114,6 +114,11 @@ class CheckOutcome:
     def __bool__(self) -> bool:
         return self.passed
 
+    @property
+    def failure_text(self) -> str:
+        """How a failed check reads in its comparison's reason."""
+        return f"check '{self.name}' failed: {self.reason}"
+
 
 @dataclass(frozen=True)
 class OutputComparison:
@@ -185,6 +190,14 @@ class OutputComparison:
     @property
     def failed_checks(self) -> tuple[CheckOutcome, ...]:
         return tuple(c for c in self.checks if not c)
+
+    @property
+    def statistics_reason(self) -> str:
+        """`reason` without the recipe's failed checks: why the statistics (or no signal) failed."""
+        reason = self.reason
+        for check in self.failed_checks:
+            reason = reason.replace(check.failure_text, "")
+        return "; ".join(part for part in (p.strip() for p in reason.split("; ")) if part)
 
     @property
     def out_of_tolerance_fraction(self) -> float:

@@ -94,7 +94,11 @@ def checks_tiny(head: str = "random", accept: int = 0, corrupt: int = 0, checks:
     def build(_weights: Path | None):
         return _model(head, corrupt)
 
-    tolerances = {"logits": Tolerance(atol=1e-4, rtol=1e-4, accept_no_signal=bool(accept))}
+    tolerances = {
+        "logits": Tolerance(atol=1e-4, rtol=1e-4, accept_no_signal=bool(accept)),
+        # one corrupted token of twelve (8 % of the elements) passes a p90: the row check alone fails it
+        "embedding": Tolerance(atol=1e-4, rtol=1e-4, check="quantile", quantile=0.9),
+    }
     return Recipe(
         name=NAME,
         description="a token encoder and a classifier head, three samples",

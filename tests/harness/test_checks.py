@@ -319,6 +319,7 @@ def test_cli_a_corrupted_row_fails_the_run_naming_the_row(cli_runs):
     outcomes = {o.name: (c, o) for c in compare.comparisons for o in c.checks}
     comparison, rows = outcomes["token_cosine"]
     assert comparison.output == "embedding" and not rows.passed and rows.failing == 1
+    assert comparison.within_tolerance and not comparison.passed  # the check alone fails the run
     assert rows.worst[0].index == (CORRUPT_SAMPLE, 0, CORRUPT_TOKEN)
     assert rows.value == pytest.approx(-1.0)  # the exported model flipped that embedding's sign
     assert "'token_cosine' on embedding (Torch vs ORT): 1 of 12 rows" in results.verdict.summary
@@ -357,3 +358,70 @@ def test_cli_checks_for_an_unknown_output_exit_2_naming_it(cli_runs, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "declares checks for output(s) ['scores']" in err and "'embedding', 'logits', 'prob'" in err
+
+
+# --- the report's Checks section and the JUnit cases, read from the files a run wrote ----------------------
+
+
+def _junit_cases(run_dir: Path) -> dict:
+    import xml.etree.ElementTree as ET
+
+    (suite,) = ET.parse(run_dir / "junit.xml").getroot().findall("testsuite")
+    return {case.get("name"): case for case in suite.findall("testcase")}
+
+
+def _check_rows(run_dir: Path) -> dict[str, tuple[str, str]]:
+    """check name -> (pass/fail, the row's text), from the Checks section of report.html."""
+    import re
+
+    html = (run_dir / "report.html").read_text()
+    section = html[html.index('<section id="checks">') :]
+    section = section[: section.index("</section>")]
+    rows = re.findall(r'<tr class="check (pass|fail)"[^>]*>(.*?)</tr>\n', section, re.S)
+    return {re.search(r'<span class="mono">([^<]+)</span>', body)[1]: (state, body) for state, body in rows}
+
+
+def test_report_and_junit_show_each_check_per_output_and_pair(cli_runs):
+    code, run_dir = cli_runs("corrupt", "corrupt=1")
+    assert code == ExitCode.ACCURACY_FAILED
+    _, compare = _compared(run_dir)
+    outcomes = {o.name: (c, o) for c in compare.comparisons for o in c.checks}
+    html = (run_dir / "report.html").read_text()
+    assert '<a href="#checks">Checks</a>' in html
+    rows = _check_rows(run_dir)
+    assert set(rows) == set(outcomes)
+    state, body = rows["token_cosine"]
+    assert state == "fail" and "≥ 0.999" in body and "1 of 12 rows fail" in body and "[1, 0, 2]" in body
+    assert all(rows[name][0] == "pass" for name in outcomes if name != "token_cosine")
+    assert "≤ 1e-4" in rows["max_gap"][1]  # the threshold the user's function gave
+
+    cases = _junit_cases(run_dir)
+    for name, (comparison, outcome) in outcomes.items():
+        case = cases[f"check:{comparison.output}:{name}[torch-vs-onnxrt]"]
+        failure = case.find("failure")
+        assert (failure is None) == outcome.passed
+        if failure is not None:
+            assert failure.get("type") == "CheckFailed" and failure.get("message") == outcome.reason
+    # the statistics of embedding pass (p90): its own case passes, the failing check has a case of its own
+    assert cases["embedding[torch-vs-onnxrt]"].find("failure") is None
+    suite_failures = [n for n, c in cases.items() if c.find("failure") is not None]
+    assert suite_failures == ["check:embedding:token_cosine[torch-vs-onnxrt]"]
+
+
+def test_report_and_junit_say_no_signal(cli_runs):
+    code, run_dir = cli_runs("zero", "head=zero", "checks=rows")
+    assert code == ExitCode.ACCURACY_FAILED
+    html = (run_dir / "report.html").read_text()
+    assert "No signal: logits (Torch vs ORT)" in html and "Not a pass" in html
+    failure = _junit_cases(run_dir)["logits[torch-vs-onnxrt]"].find("failure")
+    assert failure is not None and failure.get("message").startswith(
+        "no signal: the Torch reference is all zero"
+    )
+
+    code, run_dir = cli_runs("zero-accepted", "head=zero", "checks=rows", "accept=1")
+    assert code == ExitCode.PASSED
+    html = (run_dir / "report.html").read_text()
+    assert "No signal: logits (Torch vs ORT)" in html and "Accepted by the recipe" in html
+    cases = _junit_cases(run_dir)
+    assert all(c.find("failure") is None for c in cases.values())
+    assert "check:embedding:token_cosine[torch-vs-onnxrt]" in cases
