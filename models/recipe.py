@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from trt_harness.models.checks import Check
 from trt_harness.models.core.errors import UsageError
 from trt_harness.models.detection import DetectionTolerance
 
@@ -77,6 +78,9 @@ class Tolerance:
     quantile: float = 0.99
     # for class-score outputs (see Recipe.class_axes): also require this fraction of equal argmaxes
     min_argmax_agreement: float | None = None
+    # a reference with no signal (all zero, within atol of zero, or a trivially satisfied argmax
+    # agreement) fails the output unless this is set: say in the recipe why that is expected
+    accept_no_signal: bool = False
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,8 @@ class Recipe:
     baseline_factor: float = DEFAULT_BASELINE_FACTOR
     baseline_floor: float = DEFAULT_BASELINE_FLOOR
     params: Mapping[str, Any] = field(default_factory=dict)
+    # acceptance checks of the recipe's own (models.checks): output name -> checks, gated like tolerances
+    checks: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
     # declared outputs, in return order: a TensorSpec (shape with dynamic dims named as the inputs'
     # dims, dtype) is checked on the export and every backend, a plain name is not checked
     outputs: tuple[TensorSpec | str, ...] = ()
@@ -251,6 +257,15 @@ class Recipe:
     origin: RecipeOrigin | None = None
 
     def __post_init__(self) -> None:
+        self._outputs_agree()
+        unknown = sorted(set(self.checks) - set(self.output_names)) if self.output_names else []
+        if unknown:  # before anything is built (names derived at export are checked when comparing)
+            raise UsageError(
+                f"recipe '{self.name}' declares checks for output(s) {unknown}, which it does not have; "
+                f"key Recipe.checks by one of {list(self.output_names)}"
+            )
+
+    def _outputs_agree(self) -> None:
         if not self.outputs:
             return
         names = tuple(o.name if isinstance(o, TensorSpec) else o for o in self.outputs)

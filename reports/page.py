@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trt_harness.models.results.document import Results
 from trt_harness.reports.sections.baseline import BaselineSection
+from trt_harness.reports.sections.checks import ChecksSection
 from trt_harness.reports.sections.common import RunView
 from trt_harness.reports.sections.conversion import ConversionSection
 from trt_harness.reports.sections.detections import DetectionsSection
@@ -25,6 +26,7 @@ class ReportView(RunView):
         self.verdict = results.verdict
         self.summary = SummarySection(self)
         self.outputs_section = OutputsSection(self)
+        self.checks = ChecksSection(self)
         self.ordering = OrderingSection(self)
         self.conversion = ConversionSection(self)
         self.baseline = BaselineSection(self)
@@ -42,6 +44,8 @@ class ReportView(RunView):
         if self.baseline.view is not None:
             yield "baseline", "Baseline"
         yield "outputs", "Outputs"
+        if self.checks.shown:
+            yield "checks", "Checks"
         if self.detections is not None:
             yield "detections", "Detections"
         yield "io-order", "I/O order"

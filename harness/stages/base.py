@@ -140,6 +140,7 @@ _JUDGING_FIELDS = (
     "weights",
     # where the recipe came from: its code is in the code keys (pipeline.recipe_modules), as a built-in's is
     "origin",
+    "checks",
 )
 
 

@@ -143,6 +143,8 @@ def _judge_group(
         pairs=list(group.pairs),
         tolerance_for=lambda output: recipe.tolerance_for(output, group.precision, inp.overrides),
         class_axes=recipe.class_axes,
+        checks=recipe.checks,
+        output_names=recipe.output_names or None,  # () when derived from the returned structure
     )
     crossmatch = (
         [

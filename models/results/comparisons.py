@@ -76,6 +76,51 @@ class WorstElement:
 
 
 @dataclass(frozen=True)
+class CheckWorst:
+    """Where a check came out worst: `index` is (sample, *row or element position), `value` its score
+    there (the row's cosine, the sample's agreement, the function's value); `detail` in words, never
+    naming the sample (merging shards renumbers `index[0]`)."""
+
+    index: tuple[int, ...]
+    value: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """The result of one of the recipe's checks (models.checks) on one output of one runner pair.
+
+    `value` is the check's aggregate over every sample (lowest row cosine, agreement fraction, the
+    worst value of a user's function), held to `threshold` by `relation` (">=" or "<="; "" when a
+    user's function decides alone); `failing` of `total` `unit`s failed. `no_signal` says why the
+    reference gave the check nothing to judge (a failure unless the check accepts it). Truthy when
+    it passes.
+    """
+
+    name: str
+    kind: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    relation: str
+    failing: int
+    total: int
+    unit: str  # what `total` counts: "rows", "elements", "positions", "samples"
+    worst: tuple[CheckWorst, ...] = ()  # the worst places, worst first (at most a few)
+    reason: str = ""  # "" when passed
+    no_signal: str = ""
+    samples: int = 0
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def failure_text(self) -> str:
+        """How a failed check reads in its comparison's reason."""
+        return f"check '{self.name}' failed: {self.reason}"
+
+
+@dataclass(frozen=True)
 class OutputComparison:
     """Statistics and verdict for one output of one (reference, candidate) runner pair.
 
@@ -123,9 +168,36 @@ class OutputComparison:
     precision: str = "fp32"
     # samples whose two arrays differ in shape (e.g. 13 boxes vs 25): counted, not compared, a failure
     shape_mismatches: int = 0
+    # why the reference carries no signal ("" when it does): a failure unless the tolerance accepts it
+    no_signal: str = ""
+    # the recipe's own checks of this output and pair (Recipe.checks); each gates `passed`
+    checks: tuple[CheckOutcome, ...] = ()
+    # the built-in statistics' verdict alone; None in results written before checks existed (= passed)
+    statistics_passed: bool | None = None
 
     def __bool__(self) -> bool:
         return self.passed
+
+    @property
+    def within_tolerance(self) -> bool:
+        """The built-in statistics passed (no-signal and the recipe's checks aside)."""
+        return self.passed if self.statistics_passed is None else self.statistics_passed
+
+    @property
+    def no_signal_fails(self) -> bool:
+        return bool(self.no_signal) and not self.tolerance.accept_no_signal
+
+    @property
+    def failed_checks(self) -> tuple[CheckOutcome, ...]:
+        return tuple(c for c in self.checks if not c)
+
+    @property
+    def statistics_reason(self) -> str:
+        """`reason` without the recipe's failed checks: why the statistics (or no signal) failed."""
+        reason = self.reason
+        for check in self.failed_checks:
+            reason = reason.replace(check.failure_text, "")
+        return "; ".join(part for part in (p.strip() for p in reason.split("; ")) if part)
 
     @property
     def out_of_tolerance_fraction(self) -> float:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trt_harness.models.checks import Check
 from trt_harness.models.core.errors import UsageError
 from trt_harness.models.recipe import DetectionSpec, Recipe, RecipeOrigin, TensorSpec, Tolerance
 
@@ -95,6 +96,7 @@ class RecipeRecord:
     detection: DetectionSpec | None = None
     weights: str | None = None  # the weights file given, None for the recipe's own
     origin: RecipeOrigin | None = None  # where the recipe was loaded from (None: a recipe built in a test)
+    checks: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, recipe: Recipe, weights: Path | None) -> RecipeRecord:
@@ -113,6 +115,7 @@ class RecipeRecord:
             detection=recipe.detection,
             weights=str(weights) if weights else None,
             origin=recipe.origin,
+            checks={k: tuple(v) for k, v in recipe.checks.items()},
         )
 
     @property
