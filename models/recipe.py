@@ -192,6 +192,10 @@ class Recipe:
     # how to make a valid input of a given shape for the profile rows (e.g. token ids inside the
     # vocabulary): (input name, shape, rng) -> array; None: only shapes the samples have are run
     make_input: Callable[[str, Shape, np.random.Generator], np.ndarray] | None = None
+    # where the model's weights come from when no `--weights FILE` is given, as the report shows it:
+    # e.g. "seeded random initialisation (seed 0)" or "loaded by the recipe from hf:prajjwal1/bert-tiny";
+    # "" says nothing, and the report then says that the recipe does not say
+    weights_source: str = ""
 
     def __post_init__(self) -> None:
         if not self.outputs:

@@ -138,6 +138,7 @@ _JUDGING_FIELDS = (
     "class_axes",
     "spatial_axes",
     "weights",
+    "weights_source",
 )
 
 
