@@ -42,6 +42,7 @@ class PairResult:
     comparison: OutputComparison | None = None
     heatmap: ErrorMap | None = None
     sample_set: str = SAMPLES
+    failure_label: str = ""  # `label` with the sample set always named, for failure lines
 
     @property
     def key(self) -> str:
@@ -259,6 +260,7 @@ class OutputsSection:
         label = " ".join(
             filter(None, (self.run.pair_label(ref, cand), self.run.sample_set_label(sample_set)))
         )
+        failure_label = f"{self.run.pair_label(ref, cand)} {self.run.sample_set_name(sample_set)}"
         comparison = comparisons.get((output, ref, cand, sample_set))
         if comparison is not None:
             summary = f"{worst_error_text(comparison)} (tol {tolerance_text(comparison.tolerance)})"
@@ -267,11 +269,15 @@ class OutputsSection:
             heatmap = maps.get((output, ref, cand)) if sample_set == SAMPLES else None
             state = "pass" if comparison.passed else "fail"
             uid = f"{slug}-{ref}-{cand}-{slugify(sample_set)}"
-            return PairResult(ref, cand, label, state, summary, output, uid, comparison, heatmap, sample_set)
+            return PairResult(
+                ref, cand, label, state, summary, output, uid, comparison, heatmap, sample_set, failure_label
+            )
         gone = missing.get((output, ref, cand, sample_set))
         if gone is not None:
             summary = f"missing from {self.run.display(gone.missing_from)} in {gone.samples_missing} of {gone.samples} samples"
-            return PairResult(ref, cand, label, "fail", summary, sample_set=sample_set)
+            return PairResult(
+                ref, cand, label, "fail", summary, sample_set=sample_set, failure_label=failure_label
+            )
         return PairResult(
             ref, cand, label, "skipped", self._not_compared_reason(ref, cand), sample_set=sample_set
         )

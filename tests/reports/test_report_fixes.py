@@ -10,6 +10,7 @@ import pytest
 from trt_harness.harness.pipeline import RunConfig, run_pipeline
 from trt_harness.models.core.artifacts import sha256_file
 from trt_harness.models.results.document import load_results
+from trt_harness.models.results.recipe import ToleranceOverrides
 
 from tests.fixtures.text_encoder_recipe import WEIGHTS_FILE, build_model, text_encoder_recipe
 
@@ -57,3 +58,30 @@ def test_a_recipe_that_does_not_say_where_its_weights_come_from_is_reported_as_u
     html = (tmp_path / "report.html").read_text()
     assert "the recipe does not say where they come from" in html
     assert "seeded random initialisation" not in html
+
+
+def test_every_failure_line_names_its_sample_set(tmp_path):
+    results = _run(tmp_path, overrides=_zero_tolerance())
+    assert results.verdict.exit_code == 1
+    summary = results.verdict.summary
+    parts = summary.split(": ", 1)[1].split(", ")
+    assert parts == [
+        "last_hidden_state (Torch vs ORT on the samples)",
+        "last_hidden_state (Torch vs ORT at batch1)",
+        "last_hidden_state (Torch vs ORT at batch4)",
+    ]
+    assert json.loads((tmp_path / "results.json").read_text())["verdict"]["summary"] == summary
+    html = (tmp_path / "report.html").read_text()
+    reasons = [line for line in html.splitlines() if line.startswith('<p class="reason">')]
+    assert [r.split("</strong>")[0].removeprefix('<p class="reason"><strong>') for r in reasons] == [
+        "Torch vs ORT on the samples:",
+        "Torch vs ORT at batch1 (input_ids 1x18):",
+        "Torch vs ORT at batch4 (input_ids 4x18):",
+    ]
+    junit = (tmp_path / "junit.xml").read_text()
+    for name in ("on the samples", "at batch1 (input_ids 1x18)", "at batch4 (input_ids 4x18)"):
+        assert f">Torch vs ORT {name}: " in junit
+
+
+def _zero_tolerance() -> ToleranceOverrides:
+    return ToleranceOverrides(atol=0.0, rtol=0.0)
