@@ -177,6 +177,8 @@ class Recipe:
     compare_profile_shapes: bool = True
     # outputs that are images: output name -> (height axis, width axis), for the error heatmap
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # what the report calls those two axes (default "height", "width"), e.g. ("sequence", "hidden")
+    spatial_axis_names: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     # detectors: how to post-process an output into boxes, compared per image between backends
     detection: DetectionSpec | None = None
     # the ORT backend's graph optimization; lower it where an onnxruntime's optimizer fails on the model

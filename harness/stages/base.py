@@ -137,6 +137,7 @@ _JUDGING_FIELDS = (
     "detection",
     "class_axes",
     "spatial_axes",
+    "spatial_axis_names",
     "weights",
     "weights_source",
 )

@@ -121,6 +121,7 @@ class RecipeRecord:
     precisions: tuple[str, ...] = ("fp32",)
     precision_tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    spatial_axis_names: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     detection: DetectionSpec | None = None
     weights: str | None = None  # the weights file given, None for the recipe's own
     weights_source: WeightsSource | None = None  # None: a run recorded before runs said so
@@ -139,6 +140,7 @@ class RecipeRecord:
             precisions=tuple(recipe.precisions),
             precision_tolerances=dict(recipe.precision_tolerances),
             spatial_axes={k: tuple(v) for k, v in recipe.spatial_axes.items()},
+            spatial_axis_names={k: (str(v[0]), str(v[1])) for k, v in recipe.spatial_axis_names.items()},
             detection=recipe.detection,
             weights=str(weights) if weights else None,
             weights_source=WeightsSource.of(recipe, weights),

@@ -5,14 +5,40 @@ own libraries in the environment table."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 from trt_harness.harness.pipeline import RunConfig, run_pipeline
 from trt_harness.models.core.artifacts import sha256_file
+from trt_harness.models.recipe import TensorSpec, Tolerance
 from trt_harness.models.results.document import load_results
-from trt_harness.models.results.recipe import ToleranceOverrides
+from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
+from trt_harness.models.results.stages import CompareDetails
+from trt_harness.reports.render import write_reports
+from trt_harness.reports.svg import HEATMAP_MIN_CELL, HEATMAP_MIN_SIDE, histogram_svg, text_width
 
-from tests.fixtures.text_encoder_recipe import WEIGHTS_FILE, build_model, text_encoder_recipe
+from tests.fixtures.text_encoder_recipe import (
+    HIDDEN,
+    SEQUENCE,
+    WEIGHTS_FILE,
+    build_model,
+    text_encoder_recipe,
+)
+from tests.reports.browser import chromium, new_page, unavailable_reason
+from tests.reports.page import Element, parse
+from tests.reports.results_fixtures import judged_run, runner_record
+from tests.reports.test_svg import histogram_for
+
+# `REPORT_SCREENS=<folder>`: the browser test also saves screenshots of the sequence report there
+SCREENS = Path(os.environ.get("REPORT_SCREENS", "/nonexistent-screens"))
+SCREENSHOTS = {
+    "seq_report.png": None,
+    "seq_output.png": "#output-last-hidden-state-torch-onnxrt",
+    "seq_summary.png": "#summary",
+    "seq_environment.png": "#environment",
+}
 
 
 def _run(tmp_path, **config):
@@ -85,3 +111,130 @@ def test_every_failure_line_names_its_sample_set(tmp_path):
 
 def _zero_tolerance() -> ToleranceOverrides:
     return ToleranceOverrides(atol=0.0, rtol=0.0)
+
+
+# --- heatmaps ------------------------------------------------------------------------------------
+
+
+def test_a_sequence_state_gets_a_readable_heatmap_with_the_recipes_axis_names(sequence_run):
+    run_dir, _ = sequence_run
+    saved = json.loads((run_dir / "results.json").read_text())
+    compare = next(s for s in saved["stages"] if s["name"] == "compare")
+    (error_map,) = compare["details"]["error_maps"]
+    assert error_map["source_hw"] == [SEQUENCE, HIDDEN] and error_map["shape"] == [SEQUENCE, 64]
+    assert [m["label"] for m in error_map["per_sample"]] == [f"sample 0, batch row {i}" for i in range(4)]
+    section = parse((run_dir / "report.html").read_text()).by_id("output-last-hidden-state")
+    charts = section.find_all("svg", "heatmap")
+    assert len(charts) == 1 + 4  # over all samples, then per batch row
+    for chart in charts:
+        (image,) = chart.find_all("image")
+        # each of the 18 sequence rows at least HEATMAP_MIN_CELL px: no 15 px strip
+        assert float(image.attrs["height"]) >= max(HEATMAP_MIN_SIDE, SEQUENCE * HEATMAP_MIN_CELL)
+        texts = [t.text for t in chart.find_all("text")]
+        assert "sequence" in texts and "hidden (stretched to fit)" in texts
+        assert "height" not in texts and "width" not in texts
+        assert {"0", str(SEQUENCE), str(HIDDEN)} <= set(texts)
+    assert "mean abs error per sequence × hidden position" in section.text
+
+
+def test_a_heatmap_that_cannot_be_drawn_is_omitted_with_a_note_and_the_run_still_passes(tmp_path):
+    """Samples of two sequence lengths: no map over both, each sample's own map, the verdict untouched."""
+    rng = np.random.default_rng(0)
+    states = [rng.normal(size=(1, length, 32)).astype(np.float32) for length in (18, 9)]
+    recipe = RecipeRecord(
+        name="two_lengths",
+        description="",
+        inputs=(TensorSpec("input_ids", ("batch", "sequence"), "int64"),),
+        output_names=("state",),
+        default_tolerance=Tolerance(atol=1e-3, rtol=0.0),
+        spatial_axes={"state": (1, 2)},
+        spatial_axis_names={"state": ("sequence", "hidden")},
+    )
+    feeds = [{"input_ids": np.zeros((1, s.shape[1]), np.int64)} for s in states]
+    outputs = {
+        "torch": [{"state": s} for s in states],
+        "onnxrt": [{"state": s + np.float32(1e-5)} for s in states],
+    }
+    runners = {"torch": runner_record("torch", "Torch", 2), "onnxrt": runner_record("onnxrt", "ORT", 2)}
+    results = judged_run(tmp_path, recipe, feeds, outputs, runners)
+    assert results.stage("compare").status == "ok"
+    assert results.verdict.exit_code == 0, results.verdict
+    write_reports(results, tmp_path)
+    (error_map,) = results.details(CompareDetails).error_maps
+    assert "different spatial sizes (18x32, then 9x32 in sample 1)" in error_map.omitted
+    html = parse((tmp_path / "report.html").read_text())
+    (note,) = html.find_all("p", "heatmap-omitted")
+    assert "Heatmap over all samples not drawn: the samples have different spatial sizes" in note.text
+    charts = html.by_id("output-state").find_all("svg", "heatmap")
+    assert [c.attrs["aria-label"].rsplit(", ", 1)[1] for c in charts] == ["sample 0", "sample 1"]
+
+
+# --- tick labels ---------------------------------------------------------------------------------
+
+
+def _label_boxes(svg: Element) -> list[tuple[float, float, str]]:
+    """(left, right, text) of every tick label on the bottom axis, from its anchor and measured width."""
+    boxes = []
+    for t in svg.find_all("text"):
+        if t.attrs.get("text-anchor") == "middle" and "transform" not in t.attrs and t.attrs.get("y"):
+            x, width = float(t.attrs["x"]), text_width(t.text)
+            boxes.append((float(t.attrs["y"]), x - width / 2, x + width / 2, t.text))
+    rows: dict[float, list[tuple[float, float, str]]] = {}
+    for y, left, right, text in boxes:
+        rows.setdefault(y, []).append((left, right, text))
+    return max(rows.values(), key=len)
+
+
+def _histogram_with_tiny_errors() -> list[list[float]]:
+    """Exact zeros, errors below the 14 decades shown (1e-35) and errors from 1e-19 up to 1e-6."""
+    errors = np.concatenate([np.zeros(50), np.full(5, 1e-35), np.logspace(-19, -6, 300)]).astype(np.float64)
+    return histogram_for(errors, atol=1e-6)
+
+
+def test_histogram_tick_labels_do_not_overlap_the_zero_and_below_bars():
+    svg = parse(str(histogram_svg(_histogram_with_tiny_errors(), atol=1e-6, label="h"))).find_all("svg")[0]
+    labels = sorted(_label_boxes(svg))
+    texts = [text for _, _, text in labels]
+    assert texts[:3] == ["0", "<1e-19", "1e-19"]  # the labels that overlapped before
+    for (_, right, a), (left, _, b) in zip(labels, labels[1:], strict=False):
+        assert right + 2 <= left, f"tick labels {a!r} and {b!r} overlap"
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_no_two_chart_labels_overlap_in_a_real_browser(sequence_run, tmp_path):
+    """Chromium lays out the sequence report and a histogram with the "0" and "<1e-19" bars: no two
+    text boxes of one chart intersect (measured with getBBox, the browser's own font)."""
+    run_dir, _ = sequence_run
+    page_file = tmp_path / "histogram.html"
+    page_file.write_text(
+        "<!doctype html><body>" + str(histogram_svg(_histogram_with_tiny_errors(), atol=1e-6, label="h"))
+    )
+    overlapping = """() => {
+        const found = [];
+        for (const svg of document.querySelectorAll('svg.chart')) {
+            const boxes = [...svg.querySelectorAll('text')].map(t => [t.textContent, t.getBoundingClientRect()]);
+            for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+                const [a, p] = boxes[i], [b, q] = boxes[j];
+                if (p.left < q.right && q.left < p.right && p.top < q.bottom && q.top < p.bottom)
+                    found.push(`${svg.getAttribute('aria-label')}: '${a}' / '${b}'`);
+            }
+        }
+        return found;
+    }"""
+    with chromium() as browser:
+        page = new_page(browser)
+        checked = 0
+        for report in (run_dir / "report.html", page_file):
+            page.goto(report.resolve().as_uri())
+            assert page.evaluate(overlapping) == []
+            checked += page.locator("svg.chart").count()
+        assert checked >= 3 + 5 + 1  # three histograms, five heatmaps, the tiny-error histogram
+        for name, selector in SCREENSHOTS.items():
+            target = SCREENS / name
+            if SCREENS.is_dir():
+                page.goto((run_dir / "report.html").resolve().as_uri())
+                locator = page.locator(selector) if selector else None
+                if locator is not None:
+                    locator.first.screenshot(path=str(target))
+                else:
+                    page.screenshot(path=str(target), full_page=True)
