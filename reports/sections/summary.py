@@ -57,6 +57,9 @@ class SummarySection:
             Fact("GPUs", gpus),
         ]
         facts += [Fact(name, version, True) for name, version in env.packages.items()]
+        facts += [
+            Fact(f"{name} (the recipe's)", version, True) for name, version in env.recipe_packages.items()
+        ]
         return facts
 
 

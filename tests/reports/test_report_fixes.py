@@ -4,12 +4,16 @@ own libraries in the environment table."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from trt_harness.harness.environment import recipe_packages
 from trt_harness.harness.pipeline import RunConfig, run_pipeline
 from trt_harness.models.core.artifacts import sha256_file
 from trt_harness.models.recipe import TensorSpec, Tolerance
@@ -238,3 +242,40 @@ def test_no_two_chart_labels_overlap_in_a_real_browser(sequence_run, tmp_path):
                     locator.first.screenshot(path=str(target))
                 else:
                     page.screenshot(path=str(target), full_page=True)
+
+
+# --- environment ---------------------------------------------------------------------------------
+
+
+def test_the_environment_table_lists_the_libraries_the_recipe_imported(sequence_run):
+    run_dir, _ = sequence_run
+    saved = json.loads((run_dir / "results.json").read_text())["environment"]
+    # the recipe imports safetensors inside build_model; torch and numpy are the toolchain's rows
+    assert saved["recipe_packages"] == {"safetensors": importlib.metadata.version("safetensors")}
+    assert "torch" in saved["packages"] and "torch" not in saved["recipe_packages"]
+    environment = parse((run_dir / "report.html").read_text()).by_id("environment")
+    facts = dict(
+        zip(
+            [dt.text for dt in environment.find_all("dt")],
+            [dd.text for dd in environment.find_all("dd")],
+            strict=True,
+        )
+    )
+    assert facts["safetensors (the recipe's)"] == importlib.metadata.version("safetensors")
+
+
+def test_libraries_are_found_through_the_recipes_own_helper_modules(tmp_path, monkeypatch):
+    """A recipe file beside a helper module of the user's that imports jinja2 when the model is built."""
+    (tmp_path / "user_helpers_rf.py").write_text(
+        "def make():\n    import jinja2  # lazily, as a heavy library would be\n    return jinja2\n"
+    )
+    (tmp_path / "user_recipe_rf.py").write_text(
+        "import user_helpers_rf\n\ndef build_model(weights):\n    user_helpers_rf.make()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("user_recipe_rf")
+    recipe = text_encoder_recipe(build_model=module.build_model)
+    monkeypatch.delitem(sys.modules, "jinja2", raising=False)
+    assert "Jinja2" not in recipe_packages(recipe)  # not imported yet: not a library of this run
+    recipe.build_model(None)
+    assert recipe_packages(recipe)["Jinja2"] == importlib.metadata.version("jinja2")
