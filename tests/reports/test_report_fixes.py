@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trt_harness.conversions.tensorrt_flavor import select_flavor
 from trt_harness.harness.environment import recipe_packages
 from trt_harness.harness.pipeline import RunConfig, run_pipeline
 from trt_harness.models.core.artifacts import sha256_file
@@ -279,3 +280,22 @@ def test_libraries_are_found_through_the_recipes_own_helper_modules(tmp_path, mo
     assert "Jinja2" not in recipe_packages(recipe)  # not imported yet: not a library of this run
     recipe.build_model(None)
     assert recipe_packages(recipe)["Jinja2"] == importlib.metadata.version("jinja2")
+
+
+# --- builder warnings ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(select_flavor() is None, reason="no TensorRT installed")
+def test_builder_warnings_are_in_the_results_and_the_conversion_section(sequence_run):
+    """The text encoder's int64 token ids: TensorRT's parser warns about the Int64 binding."""
+    run_dir, _ = sequence_run
+    saved = json.loads((run_dir / "results.json").read_text())
+    build = next(s for s in saved["stages"] if s["name"] == "build")
+    warning = {"phase": "parse", "source": "TensorRT"}
+    kept = [w for w in build["details"]["engines"]["fp32"]["warnings"] if w.items() >= warning.items()]
+    assert [w["message"].rsplit(": ", 1)[-1] for w in kept] == [
+        "Make sure input input_ids has Int64 binding."
+    ]
+    table = parse((run_dir / "report.html").read_text()).by_id("build-warnings")
+    rows = [[td.text for td in tr.find_all("td")] for tr in table.find_all("tr")[1:]]
+    assert ["FP32", "parse", "TensorRT", kept[0]["message"]] in rows
