@@ -20,7 +20,7 @@ from trt_harness.conversions.tensorrt_flavor import select_flavor
 from trt_harness.harness.cache import CacheEntry, StageCache, stable_hash
 from trt_harness.harness.code_keys import code_hash, keep_parses_in, save_parses
 from trt_harness.harness.diff import baseline_of_recipe, baseline_of_run, judge_against
-from trt_harness.harness.environment import environment
+from trt_harness.harness.environment import environment, with_recipe_packages
 from trt_harness.harness.stages import build, compare, export, precision, run, samples, scan, surgery
 from trt_harness.harness.stages.base import RunConfig, Stage, StageFailed, StageInput, StageSkipped
 from trt_harness.harness.verdict import verdict_for
@@ -182,6 +182,8 @@ def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results
             interrupted.exit_code.name,
             f"interrupted by {interrupted.signal_name} in stage '{interrupted.stage}'",
         )
+    # after the stages built the model: the libraries the recipe imported lazily are loaded now
+    env = with_recipe_packages(env, config.recipe)
     results = Results(record, env, stages, verdict, config.overrides)
     if baseline is not None and interrupted is None:
         results = judge_against(results, baseline)

@@ -109,4 +109,5 @@ def _declared_output_mismatches(by_name: Mapping[str, StageRecord]) -> tuple[str
 
 
 def _at(sample_set: str) -> str:
-    return "" if sample_set == SAMPLES else f" at {sample_set}"
+    # every failure names its sample set, the recipe's own samples too: a run judges each set apart
+    return " on the samples" if sample_set == SAMPLES else f" at {sample_set}"

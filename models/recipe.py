@@ -236,6 +236,8 @@ class Recipe:
     compare_profile_shapes: bool = True
     # outputs that are images: output name -> (height axis, width axis), for the error heatmap
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # what the report calls those two axes (default "height", "width"), e.g. ("sequence", "hidden")
+    spatial_axis_names: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     # detectors: how to post-process an output into boxes, compared per image between backends
     detection: DetectionSpec | None = None
     # the ORT backend's graph optimization; lower it where an onnxruntime's optimizer fails on the model
@@ -255,6 +257,10 @@ class Recipe:
     make_input: Callable[[str, Shape, np.random.Generator], np.ndarray] | None = None
     # set by `models.recipes.get_recipe`, not by the recipe: where it was loaded from
     origin: RecipeOrigin | None = None
+    # where the model's weights come from when no `--weights FILE` is given, as the report shows it:
+    # e.g. "seeded random initialisation (seed 0)" or "loaded by the recipe from hf:prajjwal1/bert-tiny";
+    # "" says nothing, and the report then says that the recipe does not say
+    weights_source: str = ""
 
     def __post_init__(self) -> None:
         self._outputs_agree()

@@ -254,7 +254,9 @@ def compare_key(inp: StageInput) -> dict[str, Any]:
         "samples": inp.artifact("samples").sha256,
         "runners": _runners_key(inp.details(RunDetails)),
         # where the weights file lies does not change a verdict (its hash is in the outputs' keys)
-        "recipe": {k: v for k, v in to_json(inp.recipe_record).items() if k != "weights"},
+        "recipe": {
+            k: v for k, v in to_json(inp.recipe_record).items() if k not in ("weights", "weights_source")
+        },
         "overrides": to_json(inp.overrides),
     }
 

@@ -256,11 +256,26 @@ class CrossMatch:
 
 
 @dataclass(frozen=True)
+class SampleErrorMap:
+    """The error map of one sample (and batch row, `label` says which), cells as in `ErrorMap`."""
+
+    label: str
+    shape: tuple[int, int]
+    source_hw: tuple[int, int]
+    block_hw: tuple[int, int]
+    values: tuple[tuple[float | None, ...], ...]
+    max: float | None
+    nonfinite_mismatches: int
+
+
+@dataclass(frozen=True)
 class ErrorMap:
     """Mean abs error of one output per (block of) spatial position, over a pair's samples.
 
     `values` is `shape` cells, None where a cell had no finite element; each cell averages a
-    `block_hw` block of the output's (height, width) = `source_hw`.
+    `block_hw` block of the output's (height, width) = `source_hw`. `omitted` says why the map over
+    all samples could not be drawn (e.g. samples of different spatial sizes; `values` is then empty);
+    `per_sample` holds the maps of the first few samples (batch rows), drawn whatever their sizes.
     """
 
     output: str
@@ -274,6 +289,8 @@ class ErrorMap:
     values: tuple[tuple[float | None, ...], ...]
     max: float | None
     nonfinite_mismatches: int
+    omitted: str | None = None
+    per_sample: tuple[SampleErrorMap, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ class Environment:
     processor_count: int | None
     gpus: tuple[Gpu, ...]
     packages: Mapping[str, str]
+    # libraries the recipe's own code imported (e.g. transformers, timm), found after the model was built
+    recipe_packages: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
