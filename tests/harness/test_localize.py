@@ -1,0 +1,173 @@
+"""Localization: a divergence planted in one submodule of a deep model is named, with its source line.
+
+The plant is an inexact replacement of `torch.erf`, registered only here and patched in only while
+exporting (as every replacement): Torch computes the true erf, the ONNX graph the approximation, and
+only `blocks.12.mix` calls erf.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+from trt_harness.conversions.replacements import _registry, register_replacement
+from trt_harness.harness.cli import main
+from trt_harness.harness.pipeline import RunConfig, localize_and_report, run_pipeline
+from trt_harness.models.core.errors import ExitCode
+from trt_harness.models.recipe import ExportOptions, Recipe, TensorSpec, Tolerance
+from trt_harness.models.results.document import load_results
+from trt_harness.models.results.localize import MODULE_MAP_FILE, load_module_map
+
+BLOCKS = 24
+PLANTED_BLOCK = 12
+PLANTED = f"blocks.{PLANTED_BLOCK}.mix"
+PLANT = "test_inexact_erf"
+
+
+def deep_model():
+    import torch
+
+    class Mix(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 0.5
+
+    class ErfMix(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 0.5 * torch.erf(x)  # planted: the export computes an inexact erf
+
+    class Block(torch.nn.Module):
+        def __init__(self, planted: bool) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.act = torch.nn.Tanh()
+            self.mix = ErfMix() if planted else Mix()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.mix(self.act(self.conv(x)))
+
+    class Deep(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 4, 1)
+            self.blocks = torch.nn.Sequential(*(Block(i == PLANTED_BLOCK) for i in range(BLOCKS)))
+            self.head = torch.nn.Conv2d(4, 2, 1)
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return self.head(self.blocks(self.stem(image)))
+
+    torch.manual_seed(0)
+    model = Deep().eval()
+    return model, ErfMix
+
+
+@pytest.fixture(scope="module")
+def plant():
+    """`torch.erf` -> tanh(1.2 x): off by up to ~2e-2, registered for these tests only."""
+
+    def build(context):
+        def inexact_erf(x, *args, **kwargs):
+            import torch
+
+            return torch.tanh(x * 1.2)
+
+        return {"torch.erf": inexact_erf}
+
+    register_replacement(PLANT, targets=("torch.erf",), summary="an inexact erf (test plant)")(build)
+    yield PLANT
+    _registry.REPLACEMENTS.unregister(PLANT)
+
+
+def recipe(exporter: str, planted: bool) -> Recipe:
+    rng = np.random.default_rng(0)
+    samples = [{"image": rng.standard_normal((1, 3, 8, 8), dtype=np.float32)} for _ in range(2)]
+    return Recipe(
+        name=f"deep_{exporter}",
+        description="24 residual blocks, an erf in one",
+        build_model=lambda weights: deep_model()[0],
+        sample_inputs=lambda: samples,
+        inputs=(TensorSpec("image", (1, 3, 8, 8)),),
+        output_names=("out",),
+        export=ExportOptions(exporter=exporter, opset=18, replacements=(PLANT,) if planted else ()),
+        default_tolerance=Tolerance(atol=1e-4, rtol=1e-4),
+        compare_profile_shapes=False,
+    )
+
+
+def _source_line(cls, text: str) -> int:
+    lines, start = inspect.getsourcelines(cls.forward)
+    return start + next(i for i, line in enumerate(lines) if text in line)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_a_planted_divergence_is_localized_to_its_submodule_and_source_line(tmp_path, plant, exporter):
+    planted = recipe(exporter, planted=True)
+    results = run_pipeline(RunConfig(planted, tmp_path, backends=("torch", "onnxrt")))
+    assert results.verdict.exit_code == ExitCode.ACCURACY_FAILED, results.verdict
+
+    module_map = load_module_map(tmp_path / MODULE_MAP_FILE)
+    assert len(module_map.modules) >= 3 * BLOCKS
+    assert module_map.by_path()[PLANTED].class_name.endswith("ErfMix")
+
+    results = localize_and_report(tmp_path, planted)
+    (curve,) = results.localization.curves
+    assert curve.first_divergence == PLANTED
+    layer = curve.divergence
+    erf_mix = deep_model()[1]
+    file = inspect.getsourcefile(erf_mix.forward)
+    # dynamo's stack trace names the line that computes the output; TorchScript's scope only the module,
+    # so there it is the line its forward is defined on
+    line = _source_line(erf_mix, "torch.erf" if exporter == "dynamo" else "def forward")
+    assert layer.source == f"{file}:{line}"
+    assert "Tanh" in layer.op_types or "Erf" not in layer.op_types  # the export holds the replacement
+    # everything before the plant is within tolerance, the plant and everything after it is not
+    order = [entry.module for entry in curve.layers]
+    assert all(entry.passed for entry in curve.layers[: order.index(PLANTED)])
+    assert not curve.layer("head").passed
+    assert curve.largest_jumps(1)[0].module == PLANTED
+
+    # written into the results contract and the report
+    assert load_results(tmp_path).localization == results.localization
+    page = (tmp_path / "report.html").read_text()
+    assert "Where it diverges" in page and PLANTED in page
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_the_same_model_without_the_plant_reports_no_divergence(tmp_path, exporter, capsys):
+    results = run_pipeline(RunConfig(recipe(exporter, planted=False), tmp_path, backends=("torch", "onnxrt")))
+    assert results.verdict.passed, results.verdict
+    results = localize_and_report(tmp_path, recipe(exporter, planted=False))
+    (curve,) = results.localization.curves
+    assert curve.first_divergence is None
+    assert len(curve.layers) >= 3 * BLOCKS and all(layer.passed for layer in curve.layers)
+    assert max(layer.error_ratio for layer in curve.layers) < 1
+
+
+def test_layers_are_compared_in_bounded_chunks_with_the_same_result(tmp_path, plant):
+    planted = recipe("torchscript", planted=True)
+    run_pipeline(RunConfig(planted, tmp_path, backends=("torch", "onnxrt")))
+    whole = localize_and_report(tmp_path, planted).localization.curves[0]
+    chunked = localize_and_report(tmp_path, planted, chunk_bytes=4 * 8 * 8 * 4 * 3).localization.curves[0]
+    assert whole.chunks == 1 and chunked.chunks > 10
+    assert chunked.first_divergence == whole.first_divergence == PLANTED
+    assert [layer.max_abs_err for layer in chunked.layers] == [layer.max_abs_err for layer in whole.layers]
+
+
+def test_harness_localize_reads_a_saved_run_and_needs_its_module_map(tmp_path, capsys):
+    import trt_harness.models.recipes as recipes
+
+    run_pipeline(RunConfig(recipe("torchscript", planted=False), tmp_path, backends=("torch", "onnxrt")))
+    # the saved run names a recipe the registry does not have: a one-line usage error
+    assert main(["localize", str(tmp_path)]) == ExitCode.USAGE_ERROR
+    assert "deep_torchscript" in capsys.readouterr().err
+    recipes.RECIPES.register("deep_torchscript", lambda: recipe("torchscript", planted=False))
+    try:
+        assert main(["localize", str(tmp_path)]) == ExitCode.PASSED
+        assert "first divergence: none" in capsys.readouterr().out
+        data = json.loads((tmp_path / "results.json").read_text())
+        assert data["localization"]["curves"][0]["first_divergence"] is None
+        (tmp_path / MODULE_MAP_FILE).write_text("{}")
+        assert main(["localize", str(tmp_path)]) == ExitCode.USAGE_ERROR
+    finally:
+        recipes.RECIPES.unregister("deep_torchscript")
