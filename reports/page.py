@@ -11,6 +11,7 @@ from trt_harness.reports.sections.baseline import BaselineSection
 from trt_harness.reports.sections.common import RunView
 from trt_harness.reports.sections.conversion import ConversionSection
 from trt_harness.reports.sections.detections import DetectionsSection
+from trt_harness.reports.sections.divergence import DivergenceSection
 from trt_harness.reports.sections.ordering import OrderingSection
 from trt_harness.reports.sections.outputs import OutputSection, OutputsSection
 from trt_harness.reports.sections.summary import SummarySection
@@ -28,6 +29,7 @@ class ReportView(RunView):
         self.ordering = OrderingSection(self)
         self.conversion = ConversionSection(self)
         self.baseline = BaselineSection(self)
+        self.divergence = DivergenceSection(self)
 
     @property
     def outputs(self) -> list[OutputSection]:
@@ -42,6 +44,8 @@ class ReportView(RunView):
         if self.baseline.view is not None:
             yield "baseline", "Baseline"
         yield "outputs", "Outputs"
+        if self.divergence.present:
+            yield "divergence", "Where it diverges"
         if self.detections is not None:
             yield "detections", "Detections"
         yield "io-order", "I/O order"

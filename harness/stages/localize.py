@@ -14,6 +14,7 @@ from pathlib import Path
 
 from trt_harness.harness.localize import DEFAULT_CHUNK_BYTES, layer_curve
 from trt_harness.harness.stages.base import StageInput, torch_model
+from trt_harness.models.core.artifacts import Artifact
 from trt_harness.models.core.errors import HarnessError, UsageError
 from trt_harness.models.recipe import Feed, Recipe
 from trt_harness.models.recipes import get_recipe
@@ -57,6 +58,13 @@ def _feeds(inp: StageInput, indexes: list[int]) -> list[tuple[int, Feed]]:
     return sorted(feeds, key=lambda f: indexes.index(f[0]))
 
 
+def _verified(artifact: Artifact, run_dir: Path) -> Path:
+    try:
+        return artifact.verified(run_dir)
+    except HarnessError as e:
+        raise UsageError(f"{run_dir}: {e}") from None
+
+
 def localize_run(
     run_dir: Path,
     recipe: Recipe | None = None,
@@ -82,7 +90,7 @@ def localize_run(
             f"{run_dir}: the run has no module map (written by the export stage since trt-harness "
             "localizes); run `harness convert` again"
         )
-    module_map = load_module_map(map_artifact.verified(run_dir))
+    module_map = load_module_map(_verified(map_artifact, run_dir))
     run = results.details(RunDetails)
     if run is None:
         raise UsageError(f"{run_dir}: the run did not get as far as running the backends")
@@ -106,7 +114,7 @@ def localize_run(
             curve = layer_curve(
                 model,
                 module_map,
-                artifact.verified(run_dir),
+                _verified(artifact, run_dir),
                 feeds,
                 input_names=record.input_names,
                 output_names=output_names,
@@ -127,7 +135,7 @@ def localize_run(
         from trt_harness.harness.fp16_triage import triage_fp16
 
         fp16_triage = triage_fp16(
-            inp.final_onnx().verified(run_dir),
+            _verified(inp.final_onnx(), run_dir),
             module_map,
             _feeds(inp, _samples_to_compare(fp16_failing, samples)),
             {o: record.tolerance_for(o, "fp16", results.overrides) for o in output_names},
