@@ -140,6 +140,14 @@ def _torch_forward(model: torch.nn.Module, feed: Feed, input_names: Sequence[str
         return model(*(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in input_names))
 
 
+def reference_outputs(
+    model: torch.nn.Module, feed: Feed, input_names: Sequence[str], output_names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The Torch model's outputs on one feed, by name."""
+    named = name_outputs(_torch_forward(model, feed, input_names), output_names)
+    return {name: _as_array(value) for name, value in named.items()}
+
+
 def _chunks(paths: Sequence[str], nbytes: Mapping[str, int], limit: int) -> list[list[str]]:
     chunks: list[list[str]] = [[]]
     used = 0
@@ -313,7 +321,7 @@ def _update(
         layer.ref_max = float(np.max(np.abs(np.nan_to_num(ref)), initial=0.0))
         layer.tolerance = _scaled(tolerance, layer.ref_max, output_scale)
         layer.accumulator = OutputAccumulator(
-            layer.boundary.path, "torch", "onnxrt", layer.tolerance, worst_k=0
+            layer.boundary.path, "torch", "onnxrt", layer.tolerance, worst_k=1
         )
     if layer.accumulator is None:
         return
@@ -354,12 +362,21 @@ def _curve(layers: Mapping[str, _Layer], compared: Sequence[str], graph: _Graph)
                 error_ratio=layer.ratio,
                 passed=result.passed,
                 upstream=upstream,
-                jump=layer.ratio - before
-                if math.isfinite(layer.ratio) or not math.isfinite(before)
-                else math.inf,
+                jump=_jump(layer.ratio, before),
             )
         )
     return tuple(curve)
+
+
+def _jump(ratio: float, before: float) -> float:
+    if math.isinf(ratio):  # the first non-finite value is the jump; later ones only carry it on
+        return 0.0 if math.isinf(before) else math.inf
+    return ratio - before
+
+
+def error_ratio(ref: np.ndarray, cand: np.ndarray, tolerance: Tolerance) -> float:
+    """The worst element's |cand - ref| / (atol + rtol |ref|); inf for a non-finite mismatch."""
+    return _error_ratio(ref, cand, tolerance)
 
 
 def first_divergence(curve: Sequence[LayerError]) -> str | None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from trt_harness.harness.localize import DEFAULT_CHUNK_BYTES, layer_curve
+from trt_harness.harness.localize import DEFAULT_CHUNK_BYTES, layer_curve, reference_outputs
 from trt_harness.harness.stages.base import StageInput, torch_model
 from trt_harness.models.core.artifacts import Artifact
 from trt_harness.models.core.errors import HarnessError, UsageError
@@ -20,20 +22,34 @@ from trt_harness.models.recipe import Feed, Recipe
 from trt_harness.models.recipes import get_recipe
 from trt_harness.models.results.comparisons import SAMPLES, OutputComparison
 from trt_harness.models.results.document import UNFINISHED, Results, load_results
-from trt_harness.models.results.localize import LayerCurve, Localization, load_module_map
-from trt_harness.models.results.stages import CompareDetails, RunDetails
+from trt_harness.models.results.localize import (
+    Fp16Triage,
+    LayerCurve,
+    Localization,
+    ModuleMap,
+    load_module_map,
+)
+from trt_harness.models.results.stages import CompareDetails, PrecisionDetails, RunDetails, RunnerRecord
 
 REFERENCE, CANDIDATE = "torch", "onnxrt"
 
 
-def _failing(compare: CompareDetails | None, precision: str) -> list[OutputComparison]:
+def _failing(
+    compare: CompareDetails | None, runners: Mapping[str, RunnerRecord], precision: str
+) -> list[OutputComparison]:
+    """The failing comparisons of Torch (FP32) against the ORT runner of `precision`."""
     if compare is None:
         return []
+
+    def backend(runner: str) -> str | None:
+        record = runners.get(runner)
+        return record.backend if record else None
+
     return [
         c
         for c in compare.comparisons
-        if c.ref_backend == REFERENCE
-        and c.cand_backend == CANDIDATE
+        if backend(c.ref_backend) == REFERENCE
+        and backend(c.cand_backend) == CANDIDATE
         and c.precision == precision
         and c.sample_set == SAMPLES
         and not c.passed
@@ -63,6 +79,34 @@ def _verified(artifact: Artifact, run_dir: Path) -> Path:
         return artifact.verified(run_dir)
     except HarnessError as e:
         raise UsageError(f"{run_dir}: {e}") from None
+
+
+def _triage(
+    inp: StageInput,
+    model: Any,
+    module_map: ModuleMap,
+    failing: list[OutputComparison],
+    samples: int,
+    curves: list[LayerCurve],
+    output_names: tuple[str, ...],
+) -> Fp16Triage:
+    from trt_harness.harness.fp16_triage import triage_fp16
+
+    feeds = [feed for _, feed in _feeds(inp, _samples_to_compare(failing, samples))]
+    references = [
+        reference_outputs(model, feed, inp.recipe_record.input_names, output_names) for feed in feeds
+    ]
+    precision = inp.details(PrecisionDetails)
+    variant = precision.variants.get("fp16") if precision else None
+    return triage_fp16(
+        _verified(inp.final_onnx(), inp.run_dir),
+        module_map,
+        feeds,
+        references,
+        {o: inp.recipe_record.tolerance_for(o, "fp16", inp.overrides) for o in output_names},
+        next((c for c in curves if c.precision == "fp16"), None),
+        already_blocked=variant.block_list if variant else (),
+    )
 
 
 def localize_run(
@@ -104,7 +148,7 @@ def localize_run(
         artifact = inp.final_onnx() if precision == "fp32" else inp.optional_artifact("onnx_fp16")
         if artifact is None:
             continue
-        failing = _failing(compare, precision)
+        failing = _failing(compare, run.runners, precision)
         if precision == "fp16":
             fp16_failing = failing
         output = failing[0].output if failing else output_names[0]
@@ -131,16 +175,6 @@ def localize_run(
             notes.append(f"{precision}: no ORT output fails against Torch; compared sample {feeds[0][0]}")
     fp16_triage = None
     if triage and fp16_failing and inp.optional_artifact("onnx_fp16") is not None:
-        fp16_curve = next((c for c in curves if c.precision == "fp16"), None)
-        from trt_harness.harness.fp16_triage import triage_fp16
-
-        fp16_triage = triage_fp16(
-            _verified(inp.final_onnx(), run_dir),
-            module_map,
-            _feeds(inp, _samples_to_compare(fp16_failing, samples)),
-            {o: record.tolerance_for(o, "fp16", results.overrides) for o in output_names},
-            fp16_curve,
-            run_dir / "localize",
-        )
+        fp16_triage = _triage(inp, model, module_map, fp16_failing, samples, curves, output_names)
     localization = Localization(tuple(curves), fp16_triage, tuple(notes))
     return dataclasses.replace(results, localization=localization)

@@ -7,8 +7,10 @@ only `blocks.12.mix` calls erf.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
+import math
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from trt_harness.models.core.errors import ExitCode
 from trt_harness.models.recipe import ExportOptions, Recipe, TensorSpec, Tolerance
 from trt_harness.models.results.document import load_results
 from trt_harness.models.results.localize import MODULE_MAP_FILE, load_module_map
+from trt_harness.models.results.stages import CompareDetails
 
 BLOCKS = 24
 PLANTED_BLOCK = 12
@@ -26,7 +29,7 @@ PLANTED = f"blocks.{PLANTED_BLOCK}.mix"
 PLANT = "test_inexact_erf"
 
 
-def deep_model():
+def deep_model(overflow_block: int | None = None):
     import torch
 
     class Mix(torch.nn.Module):
@@ -37,21 +40,34 @@ def deep_model():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x + 0.5 * torch.erf(x)  # planted: the export computes an inexact erf
 
+    class Boost(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            big = (x + 4.0) * 1024.0
+            # big * big is beyond FP16's 65504: inf in an FP16 model. ORT's CPU provider computes FP16
+            # arithmetic in FP32 between the casts it inserts; a Concat (which it runs in FP16) makes
+            # the square an FP16 tensor
+            square = torch.cat([big * big, x], 1)[:, :4]
+            return square / 1024.0 / 1024.0 * 0.01
+
     class Block(torch.nn.Module):
-        def __init__(self, planted: bool) -> None:
+        def __init__(self, planted: bool, boost: bool = False) -> None:
             super().__init__()
             self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
             self.act = torch.nn.Tanh()
             self.mix = ErfMix() if planted else Mix()
+            self.boost = Boost() if boost else None
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x + self.mix(self.act(self.conv(x)))
+            x = x + self.mix(self.act(self.conv(x)))
+            return x if self.boost is None else self.boost(x)
 
     class Deep(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.stem = torch.nn.Conv2d(3, 4, 1)
-            self.blocks = torch.nn.Sequential(*(Block(i == PLANTED_BLOCK) for i in range(BLOCKS)))
+            self.blocks = torch.nn.Sequential(
+                *(Block(i == PLANTED_BLOCK, boost=i == overflow_block) for i in range(BLOCKS))
+            )
             self.head = torch.nn.Conv2d(4, 2, 1)
 
         def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -171,3 +187,55 @@ def test_harness_localize_reads_a_saved_run_and_needs_its_module_map(tmp_path, c
         assert main(["localize", str(tmp_path)]) == ExitCode.USAGE_ERROR
     finally:
         recipes.RECIPES.unregister("deep_torchscript")
+
+
+OVERFLOW_BLOCK = 7
+OVERFLOW = f"blocks.{OVERFLOW_BLOCK}.boost"
+
+
+def fp16_recipe(block_list: tuple[str, ...] = ()) -> Recipe:
+    return dataclasses.replace(
+        recipe("torchscript", planted=False),
+        name="deep_fp16",
+        build_model=lambda weights: deep_model(OVERFLOW_BLOCK)[0],
+        precision_tolerances={"fp16": Tolerance(atol=5e-2, rtol=5e-2)},
+        fp16_block_list=block_list,
+    )
+
+
+def _fp16_passed(results) -> bool:
+    compare = results.details(CompareDetails)
+    fp16 = [c for c in compare.comparisons if c.precision == "fp16" and c.ref_backend == "torch"]
+    return bool(fp16) and all(fp16)
+
+
+def test_a_planted_fp16_overflow_is_named_and_the_proposed_block_list_fixes_it(tmp_path):
+    config = RunConfig(
+        fp16_recipe(),
+        tmp_path / "before",
+        backends=("torch", "onnxrt"),
+        precisions=("fp32", "fp16"),
+        fp16_auto_block_list=False,  # else the range check would already keep the overflow in FP32
+    )
+    assert not _fp16_passed(run_pipeline(config))
+    localization = localize_and_report(config.out_dir, fp16_recipe()).localization
+    fp32, fp16 = localization.curves
+    assert fp32.first_divergence is None
+    assert fp16.first_divergence == OVERFLOW
+    assert math.isinf(fp16.divergence.error_ratio)
+    triage = localization.fp16_triage
+    assert triage.fixed and math.isinf(triage.tolerance_ratio_before) and triage.tolerance_ratio_after < 1
+    assert triage.block_list and {b.module for b in triage.block_list} == {OVERFLOW}
+    proposed = tuple(b.node for b in triage.block_list)
+    assert triage.recipe_option == f"fp16_block_list={proposed!r}"
+    assert " ".join(f"{n}:float32" for n in proposed) in triage.polygraphy_option
+    # smaller than keeping the whole module: the square and what holds it before it is scaled down
+    module_nodes = load_module_map(config.out_dir / MODULE_MAP_FILE).by_path()[OVERFLOW].nodes
+    assert set(proposed) < set(module_nodes)
+    assert any(n.endswith("/Concat") for n in proposed) and not any(n.endswith("/Add") for n in proposed)
+
+    # the recipe option, applied: a fresh run's FP16 variant is within its tolerance
+    fixed = dataclasses.replace(config, recipe=fp16_recipe(proposed), out_dir=tmp_path / "after")
+    assert _fp16_passed(run_pipeline(fixed))
+    page = (config.out_dir / "report.html").read_text()
+    assert "FP16: nodes to keep in FP32" in page and proposed[0] in page
