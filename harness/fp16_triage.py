@@ -7,6 +7,11 @@ by a real ONNX Runtime run of the FP16 model the block list makes, until every o
 Then the set is reduced: each group is dropped if the rest still passes, and each remaining group is
 bisected (halves, then nodes from either end, dropped while the outputs still pass). The result is
 measured once more, with a model made from exactly the proposed list.
+
+ONNX Runtime's CPU provider has FP16 kernels for few ops (Cast, Concat, Slice, Transpose, ...); it runs
+the others in FP32 between casts it inserts and merges, so on CPU an intermediate is rounded to FP16
+only where it passes through such a kernel. The set found is what ORT needs; an FP16 TensorRT engine
+rounds every tensor and may need more.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from trt_harness.harness.localize import error_ratio
 from trt_harness.models.recipe import Feed, Tolerance
 from trt_harness.models.results.localize import BlockedNode, Fp16Triage, LayerCurve, ModuleMap
 
+CPU_CAVEAT = (
+    "Validated with ONNX Runtime on CPU, which computes FP16 arithmetic that has no FP16 kernel there in "
+    "FP32 (only tensors between FP16 kernels are FP16): a TensorRT FP16 engine may need more of these "
+    "modules' nodes in FP32."
+)
 MAX_GROUPS = 16  # greedy steps before giving up: each one converts and runs the model once
 MAX_CHECKS = 60
 
@@ -38,7 +48,9 @@ class _Checker:
         references: Sequence[Mapping[str, np.ndarray]],
         tolerances: Mapping[str, Tolerance],
         workdir: Path,
+        settings: OrtSettings,
     ) -> None:
+        self.settings = settings
         self.source, self.feeds, self.references, self.tolerances = source, feeds, references, tolerances
         self.workdir = workdir
         self.checks = 0
@@ -47,7 +59,7 @@ class _Checker:
         self.checks += 1
         target = self.workdir / "triage.fp16.onnx"
         fp16_onnx(self.source, target, block_list=block_list)
-        session = create_session(target, OrtSettings(), "the FP16 triage model")
+        session = create_session(target, self.settings, "the FP16 triage model")
         names = [o.name for o in session.get_outputs() if o.name in self.tolerances]
         accumulators = {
             n: OutputAccumulator(n, "torch", "onnxrt", self.tolerances[n], worst_k=1) for n in names
@@ -90,6 +102,7 @@ def triage_fp16(
     tolerances: Mapping[str, Tolerance],
     curve: LayerCurve | None,
     already_blocked: Sequence[str] = (),
+    settings: OrtSettings | None = None,
 ) -> Fp16Triage:
     """Search the nodes of `source` (the FP32 model) to keep in FP32, on `feeds` against `references`."""
     import onnx
@@ -112,7 +125,7 @@ def triage_fp16(
             break
 
     with tempfile.TemporaryDirectory(prefix="fp16_triage_") as workdir:
-        check = _Checker(source, feeds, references, tolerances, Path(workdir))
+        check = _Checker(source, feeds, references, tolerances, Path(workdir), settings or OrtSettings())
         passed, before = check(base)
         chosen: list[list[str]] = []
         fixed = passed
@@ -142,7 +155,8 @@ def triage_fp16(
         tried = check.checks
     module_of = _deepest_module(module_map)
     extra = [n for n in proposed if n not in base]
-    note = ""
+    # what ORT's CPU provider runs is not what an FP16 engine runs: see the module doc
+    note = CPU_CAVEAT if after_passed and not passed else ""
     if passed:
         note = "the FP16 model already passes on these samples; nothing to add"
     elif not after_passed:
@@ -156,7 +170,14 @@ def triage_fp16(
         recipe_option=f"fp16_block_list={tuple(proposed)!r}",
         polygraphy_option="--precision-constraints obey --layer-precisions "
         + " ".join(f"{n}:float32" for n in proposed),
-        note=note or (f"{len(extra)} node(s) added to the {len(base)} the range check keeps" if base else ""),
+        note=" ".join(
+            t
+            for t in (
+                f"{len(extra)} node(s) added to the {len(base)} the range check keeps." if base else "",
+                note,
+            )
+            if t
+        ),
     )
 
 

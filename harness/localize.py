@@ -177,8 +177,7 @@ def _error_ratio(ref: np.ndarray, cand: np.ndarray, tolerance: Tolerance) -> flo
         err[both_nan | same_inf] = 0.0
         limit = tolerance.atol + tolerance.rtol * np.abs(np.nan_to_num(ref64))
         ratio = np.where(limit > 0, err / np.maximum(limit, 1e-300), np.where(err > 0, math.inf, 0.0))
-    worst = float(np.nanmax(ratio)) if ratio.size else 0.0
-    return math.inf if np.isnan(ratio).any() else worst
+    return math.inf if np.isnan(ratio).any() else float(ratio.max())
 
 
 @dataclasses.dataclass

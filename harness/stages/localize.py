@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trt_harness.conversions.ort_session import OrtSettings
 from trt_harness.harness.localize import DEFAULT_CHUNK_BYTES, layer_curve, reference_outputs
 from trt_harness.harness.stages.base import StageInput, torch_model
 from trt_harness.models.core.artifacts import Artifact
@@ -74,6 +75,11 @@ def _feeds(inp: StageInput, indexes: list[int]) -> list[tuple[int, Feed]]:
     return sorted(feeds, key=lambda f: indexes.index(f[0]))
 
 
+def _settings(recipe: Recipe) -> OrtSettings:
+    """As the run's ORT session (on CPU: the comparison must run where the device is absent too)."""
+    return OrtSettings(recipe.ort_optimization)
+
+
 def _verified(artifact: Artifact, run_dir: Path) -> Path:
     try:
         return artifact.verified(run_dir)
@@ -106,6 +112,7 @@ def _triage(
         {o: inp.recipe_record.tolerance_for(o, "fp16", inp.overrides) for o in output_names},
         next((c for c in curves if c.precision == "fp16"), None),
         already_blocked=variant.block_list if variant else (),
+        settings=_settings(inp.recipe) if inp.config else OrtSettings(),
     )
 
 
@@ -166,6 +173,7 @@ def localize_run(
                 tolerance=tolerance,
                 precision=precision,
                 chunk_bytes=chunk_bytes,
+                settings=_settings(recipe),
             )
         except HarnessError as e:
             notes.append(f"{precision}: the layer-wise comparison failed: {e}")
