@@ -239,3 +239,19 @@ def test_a_planted_fp16_overflow_is_named_and_the_proposed_block_list_fixes_it(t
     assert _fp16_passed(run_pipeline(fixed))
     page = (config.out_dir / "report.html").read_text()
     assert "FP16: nodes to keep in FP32" in page and proposed[0] in page
+
+
+def test_the_bench_gates_localize_on_time_rss_and_less_memory_than_polygraphy():
+    from trt_harness.harness.bench.localize import localize_result
+
+    def process(wall, rss, code=0):
+        return {"exit_code": code, "wall_s": wall, "peak_rss_bytes": rss, "bytes_written": 1 << 20}
+
+    data = {"run_dir": "r", "layers_compared": 200, "chunks": 2, "first_divergence": None}
+    within = localize_result({**data, "localize": process(30, 1 << 30), "polygraphy": process(20, 3 << 30)})
+    assert all(t.passed for t in within.targets)
+    heavier = localize_result({**data, "localize": process(30, 1 << 30), "polygraphy": process(20, 1 << 29)})
+    assert [t.passed for t in heavier.targets] == [True, True, False]
+    crashed = localize_result({**data, "localize": process(90, 3 << 30), "polygraphy": process(5, 1, code=1)})
+    assert not any(t.passed for t in crashed.targets)
+    assert "polygraphy exited with 1" in crashed.targets[2].detail
