@@ -255,3 +255,26 @@ def test_the_bench_gates_localize_on_time_rss_and_less_memory_than_polygraphy():
     crashed = localize_result({**data, "localize": process(90, 3 << 30), "polygraphy": process(5, 1, code=1)})
     assert not any(t.passed for t in crashed.targets)
     assert "polygraphy exited with 1" in crashed.targets[2].detail
+
+
+def test_convert_localize_runs_when_a_comparison_fails(tmp_path, plant, capsys):
+    import trt_harness.models.recipes as recipes
+
+    recipes.RECIPES.register("deep_planted", lambda: recipe("torchscript", planted=True))
+    try:
+        argv = [
+            "convert",
+            "deep_planted",
+            "--backends",
+            "torch",
+            "onnxrt",
+            "--no-cache",
+            "--out",
+            str(tmp_path),
+        ]
+        assert main([*argv, "--localize"]) == ExitCode.ACCURACY_FAILED  # the verdict stays the run's
+        assert f"first divergence: {PLANTED} (" in capsys.readouterr().out
+    finally:
+        recipes.RECIPES.unregister("deep_planted")
+    localization = load_results(tmp_path).localization
+    assert localization.curves[0].first_divergence == PLANTED
