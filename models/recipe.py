@@ -232,6 +232,9 @@ class Recipe:
     # reduced precision against the FP32 Torch reference (every output; per-output values win for fp32)
     precisions: tuple[Precision, ...] = ("fp32",)
     precision_tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    # ONNX nodes the FP16 variant keeps in FP32, besides those the range check finds; `harness localize`
+    # proposes such a list for a failing FP16 run
+    fp16_block_list: tuple[str, ...] = ()
     # also compare at the min/opt/max shapes of the optimization profile (batch dims), one row each
     compare_profile_shapes: bool = True
     # outputs that are images: output name -> (height axis, width axis), for the error heatmap

@@ -12,6 +12,7 @@ from trt_harness.reports.sections.checks import ChecksSection
 from trt_harness.reports.sections.common import RunView
 from trt_harness.reports.sections.conversion import ConversionSection
 from trt_harness.reports.sections.detections import DetectionsSection
+from trt_harness.reports.sections.divergence import DivergenceSection
 from trt_harness.reports.sections.ordering import OrderingSection
 from trt_harness.reports.sections.outputs import OutputSection, OutputsSection
 from trt_harness.reports.sections.summary import SummarySection
@@ -30,6 +31,7 @@ class ReportView(RunView):
         self.ordering = OrderingSection(self)
         self.conversion = ConversionSection(self)
         self.baseline = BaselineSection(self)
+        self.divergence = DivergenceSection(self)
 
     @property
     def outputs(self) -> list[OutputSection]:
@@ -46,6 +48,8 @@ class ReportView(RunView):
         yield "outputs", "Outputs"
         if self.checks.shown:
             yield "checks", "Checks"
+        if self.divergence.present:
+            yield "divergence", "Where it diverges"
         if self.detections is not None:
             yield "detections", "Detections"
         yield "io-order", "I/O order"
