@@ -84,8 +84,7 @@ def junit_tree(results: Results) -> ET.ElementTree:
                 message = comparison.statistics_reason if comparison is not None else pair.summary
                 # the case name carries the sample set as `@set`; the text names it as the report does
                 detail = f"{pair.failure_label or pair.label}: {pair.summary}" + (
-                    f"
-{message}" if compared else ""
+                    f"\n{message}" if compared else ""
                 )
                 if message:  # empty: only the recipe's checks failed, each in its own case
                     _fail(case, message, detail, kind="AccuracyFailed" if compared else "MissingOutput")
