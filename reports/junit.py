@@ -29,6 +29,7 @@ from trt_harness.models.results.diff import RunDiff
 from trt_harness.models.results.document import Results
 from trt_harness.models.results.stages import CompareDetails
 from trt_harness.reports.page import ReportView
+from trt_harness.reports.sections.outputs import PairResult
 
 # Characters XML 1.0 cannot hold even escaped; ElementTree would write them and produce invalid XML.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -117,7 +118,7 @@ def junit_tree(results: Results) -> ET.ElementTree:
 
 
 def _check_cases(
-    suite: ET.Element, classname: str, results: Results, output: str, pair: Any, at: str
+    suite: ET.Element, classname: str, results: Results, output: str, pair: PairResult, at: str
 ) -> None:
     """One case per check the recipe declares on `output`, for this pair."""
     outcomes = {o.name: o for o in pair.comparison.checks} if pair.comparison is not None else {}
