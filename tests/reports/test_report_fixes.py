@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from trt_harness.harness.environment import recipe_packages
 from trt_harness.harness.pipeline import RunConfig, run_pipeline
 from trt_harness.models.core.artifacts import sha256_file
 from trt_harness.models.recipe import TensorSpec, Tolerance
-from trt_harness.models.results.document import load_results
+from trt_harness.models.results.document import Results, load_results
 from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
 from trt_harness.models.results.stages import CompareDetails
 from trt_harness.reports.render import write_reports
@@ -35,15 +34,6 @@ from tests.reports.browser import chromium, new_page, unavailable_reason
 from tests.reports.page import Element, parse
 from tests.reports.results_fixtures import judged_run, runner_record
 from tests.reports.test_svg import histogram_for
-
-# `REPORT_SCREENS=<folder>`: the browser test also saves screenshots of the sequence report there
-SCREENS = Path(os.environ.get("REPORT_SCREENS", "/nonexistent-screens"))
-SCREENSHOTS = {
-    "seq_report.png": None,
-    "seq_output.png": "#output-last-hidden-state-torch-onnxrt",
-    "seq_summary.png": "#summary",
-    "seq_environment.png": "#environment",
-}
 
 
 def _run(tmp_path, **config):
@@ -142,13 +132,13 @@ def test_a_sequence_state_gets_a_readable_heatmap_with_the_recipes_axis_names(se
     assert "mean abs error per sequence × hidden position" in section.text
 
 
-def test_a_heatmap_that_cannot_be_drawn_is_omitted_with_a_note_and_the_run_still_passes(tmp_path):
-    """Samples of two sequence lengths: no map over both, each sample's own map, the verdict untouched."""
+def two_sequence_lengths_run(run_dir: Path) -> Results:
+    """A judged Torch vs ORT run of a [1, sequence, 32] state at sequence lengths 18 and 9."""
     rng = np.random.default_rng(0)
     states = [rng.normal(size=(1, length, 32)).astype(np.float32) for length in (18, 9)]
     recipe = RecipeRecord(
         name="two_lengths",
-        description="",
+        description="A [1, sequence, 32] state at two sequence lengths",
         inputs=(TensorSpec("input_ids", ("batch", "sequence"), "int64"),),
         output_names=("state",),
         default_tolerance=Tolerance(atol=1e-3, rtol=0.0),
@@ -158,13 +148,19 @@ def test_a_heatmap_that_cannot_be_drawn_is_omitted_with_a_note_and_the_run_still
     feeds = [{"input_ids": np.zeros((1, s.shape[1]), np.int64)} for s in states]
     outputs = {
         "torch": [{"state": s} for s in states],
-        "onnxrt": [{"state": s + np.float32(1e-5)} for s in states],
+        "onnxrt": [{"state": s + rng.normal(scale=1e-5, size=s.shape).astype(np.float32)} for s in states],
     }
     runners = {"torch": runner_record("torch", "Torch", 2), "onnxrt": runner_record("onnxrt", "ORT", 2)}
-    results = judged_run(tmp_path, recipe, feeds, outputs, runners)
+    results = judged_run(run_dir, recipe, feeds, outputs, runners)
+    write_reports(results, run_dir)
+    return results
+
+
+def test_a_heatmap_that_cannot_be_drawn_is_omitted_with_a_note_and_the_run_still_passes(tmp_path):
+    """Samples of two sequence lengths: no map over both, each sample's own map, the verdict untouched."""
+    results = two_sequence_lengths_run(tmp_path)
     assert results.stage("compare").status == "ok"
     assert results.verdict.exit_code == 0, results.verdict
-    write_reports(results, tmp_path)
     (error_map,) = results.details(CompareDetails).error_maps
     assert "different spatial sizes (18x32, then 9x32 in sample 1)" in error_map.omitted
     html = parse((tmp_path / "report.html").read_text())
@@ -234,15 +230,6 @@ def test_no_two_chart_labels_overlap_in_a_real_browser(sequence_run, tmp_path):
             assert page.evaluate(overlapping) == []
             checked += page.locator("svg.chart").count()
         assert checked >= 3 + 5 + 1  # three histograms, five heatmaps, the tiny-error histogram
-        for name, selector in SCREENSHOTS.items():
-            target = SCREENS / name
-            if SCREENS.is_dir():
-                page.goto((run_dir / "report.html").resolve().as_uri())
-                locator = page.locator(selector) if selector else None
-                if locator is not None:
-                    locator.first.screenshot(path=str(target))
-                else:
-                    page.screenshot(path=str(target), full_page=True)
 
 
 # --- environment ---------------------------------------------------------------------------------
