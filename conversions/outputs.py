@@ -7,8 +7,9 @@ that order; the Torch backend flattens with the same function, so position i is 
 every backend. A leaf's derived name is its key path joined by dots (`0.boxes`, `1.scores`; a single
 tensor is `output`), used when the recipe names no outputs.
 
-Naming against the recipe: when the derived names are the recipe's names (in any order), the Torch
-side keeps them, its true names, so a recipe listing them in another order than the model returns
+Naming against the recipe: when the derived names are the recipe's names (in any order), or their
+last keys are (each once: `0.boxes` is `boxes` for a one-image list of dicts), the Torch side keeps
+those, its true names, so a recipe listing them in another order than the model returns
 them shows up as an ordering mismatch (the export labels by position); otherwise the leaves are
 labelled by position with the recipe's names.
 
@@ -50,12 +51,20 @@ def flatten_outputs(out: Any) -> list[tuple[str, Any]]:
     return named
 
 
+def _last_key(name: str) -> str:
+    return name.rpartition(".")[2]
+
+
 def name_outputs(out: Any, output_names: Sequence[str]) -> dict[str, Any]:
     """The model's outputs keyed by name (see the module doc for which names)."""
     leaves = flatten_outputs(out)
     derived = [name for name, _ in leaves]
     if not output_names or sorted(derived) == sorted(output_names):
         return dict(leaves)
+    last_keys = [_last_key(name) for name in derived]
+    if len(set(last_keys)) == len(last_keys) and sorted(last_keys) == sorted(output_names):
+        # the keys of one dict nested in a list (a one-image detector's [{boxes, scores, labels}])
+        return {key: value for key, (_, value) in zip(last_keys, leaves, strict=True)}
     if len(leaves) != len(output_names):
         raise HarnessError(
             f"the model returned {len(leaves)} outputs ({', '.join(derived)}) but the recipe names "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from trt_harness.models.checks import Check
 from trt_harness.models.core.errors import UsageError
 from trt_harness.models.detection import DetectionTolerance
 
@@ -77,6 +78,9 @@ class Tolerance:
     quantile: float = 0.99
     # for class-score outputs (see Recipe.class_axes): also require this fraction of equal argmaxes
     min_argmax_agreement: float | None = None
+    # a reference with no signal (all zero, within atol of zero, or a trivially satisfied argmax
+    # agreement) fails the output unless this is set: say in the recipe why that is expected
+    accept_no_signal: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,8 @@ Precision = Literal["fp32", "tf32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "int8")
 
 
-DetectionLayout = Literal["yolov5", "anchor_free"]
-DETECTION_LAYOUTS: tuple[str, ...] = ("yolov5", "anchor_free")
+DetectionLayout = Literal["yolov5", "anchor_free", "postprocessed"]
+DETECTION_LAYOUTS: tuple[str, ...] = ("yolov5", "anchor_free", "postprocessed")
 
 
 @dataclass(frozen=True)
@@ -120,10 +124,24 @@ class DetectionSpec:
     """How to read boxes from a detector's output, and when two backends' detections agree.
 
     `layout` "yolov5": (N, anchors, 5 + classes) rows with objectness; "anchor_free": YOLOv8-style
-    (N, 4 + classes, anchors). Boxes narrower or lower than `min_wh` pixels are dropped before NMS
-    (YOLOv5 up to v5.0 did so with 2 px): the IoU of a box a fraction of a pixel wide swings between
-    0 and 1 under float noise, so such a box cannot be matched between backends. Pairs of runners at
-    a precision in `gated_precisions` decide the verdict; the others are reported only.
+    (N, 4 + classes, anchors); both are decoded here (confidence filter, class-aware NMS, `max_det`).
+    "postprocessed": the model did that itself (torchvision detectors, an NMS in the graph) and returns
+    per image `boxes` (K, 4) xyxy pixels, `scores` (K,) and `labels` (K,), optionally `masks`
+    (K, [1,] H, W) probabilities and `keypoints` (K, P, 2 or 3, x y [visibility]). `output` then names
+    the boxes and `scores_output`/`labels_output`/`masks_output`/`keypoints_output` the others; an
+    image's outputs are found either by those names exactly, batched (N, K, ...) or one image (K, ...),
+    with `count_output` (N,) the number of valid rows of each padded image if the model pads, or as
+    `<i>.<name>` (the derived names of a model returning a list of dicts, image i; see
+    conversions.outputs). Boxes scoring at most `conf_thres` are dropped (padding included); set it to
+    the model's own score threshold or above, and `max_det` to its own cap.
+
+    Detections are compared as sets (matched by class and IoU, one to one), whatever their order.
+    Boxes narrower or lower than `min_wh` pixels are dropped before NMS (YOLOv5 up to v5.0 did so
+    with 2 px): the IoU of a box a fraction of a pixel wide swings between 0 and 1 under float
+    noise, so such a box cannot be matched between backends. Scores are ranked on a grid of
+    `score_resolution` (ties broken by row, identically on both sides), so float noise among equal
+    scores (a saturated detector's 1.0s) cannot change which boxes NMS and `max_det` keep. Pairs of
+    runners at a precision in `gated_precisions` decide the verdict; the others are reported only.
     """
 
     output: str
@@ -136,6 +154,13 @@ class DetectionSpec:
     tolerance: DetectionTolerance = DetectionTolerance()
     gated_precisions: tuple[str, ...] = ("fp32",)
     min_wh: float = 0.0
+    score_resolution: float = 1e-5
+    # layout "postprocessed": the outputs besides the boxes (`output`), by name or dict key
+    scores_output: str = "scores"
+    labels_output: str = "labels"
+    masks_output: str | None = None
+    keypoints_output: str | None = None
+    count_output: str | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in DETECTION_LAYOUTS:
@@ -147,6 +172,23 @@ class DetectionSpec:
             raise UsageError(
                 f"DetectionSpec gated_precisions {unknown} are not precisions; use some of {list(PRECISIONS)}"
             )
+        if not 0 <= self.score_resolution < 1:
+            raise UsageError(
+                f"DetectionSpec score_resolution must lie in [0, 1) (0: exact scores), got {self.score_resolution}"
+            )
+
+    @property
+    def postprocessed_outputs(self) -> dict[str, str]:
+        """Layout "postprocessed": field (boxes, scores, labels, masks, keypoints, count) -> output name."""
+        named = {
+            "boxes": self.output,
+            "scores": self.scores_output,
+            "labels": self.labels_output,
+            "masks": self.masks_output,
+            "keypoints": self.keypoints_output,
+            "count": self.count_output,
+        }
+        return {field_name: name for field_name, name in named.items() if name}
 
 
 RecipeSource = Literal["built-in", "file", "module", "entry point"]
@@ -190,10 +232,15 @@ class Recipe:
     # reduced precision against the FP32 Torch reference (every output; per-output values win for fp32)
     precisions: tuple[Precision, ...] = ("fp32",)
     precision_tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    # ONNX nodes the FP16 variant keeps in FP32, besides those the range check finds; `harness localize`
+    # proposes such a list for a failing FP16 run
+    fp16_block_list: tuple[str, ...] = ()
     # also compare at the min/opt/max shapes of the optimization profile (batch dims), one row each
     compare_profile_shapes: bool = True
     # outputs that are images: output name -> (height axis, width axis), for the error heatmap
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # what the report calls those two axes (default "height", "width"), e.g. ("sequence", "hidden")
+    spatial_axis_names: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     # detectors: how to post-process an output into boxes, compared per image between backends
     detection: DetectionSpec | None = None
     # the ORT backend's graph optimization; lower it where an onnxruntime's optimizer fails on the model
@@ -203,6 +250,8 @@ class Recipe:
     baseline_factor: float = DEFAULT_BASELINE_FACTOR
     baseline_floor: float = DEFAULT_BASELINE_FLOOR
     params: Mapping[str, Any] = field(default_factory=dict)
+    # acceptance checks of the recipe's own (models.checks): output name -> checks, gated like tolerances
+    checks: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
     # declared outputs, in return order: a TensorSpec (shape with dynamic dims named as the inputs'
     # dims, dtype) is checked on the export and every backend, a plain name is not checked
     outputs: tuple[TensorSpec | str, ...] = ()
@@ -211,8 +260,21 @@ class Recipe:
     make_input: Callable[[str, Shape, np.random.Generator], np.ndarray] | None = None
     # set by `models.recipes.get_recipe`, not by the recipe: where it was loaded from
     origin: RecipeOrigin | None = None
+    # where the model's weights come from when no `--weights FILE` is given, as the report shows it:
+    # e.g. "seeded random initialisation (seed 0)" or "loaded by the recipe from hf:prajjwal1/bert-tiny";
+    # "" says nothing, and the report then says that the recipe does not say
+    weights_source: str = ""
 
     def __post_init__(self) -> None:
+        self._outputs_agree()
+        unknown = sorted(set(self.checks) - set(self.output_names)) if self.output_names else []
+        if unknown:  # before anything is built (names derived at export are checked when comparing)
+            raise UsageError(
+                f"recipe '{self.name}' declares checks for output(s) {unknown}, which it does not have; "
+                f"key Recipe.checks by one of {list(self.output_names)}"
+            )
+
+    def _outputs_agree(self) -> None:
         if not self.outputs:
             return
         names = tuple(o.name if isinstance(o, TensorSpec) else o for o in self.outputs)

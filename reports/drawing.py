@@ -32,6 +32,11 @@ _PALETTE = (
 )  # fmt: skip
 _LINE_WIDTH = 2
 _TEXT_PAD = 2
+# Box states of a comparison (draw_detections' `states`): how a box without a match stands out.
+BoxState = Literal["matched", "unmatched", "cutoff"]
+_UNMATCHED_COLOUR = (255, 0, 255)  # magenta: in no class's colour, visible on photos
+_CUTOFF_COLOUR = (160, 160, 160)
+_STATE_SUFFIX = {"matched": "", "unmatched": " NO MATCH", "cutoff": " at cutoff"}
 
 
 def class_colour(class_id: int) -> tuple[int, int, int]:
@@ -54,9 +59,10 @@ def _draw_box(
     box: np.ndarray,
     label: str,
     colour: tuple[int, int, int],
+    width: int = _LINE_WIDTH,
 ) -> None:
     x1, y1, x2, y2 = (float(v) for v in box)
-    draw.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=colour, width=_LINE_WIDTH)
+    draw.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=colour, width=width)
     left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
     text_w, text_h = right - left + 2 * _TEXT_PAD, bottom - top + 2 * _TEXT_PAD
     # Above the box where there is room, else just inside its top edge.
@@ -75,6 +81,7 @@ def draw_detections(
     *,
     max_side: int = MAX_SIDE,
     image_format: Literal["PNG", "JPEG"] = "PNG",
+    states: Sequence[BoxState] | None = None,
 ) -> bytes:
     """PNG (or JPEG) of `image` (H, W, 3) uint8 RGB with `dets` drawn on it and `title` in a band above.
 
@@ -82,7 +89,9 @@ def draw_detections(
     `Detections.to_original`). The image is downscaled so neither of its sides exceeds
     `max_side` (the title band adds one line of text on top); boxes are drawn after scaling so
     lines and labels stay legible. Boxes with non-finite coordinates are left out: they cannot be
-    drawn, and the comparison reports them.
+    drawn, and the comparison reports them. `states` (one per box) marks how each box fared in a
+    comparison: "unmatched" boxes are drawn thick in magenta labelled NO MATCH, boxes "at the cutoff"
+    thin in grey; "matched" ones (the default) in their class colour.
     """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -108,7 +117,12 @@ def draw_detections(
         if drawable[index]:
             class_id = int(dets.classes[index])
             label = _label(class_id, float(dets.scores[index]), class_names)
-            _draw_box(draw, font, boxes[index], label, class_colour(class_id))
+            state = states[index] if states is not None else "matched"
+            colour = {"unmatched": _UNMATCHED_COLOUR, "cutoff": _CUTOFF_COLOUR}.get(
+                state, class_colour(class_id)
+            )
+            width = {"unmatched": 2 * _LINE_WIDTH, "cutoff": 1}.get(state, _LINE_WIDTH)
+            _draw_box(draw, font, boxes[index], label + _STATE_SUFFIX[state], colour, width)
 
     if title:
         left, top, right, bottom = draw.textbbox((0, 0), title, font=font)

@@ -137,9 +137,12 @@ _JUDGING_FIELDS = (
     "detection",
     "class_axes",
     "spatial_axes",
+    "spatial_axis_names",
     "weights",
     # where the recipe came from: its code is in the code keys (pipeline.recipe_modules), as a built-in's is
     "origin",
+    "checks",
+    "weights_source",
 )
 
 

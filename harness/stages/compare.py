@@ -25,6 +25,8 @@ from trt_harness.harness.detections import (
     DETECTION_IMAGES,
     compare_pair,
     detections_of,
+    is_set_compared,
+    spec_output_problem,
     write_detection_images,
 )
 from trt_harness.harness.heatmap import ErrorHeatmap
@@ -99,6 +101,18 @@ def _samples(folders: Mapping[str, SampleFolder]) -> Iterator[Sample]:
         yield {name: next(stream) for name, stream in streams.items()}
 
 
+def _without_set_compared(recipe: RecipeRecord, sample: Sample) -> Sample:
+    """The sample without the outputs the detection gate compares as sets (a post-processed
+    detector's boxes, scores, labels...): position by position they differ whenever the order does."""
+    spec = recipe.detection
+    if spec is None:
+        return sample
+    return {
+        runner: {name: value for name, value in outputs.items() if not is_set_compared(spec, name)}
+        for runner, outputs in sample.items()
+    }
+
+
 def _judge_group(
     inp: StageInput, run: RunDetails, group: ComparisonGroup, recipe: RecipeRecord, primary: bool
 ) -> tuple[Any, list[Any], list[ErrorMap]]:
@@ -118,17 +132,19 @@ def _judge_group(
     def samples() -> Iterator[Sample]:
         for sample in _samples(folders):
             if primary and not first:
-                first.append(sample)
+                first.append(sample)  # the cross-match sees every output, set-compared ones too
             for (output, ref, cand), heatmap in heatmaps.items():
                 if output in sample[ref] and output in sample[cand]:
                     heatmap.update(sample[ref][output], sample[cand][output])
-            yield sample
+            yield _without_set_compared(recipe, sample)
 
     report = compare_runs(
         samples(),
         pairs=list(group.pairs),
         tolerance_for=lambda output: recipe.tolerance_for(output, group.precision, inp.overrides),
         class_axes=recipe.class_axes,
+        checks=recipe.checks,
+        output_names=recipe.output_names or None,  # () when derived from the returned structure
     )
     crossmatch = (
         [
@@ -149,11 +165,9 @@ def _detections(
     run: RunDetails,
     groups: Sequence[ComparisonGroup],
 ) -> DetectionsReport:
-    if spec.output not in recipe.output_names:
-        raise UsageError(
-            f"the detection spec of recipe '{recipe.name}' reads output '{spec.output}', which the "
-            f"recipe does not have; set DetectionSpec(output=...) to one of {list(recipe.output_names)}"
-        )
+    problem = spec_output_problem(spec, recipe.output_names)
+    if problem is not None:
+        raise UsageError(f"recipe '{recipe.name}': {problem}")
     pairs = [(ref, cand, g.precision) for g in groups if g.sample_set == SAMPLES for ref, cand in g.pairs]
     runners = list(dict.fromkeys(name for ref, cand, _ in pairs for name in (ref, cand)))
     folders = {name: _outputs(inp, run.runners[name], name, SAMPLES) for name in runners}
@@ -167,7 +181,11 @@ def _detections(
         spec=spec,
         images=len(found[runners[0]]) if runners else 0,
         images_file=images_file,
-        runners={name: tuple(per_image) for name, per_image in found.items()},
+        # masks are image-sized: compared above, not kept in results.json
+        runners={
+            name: tuple(d if d is None else d.without_masks() for d in per_image)
+            for name, per_image in found.items()
+        },
         pairs=tuple(compare_pair(spec, ref, cand, p, found[ref], found[cand]) for ref, cand, p in pairs),
     )
 
@@ -236,7 +254,9 @@ def compare_key(inp: StageInput) -> dict[str, Any]:
         "samples": inp.artifact("samples").sha256,
         "runners": _runners_key(inp.details(RunDetails)),
         # where the weights file lies does not change a verdict (its hash is in the outputs' keys)
-        "recipe": {k: v for k, v in to_json(inp.recipe_record).items() if k != "weights"},
+        "recipe": {
+            k: v for k, v in to_json(inp.recipe_record).items() if k not in ("weights", "weights_source")
+        },
         "overrides": to_json(inp.overrides),
     }
 

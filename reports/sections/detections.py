@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from trt_harness.models.detection import Detections
+from trt_harness.models.detection import DetectionMatch, Detections
 from trt_harness.models.results.detections import DetectionPair, DetectionsReport, ImageAgreement
 from trt_harness.models.results.stages import CompareDetails
 from trt_harness.reports import formatting as fmt
-from trt_harness.reports.drawing import draw_detections, jpeg_data_uri
+from trt_harness.reports.drawing import BoxState, draw_detections, jpeg_data_uri
 from trt_harness.reports.sections.common import RunView
 
 # The report draws at most this many images (failing ones first), each once per runner, to stay small.
@@ -52,7 +52,9 @@ class DetectionRow:
     matched: str
     mean_iou: str
     max_score_delta: str
-    bad: frozenset[str]  # the criteria that failed: "matched", "iou", "score"
+    max_box_delta: str  # pixels
+    at_cutoff: str  # "ref / cand" boxes left out at a cutoff
+    bad: frozenset[str]  # the criteria that failed: "matched", "iou", "score", "box", "mask", "keypoint"
     only_ref_count: int | None
     only_cand_count: int | None
     # "class score" of the boxes without a match on each side, the first few
@@ -128,6 +130,14 @@ class DetectionsSection:
     @property
     def postprocessing(self) -> str:
         spec = self.spec
+        if spec.layout == "postprocessed":
+            parts = ", ".join(
+                f"{field_name} '{name}'" for field_name, name in spec.postprocessed_outputs.items()
+            )
+            return (
+                f"post-processed by the model ({parts}), score > {fmt.compact(spec.conf_thres)}, at most "
+                f"{spec.max_det} boxes per image"
+            )
         text = (
             f"{spec.layout} layout, score > {fmt.compact(spec.conf_thres)}, class-aware NMS at IoU "
             f"{fmt.compact(spec.iou_thres)}, at most {spec.max_det} boxes per image"
@@ -139,10 +149,16 @@ class DetectionsSection:
     @property
     def criterion(self) -> str:
         tol = self.spec.tolerance
+        box = f", max |coordinate delta| ≤ {fmt.compact(tol.max_box_delta)} px" if tol.max_box_delta else ""
         return (
-            f"same class and IoU ≥ {fmt.compact(self.spec.iou_match)}, one to one; an image agrees with "
-            f"matched ≥ {fmt.percent(tol.min_matched_fraction)}, mean IoU ≥ {fmt.compact(tol.min_mean_iou)} "
-            f"and max |score delta| ≤ {fmt.compact(tol.max_score_delta)}"
+            f"same class and IoU ≥ {fmt.compact(self.spec.iou_match)}, one to one, in any order; an image "
+            f"agrees with matched ≥ {fmt.percent(tol.min_matched_fraction)}, mean IoU ≥ "
+            f"{fmt.compact(tol.min_mean_iou)}, max |score delta| ≤ {fmt.compact(tol.max_score_delta)}{box} "
+            f"(mask IoU ≥ {fmt.compact(tol.min_mean_mask_iou)} and keypoints within "
+            f"{fmt.compact(tol.max_keypoint_delta)} px where there are any). A box without a match scoring "
+            f"within {fmt.compact(tol.max_score_delta)} of the other side's cutoff (score threshold, or its "
+            f"weakest box when it holds {self.spec.max_det}) is left out of the matched fraction: boxes "
+            "tied at a cutoff are interchangeable"
         )
 
     @functools.cached_property
@@ -173,7 +189,8 @@ class DetectionsSection:
         if match is None:
             return DetectionRow(
                 **common, num_ref=None, num_cand=None, matched=fmt.MISSING, mean_iou=fmt.MISSING,
-                max_score_delta=fmt.MISSING, bad=frozenset({"matched"}), only_ref_count=None,
+                max_score_delta=fmt.MISSING, max_box_delta=fmt.MISSING, at_cutoff=fmt.MISSING,
+                bad=frozenset({"matched"}), only_ref_count=None,
                 only_cand_count=None, only_ref=(), only_cand=(),
             )  # fmt: skip
         tol = match.tolerance
@@ -186,6 +203,21 @@ class DetectionsSection:
                     "score",
                     match.max_score_delta is not None and not match.max_score_delta <= tol.max_score_delta,
                 ),
+                (
+                    "box",
+                    tol.max_box_delta is not None
+                    and match.max_box_delta is not None
+                    and not match.max_box_delta <= tol.max_box_delta,
+                ),
+                (
+                    "mask",
+                    match.mean_mask_iou is not None and not match.mean_mask_iou >= tol.min_mean_mask_iou,
+                ),
+                (
+                    "keypoint",
+                    match.max_keypoint_delta is not None
+                    and not match.max_keypoint_delta <= tol.max_keypoint_delta,
+                ),
             )
             if failed
         }
@@ -196,6 +228,8 @@ class DetectionsSection:
             matched=f"{fmt.percent(match.matched_fraction)} ({len(match.pairs)})",
             mean_iou=fmt.MISSING if match.mean_iou is None else f"{match.mean_iou:.4f}",
             max_score_delta=fmt.sci(match.max_score_delta, 2),
+            max_box_delta=fmt.sci(match.max_box_delta, 2),
+            at_cutoff=f"{len(match.at_cutoff_ref)} / {len(match.at_cutoff_cand)}",
             bad=frozenset(bad),
             only_ref_count=len(match.only_ref),
             only_cand_count=len(match.only_cand),
@@ -254,31 +288,54 @@ class DetectionsSection:
                     drawn.append(DetectionImage(index, "fail" if index in failing else "pass", panels))
         return drawn
 
+    def _versus(self, runner: str, index: int) -> tuple[str, DetectionMatch | None, bool]:
+        """The runner `runner`'s boxes on image `index` are marked against: the reference for a candidate,
+        the first candidate for the reference; (that runner, the match, whether `runner` is its ref side)."""
+        reference = next(iter(self.detections.runners))
+        for pair in self.detections.pairs:
+            if index >= len(pair.images):
+                continue
+            if runner != reference and (pair.ref_backend, pair.cand_backend) == (reference, runner):
+                return reference, pair.images[index].match, False
+            if runner == reference and pair.ref_backend == reference:
+                return pair.cand_backend, pair.images[index].match, True
+        return reference, None, False
+
     def _panel(self, runner: str, picture: Any, index: int) -> DetectionPanel:
-        """`runner`'s detections drawn on image `index`, captioned with its agreement with the first runner."""
+        """`runner`'s detections drawn on image `index`, each box marked matched, without a match or at
+        the cutoff against another runner, captioned with their agreement."""
         title = self.run.display(runner)
         per_image = self.detections.runners[runner]
         dets = per_image[index] if index < len(per_image) else None
         if dets is None:
             return DetectionPanel(title, "", f"no {self.spec.output} for this image")
+        other, versus, as_ref = self._versus(runner, index)
+        states: list[BoxState] | None = None
+        if versus is not None:
+            matched = {r if as_ref else c for r, c in versus.pairs}
+            cutoff = set(versus.at_cutoff_ref if as_ref else versus.at_cutoff_cand)
+            states = [
+                "matched" if k in matched else "cutoff" if k in cutoff else "unmatched"
+                for k in range(len(dets))
+            ]
         jpeg = draw_detections(
-            picture, dets, self.class_names, title, max_side=DRAWN_IMAGE_SIDE, image_format="JPEG"
+            picture,
+            dets,
+            self.class_names,
+            title,
+            max_side=DRAWN_IMAGE_SIDE,
+            image_format="JPEG",
+            states=states,
         )
         caption = f"{len(dets)} box{'es' if len(dets) != 1 else ''}"
-        reference = next(iter(self.detections.runners))
-        versus = next(
-            (
-                pair.images[index].match
-                for pair in self.detections.pairs
-                if (pair.ref_backend, pair.cand_backend) == (reference, runner) and index < len(pair.images)
-            ),
-            None,
-        )
         if versus is not None and versus.num_ref == 0 and versus.num_cand == 0:
-            caption += f", as {self.run.display(reference)}"
-        elif versus is not None:
+            caption += f", as {self.run.display(other)}"
+        elif versus is not None and states is not None:
+            unmatched, at_cutoff = states.count("unmatched"), states.count("cutoff")
             caption += (
-                f"; {len(versus.pairs)} matched with {self.run.display(reference)} "
-                f"({fmt.percent(versus.matched_fraction)})"
+                f"; {len(versus.pairs)} matched with {self.run.display(other)} "
+                f"({fmt.percent(versus.matched_fraction)}), {unmatched} without a match"
             )
+            if at_cutoff:
+                caption += f", {at_cutoff} at the cutoff"
         return DetectionPanel(title, jpeg_data_uri(jpeg), caption)
