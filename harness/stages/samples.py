@@ -42,6 +42,7 @@ class ProfileRow:
     feed: Feed | None
     source: str = ""
     reason: str = ""
+    why: str = ""  # the reason without the row, shared by the rows skipped for the same cause
 
 
 def profile_dims(recipe: Recipe) -> dict[str, dict[str, int]]:
@@ -167,12 +168,10 @@ def _row(recipe: Recipe, feeds: Sequence[Feed], name: str, dims: dict[str, int])
             from_samples[0],
         )
         why = "the recipe has no make_input" if recipe.make_input is None else "make_input returned None"
+        why = f"{why} for {culprit.name}, and no sample can be tiled to that shape"
         shown = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
-        reason = (
-            f"profile row {' '.join(f'{d}={n}' for d, n in dims.items())} ({shown}) skipped: {why} for "
-            f"{culprit.name}, and no sample can be tiled to that shape"
-        )
-        return ProfileRow(name, dims, shapes, None, reason=reason)
+        reason = f"profile row {_dims_text(dims)} ({shown}) skipped: {why}"
+        return ProfileRow(name, dims, shapes, None, reason=reason, why=why)
     for spec in from_samples:
         feed[spec.name] = np.ascontiguousarray(
             _from_samples(spec, [f[spec.name] for f in usable], shapes[spec.name])
@@ -182,16 +181,31 @@ def _row(recipe: Recipe, feeds: Sequence[Feed], name: str, dims: dict[str, int])
     return ProfileRow(name, dims, shapes, {k: feed[k] for k in recipe.input_names}, ", ".join(sources))
 
 
+def _dims_text(dims: Mapping[str, int]) -> str:
+    return " ".join(f"{dim}={size}" for dim, size in dims.items())
+
+
+def skipped_note(rows: Sequence[ProfileRow]) -> str | None:
+    """The ledger's note on the rows not run, one clause per cause, e.g. "profile rows seq=1, seq=32
+    skipped: the recipe has no make_input for input_ids, and no sample can be tiled to that shape"."""
+    causes: dict[str, list[str]] = {}
+    for row in rows:
+        if row.feed is None:
+            causes.setdefault(row.why, []).append(_dims_text(row.dims))
+    return (
+        "; ".join(
+            f"profile row{'s' if len(names) > 1 else ''} {', '.join(names)} skipped: {why}"
+            for why, names in causes.items()
+        )
+        or None
+    )
+
+
 def profile_rows(recipe: Recipe, feeds: Sequence[Feed]) -> list[ProfileRow]:
     """The comparison's rows over the optimization profile: every dynamic dim at its min/opt/max
     (see `_row_dims`), each with a feed, or the reason it has none. Rows of the shape of a sample
     with nothing changed are left out only when they are the same shape as another row."""
     return [_row(recipe, feeds, name, dims) for name, dims in _row_dims(recipe, feeds)]
-
-
-def profile_feeds(recipe: Recipe, feeds: Sequence[Feed]) -> dict[str, list[Feed]]:
-    """The feed of each profile row that could be made, by row name (e.g. "batch8", "seq256")."""
-    return {row.name: [row.feed] for row in profile_rows(recipe, feeds) if row.feed is not None}
 
 
 def _folder_name(label: str) -> str:
@@ -273,7 +287,8 @@ def write_samples(inp: StageInput) -> StageOutput:
             folder=f"{FOLDER}/{name}",
             samples=len(set_feeds),
             shapes=tuple({k: tuple(v.shape) for k, v in feed.items()} for feed in set_feeds),
-            label=_label(name, set_feeds),
+            label=_label(name, set_feeds)
+            + (" (make_input)" if "make_input" in sources.get(name, "") else ""),
             source=sources.get(name, "samples"),
         )
     if shard is not None and shard.index != 0:
@@ -281,7 +296,7 @@ def write_samples(inp: StageInput) -> StageOutput:
     return StageOutput(
         {"samples": Artifact.of_folder(inp.run_dir, FOLDER)},
         SamplesDetails(records, shard=shard, skipped_rows=skipped),
-        reason="; ".join(row.reason for row in skipped) or None,
+        reason=skipped_note(rows) if skipped else None,
     )
 
 
