@@ -235,7 +235,7 @@ class Recipe:
     # ONNX nodes the FP16 variant keeps in FP32, besides those the range check finds; `harness localize`
     # proposes such a list for a failing FP16 run
     fp16_block_list: tuple[str, ...] = ()
-    # also compare at the min/opt/max shapes of the optimization profile (batch dims), one row each
+    # also compare at the profile rows (every dynamic dim at its min/opt/max, see make_input), one row each
     compare_profile_shapes: bool = True
     # outputs that are images: output name -> (height axis, width axis), for the error heatmap
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
