@@ -135,7 +135,13 @@ def _made(
 ) -> np.ndarray | None:
     if recipe.make_input is None:
         return None
-    array = recipe.make_input(spec.name, shape, rng)
+    try:
+        array = recipe.make_input(spec.name, shape, rng)
+    except Exception as e:  # the recipe's own code: name the call that failed, not the harness
+        raise UsageError(
+            f"recipe '{recipe.name}': make_input('{spec.name}', {shape}) for profile row {row} raised "
+            f"{type(e).__name__}: {e}"
+        ) from e
     if array is None:
         return None
     if not isinstance(array, np.ndarray) or tuple(array.shape) != shape or str(array.dtype) != spec.dtype:
@@ -203,8 +209,8 @@ def skipped_note(rows: Sequence[ProfileRow]) -> str | None:
 
 def profile_rows(recipe: Recipe, feeds: Sequence[Feed]) -> list[ProfileRow]:
     """The comparison's rows over the optimization profile: every dynamic dim at its min/opt/max
-    (see `_row_dims`), each with a feed, or the reason it has none. Rows of the shape of a sample
-    with nothing changed are left out only when they are the same shape as another row."""
+    (see `_row_dims`), each with a feed, or the reason it has none. Rows that come to the same
+    shapes are one row, named as the first of them."""
     return [_row(recipe, feeds, name, dims) for name, dims in _row_dims(recipe, feeds)]
 
 

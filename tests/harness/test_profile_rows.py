@@ -91,6 +91,16 @@ def test_make_input_of_the_wrong_shape_or_dtype_is_a_usage_error() -> None:
         assert "int64[1, 18]" in str(e.value), kind
 
 
+def test_a_make_input_that_raises_is_a_usage_error_naming_it() -> None:
+    def broken(name, shape, rng):
+        raise KeyError(name)
+
+    with pytest.raises(
+        UsageError, match=r"make_input\('input_ids', \(1, 18\)\) for profile row batch1 raised KeyError"
+    ):
+        _rows(dataclasses.replace(seq_tiny("none"), make_input=broken))
+
+
 def _two_inputs(**changes) -> Recipe:
     recipe = seq_tiny("vocab")
     return dataclasses.replace(recipe, **changes)
