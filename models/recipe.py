@@ -235,7 +235,7 @@ class Recipe:
     # ONNX nodes the FP16 variant keeps in FP32, besides those the range check finds; `harness localize`
     # proposes such a list for a failing FP16 run
     fp16_block_list: tuple[str, ...] = ()
-    # also compare at the min/opt/max shapes of the optimization profile (batch dims), one row each
+    # also compare at the profile rows (every dynamic dim at its min/opt/max, see make_input), one row each
     compare_profile_shapes: bool = True
     # outputs that are images: output name -> (height axis, width axis), for the error heatmap
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
@@ -255,9 +255,11 @@ class Recipe:
     # declared outputs, in return order: a TensorSpec (shape with dynamic dims named as the inputs'
     # dims, dtype) is checked on the export and every backend, a plain name is not checked
     outputs: tuple[TensorSpec | str, ...] = ()
-    # how to make a valid input of a given shape for the profile rows (e.g. token ids inside the
-    # vocabulary): (input name, shape, rng) -> array; None: only shapes the samples have are run
-    make_input: Callable[[str, Shape, np.random.Generator], np.ndarray] | None = None
+    # how to make a valid input of a given shape for the profile rows (see harness.stages.samples):
+    # (input name, shape, seeded rng) -> an array of exactly that shape and the input's dtype, with
+    # values the model accepts (token ids inside the vocabulary, masks of 0/1), or None to take that
+    # input from the samples. None (no make_input): rows the samples cannot be tiled into are skipped
+    make_input: Callable[[str, Shape, np.random.Generator], np.ndarray | None] | None = None
     # set by `models.recipes.get_recipe`, not by the recipe: where it was loaded from
     origin: RecipeOrigin | None = None
     # where the model's weights come from when no `--weights FILE` is given, as the report shows it:

@@ -1,8 +1,9 @@
 """run: every backend at every precision it runs (one runner each) on the samples; outputs keyed by name,
 written one file per sample as soon as each is inferred.
 
-FP32 runners run every sample set (the recipe's samples and the profile shapes); reduced precisions
-run the recipe's samples. A backend that cannot execute here is recorded with the reason, as
+FP32 runners run every sample set (the recipe's samples and the profile rows); reduced precisions
+run the recipe's samples. Every sample is its own feed, so samples of different shapes (sequence
+lengths) run as they are. A backend that cannot execute here is recorded with the reason, as
 "built, not executed" when what it would run from exists.
 """
 
@@ -12,6 +13,7 @@ import shutil
 import statistics
 from typing import Any
 
+import numpy as np
 from trt_harness.harness.backends.base import (
     Backend,
     BackendContext,
@@ -31,7 +33,8 @@ from trt_harness.harness.stages.base import (
     weights_hash,
 )
 from trt_harness.models.core.artifacts import Artifact
-from trt_harness.models.core.errors import UsageError
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.recipe import Feed
 from trt_harness.models.results.comparisons import SAMPLES
 from trt_harness.models.results.stages import BuildDetails, RunDetails, RunnerRecord, SamplesDetails
 
@@ -79,6 +82,30 @@ def _build_refusal(inp: StageInput) -> str | None:
     return f"the TensorRT build failed: {build.reason or 'no reason recorded'}"
 
 
+def _infer(backend: Backend, feed: Feed, sample_set: str, made: bool) -> dict[str, np.ndarray]:
+    """One inference (each sample its own feed, whatever its shape). A profile row made by the recipe's
+    make_input that the model refuses is the recipe's fault (e.g. token ids outside the vocabulary:
+    an embedding lookup fails), so it is named as such, not as a harness failure."""
+    if not made:
+        return backend.infer(feed)
+    try:
+        return backend.infer(feed)
+    except HarnessError:
+        raise
+    except Exception as e:
+        ranges = ", ".join(
+            f"{name} {a.dtype} in [{a.min()}, {a.max()}]"
+            for name, a in feed.items()
+            if a.size and a.dtype.kind in "iub"
+        )
+        raise HarnessError(
+            f"{backend.display_name} failed on profile row '{sample_set}', whose inputs the recipe's make_input "
+            f"made ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}); "
+            f"make_input must return values the model accepts, e.g. token ids inside the vocabulary"
+            + (f" (it gave {ranges})" if ranges else "")
+        ) from e
+
+
 def run(inp: StageInput) -> StageOutput:
     samples = inp.details(SamplesDetails)
     assert samples is not None
@@ -116,8 +143,11 @@ def run(inp: StageInput) -> StageOutput:
             shutil.rmtree(folder, ignore_errors=True)  # ours: an earlier run's samples must not mix in
             with cls(ctx) as backend:
                 for sample_set in sets:
+                    made = samples.sets[sample_set].source != "samples"
                     for index, feed in enumerate(inp.samples(sample_set)):
-                        write_sample(sample_file(folder / sample_set, index), backend.infer(feed))
+                        write_sample(
+                            sample_file(folder / sample_set, index), _infer(backend, feed, sample_set, made)
+                        )
                 io = backend.io_order()
                 described = backend.describe()
                 ordering = tuple(backend.ordering_mismatches)

@@ -47,6 +47,19 @@ class SampleSet:
     # each input's shape, per sample (samples of a set may differ, e.g. sequence lengths)
     shapes: tuple[Mapping[str, tuple[int, ...]], ...]
     label: str = ""  # how the report names it, e.g. "at images 8x3x320x320"
+    # where a profile row's inputs came from: "samples" (the recipe's, tiled along the batch axis),
+    # "make_input" (the recipe's make_input), or "samples, make_input" (some inputs each)
+    source: str = "samples"
+
+
+@dataclass(frozen=True)
+class SkippedProfileRow:
+    """A min/opt/max profile row the samples stage could not make, and why (e.g. no make_input)."""
+
+    name: str  # e.g. "seq256"
+    dims: Mapping[str, int]  # the dynamic dims the row sets, e.g. {"seq": 256}
+    shapes: Mapping[str, tuple[int, ...]]  # each input's shape in the row
+    reason: str
 
 
 @tag("samples")
@@ -55,6 +68,8 @@ class SamplesDetails(StageDetails):
     sets: Mapping[str, SampleSet]
     # the slice of the recipe's samples this run judged (`--shard i/n`); None: all of them
     shard: Shard | None = None
+    # profile rows not run, each with its reason (shown in the ledger as the stage's note)
+    skipped_rows: tuple[SkippedProfileRow, ...] = ()
 
 
 # --- scan and export ----------------------------------------------------------------------------------
