@@ -70,7 +70,7 @@ def relu_onnx(path) -> None:
 
 def test_every_benchmark_registers_in_run_order():
     names = [b.name for b in benchmarks()]
-    assert names == ["pipeline", "latency", "comparison", "memory"]
+    assert names == ["pipeline", "latency", "comparison", "memory", "localize"]
 
 
 @given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=50), st.floats(0, 100))

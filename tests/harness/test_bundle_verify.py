@@ -133,7 +133,7 @@ def test_a_perturbed_reference_output_fails_with_exit_1(bundled, tmp_path: Path,
     save_manifest(type(manifest)(**{**manifest.__dict__, "artifacts": artifacts}), copy)
     assert main(["verify", str(copy)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL" in out and "logits (Torch vs ORT)" in out and "features" not in out
+    assert "FAIL" in out and "logits (Torch vs ORT on the samples)" in out and "features" not in out
     failing = [c for c in load_results(copy / "verify").details(CompareDetails).comparisons if not c]
     assert {(c.output, c.sample_set) for c in failing} <= {("logits", "samples")} and failing
 

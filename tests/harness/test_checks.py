@@ -198,7 +198,7 @@ def test_a_user_function_gives_value_and_verdict():
 
     verdict = verdict_for([run_stage(), compare_stage([result])])
     assert verdict.exit_code == ExitCode.ACCURACY_FAILED
-    assert "1 check(s) failed: 'gap' on logits (Torch vs ORT)" in verdict.summary
+    assert "1 check(s) failed: 'gap' on logits (Torch vs ORT on the samples)" in verdict.summary
     passing = _judge(_logits(None), {"logits": (check,)})
     verdict = verdict_for([run_stage(), compare_stage([passing])])
     assert verdict.exit_code == ExitCode.PASSED and "all 1 recipe check(s) pass" in verdict.summary
@@ -255,7 +255,7 @@ def test_a_zero_logit_classifier_head_is_no_signal_not_a_pass():
     assert result.passed and result.no_signal
     verdict = verdict_for([run_stage(), compare_stage([result])])
     assert verdict.exit_code == ExitCode.PASSED
-    assert "no signal, accepted by the recipe: logits (Torch vs ORT)" in verdict.summary
+    assert "no signal, accepted by the recipe: logits (Torch vs ORT on the samples)" in verdict.summary
 
 
 def test_a_reference_within_atol_of_zero_is_no_signal_and_a_real_one_is_not():
@@ -322,7 +322,7 @@ def test_cli_a_corrupted_row_fails_the_run_naming_the_row(cli_runs):
     assert comparison.within_tolerance and not comparison.passed  # the check alone fails the run
     assert rows.worst[0].index == (CORRUPT_SAMPLE, 0, CORRUPT_TOKEN)
     assert rows.value == pytest.approx(-1.0)  # the exported model flipped that embedding's sign
-    assert "'token_cosine' on embedding (Torch vs ORT): 1 of 12 rows" in results.verdict.summary
+    assert "'token_cosine' on embedding (Torch vs ORT on the samples): 1 of 12 rows" in results.verdict.summary
     assert f"row [{CORRUPT_SAMPLE}, 0, {CORRUPT_TOKEN}]" in results.verdict.summary
     assert all(o.passed for name, (_, o) in outcomes.items() if name != "token_cosine")
 
@@ -343,13 +343,13 @@ def test_cli_a_zero_logit_head_is_not_a_pass_unless_the_recipe_accepts_it(cli_ru
     (logits,) = [c for c in compare.comparisons if c.output == "logits"]
     assert logits.within_tolerance and not logits.passed and "all zero" in logits.no_signal
     assert results.verdict.summary.startswith(
-        "no signal: logits (Torch vs ORT): the Torch reference is all zero"
+        "no signal: logits (Torch vs ORT on the samples): the Torch reference is all zero"
     )
 
     code, run_dir = cli_runs("zero-accepted", "head=zero", "checks=rows", "accept=1")
     assert code == ExitCode.PASSED
     results, _ = _compared(run_dir)
-    assert "no signal, accepted by the recipe: logits (Torch vs ORT)" in results.verdict.summary
+    assert "no signal, accepted by the recipe: logits (Torch vs ORT on the samples)" in results.verdict.summary
 
 
 def test_cli_checks_for_an_unknown_output_exit_2_naming_it(cli_runs, capsys):
