@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+from trt_harness.models.recipe import RecipeOrigin
 from trt_harness.models.results.recipe import RecipeRecord
 from trt_harness.models.results.stages import RunnerRecord
 from trt_harness.reports import formatting as fmt
@@ -29,6 +30,8 @@ class SummarySection:
     def recipe_facts(self) -> list[Fact]:
         recipe = self.results.recipe
         facts = []
+        if recipe.origin is not None:
+            facts.append(Fact("recipe from", origin_text(recipe.origin), True))
         if recipe.params:
             facts.append(Fact("parameters", ", ".join(f"{k}={v}" for k, v in recipe.params.items()), True))
         inputs = [f"{i.name} {list(i.shape)} {i.dtype}" for i in recipe.inputs]
@@ -61,6 +64,16 @@ class SummarySection:
             Fact(f"{name} (the recipe's)", version, True) for name, version in env.recipe_packages.items()
         ]
         return facts
+
+
+def origin_text(origin: RecipeOrigin) -> str:
+    """Where the recipe was loaded from, as `harness list` says it: kind, place, file hash."""
+    text = f"{origin.kind}: {origin.location}"
+    if origin.distribution:
+        text += f" ({origin.distribution})"
+    if origin.sha256 and origin.kind == "file":
+        text += f", sha256 {origin.sha256[:12]}"
+    return text
 
 
 def weights_text(recipe: RecipeRecord) -> str:

@@ -322,7 +322,9 @@ def test_cli_a_corrupted_row_fails_the_run_naming_the_row(cli_runs):
     assert comparison.within_tolerance and not comparison.passed  # the check alone fails the run
     assert rows.worst[0].index == (CORRUPT_SAMPLE, 0, CORRUPT_TOKEN)
     assert rows.value == pytest.approx(-1.0)  # the exported model flipped that embedding's sign
-    assert "'token_cosine' on embedding (Torch vs ORT on the samples): 1 of 12 rows" in results.verdict.summary
+    assert (
+        "'token_cosine' on embedding (Torch vs ORT on the samples): 1 of 12 rows" in results.verdict.summary
+    )
     assert f"row [{CORRUPT_SAMPLE}, 0, {CORRUPT_TOKEN}]" in results.verdict.summary
     assert all(o.passed for name, (_, o) in outcomes.items() if name != "token_cosine")
 
@@ -349,7 +351,9 @@ def test_cli_a_zero_logit_head_is_not_a_pass_unless_the_recipe_accepts_it(cli_ru
     code, run_dir = cli_runs("zero-accepted", "head=zero", "checks=rows", "accept=1")
     assert code == ExitCode.PASSED
     results, _ = _compared(run_dir)
-    assert "no signal, accepted by the recipe: logits (Torch vs ORT on the samples)" in results.verdict.summary
+    assert (
+        "no signal, accepted by the recipe: logits (Torch vs ORT on the samples)" in results.verdict.summary
+    )
 
 
 def test_cli_checks_for_an_unknown_output_exit_2_naming_it(cli_runs, capsys):

@@ -147,6 +147,8 @@ def test_a_recipe_file_importing_its_checkouts_own_models_package_converts_end_t
     origin = results["recipe"]["origin"]
     assert origin["kind"] == "file" and origin["location"] == str(recipe.resolve())
     assert origin["sha256"] == hashlib.sha256(recipe.read_bytes()).hexdigest()
+    report = (run / "report.html").read_text()
+    assert f"file: {recipe.resolve()}, sha256 {origin['sha256'][:12]}" in report  # the report says so too
     assert [s["status"] for s in results["stages"] if s["name"] == "export"] == ["ok"]
     compared = [c for c in results["stages"] if c["name"] == "compare"][0]
     assert compared["status"] == "ok"
