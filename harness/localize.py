@@ -6,8 +6,8 @@ extra graph outputs. Memory stays bounded: the mapped tensors are split into chu
 `chunk_bytes` (of one sample's values); each chunk gets its own session and its own Torch pass with
 hooks on its modules only, and samples go one at a time. Nothing is written to disk.
 
-A layer's tolerance is the failing output's, scaled: atol x (max |ref| of the layer / max |ref| of the
-output), rtol unchanged, judged by the same streaming statistics as the outputs
+A layer's tolerance is the failing output's, scaled: atol x (typical |ref| of the layer / typical |ref|
+of the output, the median over nonzero elements), rtol unchanged, judged by the same streaming statistics as the outputs
 (`harness.comparison.OutputAccumulator`). The first divergence is the first module in topological
 order whose output is out of its scaled tolerance while the modules feeding it are within theirs.
 """
@@ -161,6 +161,21 @@ def _chunks(paths: Sequence[str], nbytes: Mapping[str, int], limit: int) -> list
     return [c for c in chunks if c]
 
 
+_SCALE_SAMPLE = 1 << 20  # elements the typical magnitude is estimated from
+
+
+def typical_magnitude(values: np.ndarray) -> float:
+    """The median |x| over the nonzero finite elements (of an even sample of at most 2**20 of them).
+
+    Not the maximum: an output such as YOLO's mixes pixel coordinates (hundreds) with scores (< 1), and
+    float noise in a layer grows with the size of the values summed into it, not with one element's."""
+    flat = np.asarray(values).reshape(-1)
+    if flat.size > _SCALE_SAMPLE:
+        flat = flat[:: flat.size // _SCALE_SAMPLE]
+    magnitudes = np.abs(flat[np.isfinite(flat) & (flat != 0)])
+    return float(np.median(magnitudes)) if magnitudes.size else 0.0
+
+
 def _scaled(tolerance: Tolerance, layer_scale: float, output_scale: float) -> Tolerance:
     factor = layer_scale / output_scale if output_scale > 0 and layer_scale > 0 else 1.0
     return dataclasses.replace(tolerance, atol=tolerance.atol * factor, min_argmax_agreement=None)
@@ -186,7 +201,7 @@ class _Layer:
     position: int
     accumulator: OutputAccumulator | None = None
     tolerance: Tolerance | None = None
-    ref_max: float = 0.0
+    ref_scale: float = 0.0
     ratio: float = 0.0
 
 
@@ -235,7 +250,7 @@ def layer_curve(
         probe.remove()
     if output not in outputs:
         raise HarnessError(f"the Torch model returns no output '{output}' (it returns {list(outputs)})")
-    output_scale = float(np.max(np.abs(_as_array(outputs[output])), initial=0.0))
+    output_scale = typical_magnitude(_as_array(outputs[output]))
     for path in list(ordered):
         reason = None
         if path in probe.not_tensor:
@@ -317,8 +332,8 @@ def _update(
             layer.tolerance = tolerance  # marks it as seen
         return
     if layer.tolerance is None:
-        layer.ref_max = float(np.max(np.abs(np.nan_to_num(ref)), initial=0.0))
-        layer.tolerance = _scaled(tolerance, layer.ref_max, output_scale)
+        layer.ref_scale = typical_magnitude(ref)
+        layer.tolerance = _scaled(tolerance, layer.ref_scale, output_scale)
         layer.accumulator = OutputAccumulator(
             layer.boundary.path, "torch", "onnxrt", layer.tolerance, worst_k=1
         )
@@ -355,7 +370,7 @@ def _curve(layers: Mapping[str, _Layer], compared: Sequence[str], graph: _Graph)
                 position=layer.position,
                 max_abs_err=result.max_abs_err if result.max_abs_err is not None else math.inf,
                 mean_abs_err=result.mean_abs_err if result.mean_abs_err is not None else math.inf,
-                ref_max_abs=layer.ref_max,
+                ref_scale=layer.ref_scale,
                 scaled_atol=layer.tolerance.atol,
                 rtol=layer.tolerance.rtol,
                 error_ratio=layer.ratio,

@@ -76,7 +76,7 @@ class LayerError:
     position: int  # index of the tensor's producer in the candidate graph (topological order)
     max_abs_err: float
     mean_abs_err: float
-    ref_max_abs: float  # the scale the tolerance was scaled by
+    ref_scale: float  # median |ref| over nonzero elements: the scale the tolerance was scaled by
     scaled_atol: float
     rtol: float
     # the worst element's |cand - ref| / (scaled atol + rtol |ref|): above 1 is out of tolerance
