@@ -1,4 +1,4 @@
-"""Sessions: `convert-<recipe>` for every recipe, `convert-all`, `tests`, `bench`, `lint`.
+"""Sessions: `convert-<recipe>` for every recipe, `convert -- REF` for any, `convert-all`, `tests`, `bench`, `lint`.
 
 CPU machines get the CPU build of torch pinned below (pip takes it from this machine's disk, fast).
 GPU users set HARNESS_TORCH to their own requirement, e.g. HARNESS_TORCH="torch==2.13.0" with a CUDA
@@ -37,6 +37,15 @@ def _convert(session: nox.Session, recipe: str) -> None:
 
 for _recipe in RECIPES:
     nox.session(name=f"convert-{_recipe}", python="3.11")(lambda session, _r=_recipe: _convert(session, _r))
+
+
+@nox.session(name="convert", python="3.11")
+def convert_any(session: nox.Session) -> None:
+    """`nox -s convert -- REF [args]`: any recipe reference (a name, path/to/recipe.py, package.module:factory)."""
+    if not session.posargs:
+        session.error("give the recipe after --: nox -s convert -- path/to/recipe.py [harness convert args]")
+    install(session)
+    session.run("harness", "convert", *session.posargs)
 
 
 @nox.session(name="convert-all", python="3.11")

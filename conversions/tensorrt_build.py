@@ -10,23 +10,31 @@ import contextlib
 import io
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trt_harness.conversions.cuda_driver import cuda_devices
 from trt_harness.conversions.tensorrt_flavor import select_flavor
 from trt_harness.models.core.artifacts import write_bytes_atomic
 from trt_harness.models.core.errors import HarnessError
 from trt_harness.models.recipe import BuildOptions, ShapeRange
-from trt_harness.models.results.stages import EngineRecord, TensorRTFlavor
+from trt_harness.models.results.stages import BuildPhase, BuildWarning, EngineRecord, TensorRTFlavor
 
 
 class TensorRTBuildFailed(HarnessError):
     """TensorRT refused the model: parse or build error. Carries TensorRT's own messages."""
 
-    def __init__(self, phase: str, messages: list[str], flavor: TensorRTFlavor) -> None:
+    def __init__(
+        self,
+        phase: str,
+        messages: list[str],
+        flavor: TensorRTFlavor,
+        warnings: tuple[BuildWarning, ...] = (),
+    ) -> None:
         self.phase = phase
         self.messages = messages
+        self.warnings = warnings  # what the parser/builder warned about before it gave up
         shown = "; ".join(messages[-6:]) or "no message from TensorRT"
         super().__init__(f"{flavor.display_name} {flavor.version} {phase} failed: {shown}")
 
@@ -47,12 +55,59 @@ def _errors_from(log: str) -> list[str]:
     return _messages_from(log, "EF!")
 
 
-@contextlib.contextmanager
-def _captured_polygraphy_log():
-    """Polygraphy prints TensorRT's log; capture it so errors can be reported as data."""
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-        yield buffer
+class BuildLog:
+    """What the parser and builder logged while `capture()` is active: the printed log (Polygraphy's
+    lines, for errors) and every TensorRT warning, phase by phase.
+
+    TensorRT's warnings are taken from the TensorRT logger itself (Polygraphy's `get_trt_logger`),
+    not from the printed log: Polygraphy prints a TensorRT warning once per process, so a second
+    build in the same process (another precision, another run) would lose it there.
+    """
+
+    def __init__(self, trt: Any) -> None:
+        self.warning_level = int(trt.Logger.WARNING)
+        self.printed = io.StringIO()
+        self.phase: BuildPhase = "parse"
+        self._warnings: list[BuildWarning] = []
+
+    def getvalue(self) -> str:
+        return self.printed.getvalue()
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[BuildLog]:
+        from polygraphy.backend.trt.util import get_trt_logger
+        from polygraphy.logger import G_LOGGER
+
+        trt_logger_type = type(get_trt_logger())
+        forward = trt_logger_type.log
+        log = self
+
+        def log_and_keep(logger: Any, severity: Any, message: str) -> None:
+            if int(severity) == log.warning_level:  # errors are read from the printed log, as before
+                log._warnings.append(BuildWarning(log.phase, "TensorRT", message.strip()))
+            forward(logger, severity, message)
+
+        colors = G_LOGGER.colors
+        # without the optional `colored` package Polygraphy warns about colours: not a build warning
+        G_LOGGER.colors = False
+        trt_logger_type.log = log_and_keep
+        try:
+            with contextlib.redirect_stdout(self.printed), contextlib.redirect_stderr(self.printed):
+                yield self
+        finally:
+            trt_logger_type.log = forward
+            G_LOGGER.colors = colors
+
+    @property
+    def warnings(self) -> tuple[BuildWarning, ...]:
+        """TensorRT's warnings, then Polygraphy's own ("[W]" lines that are not TensorRT's), each once."""
+        from_trt = {w.message for w in self._warnings}
+        polygraphy = [
+            BuildWarning("build", "Polygraphy", message)
+            for message in _messages_from(self.getvalue(), "W")
+            if message not in from_trt
+        ]
+        return tuple(dict.fromkeys([*self._warnings, *polygraphy]))
 
 
 def build_target_tag(flavor: TensorRTFlavor, options: BuildOptions) -> tuple[str, tuple[str, ...]]:
@@ -60,16 +115,16 @@ def build_target_tag(flavor: TensorRTFlavor, options: BuildOptions) -> tuple[str
     if flavor.is_rtx:
         caps = tuple(f"sm{major}{minor}" for major, minor in options.compute_capabilities)
         return "-".join(caps), caps
-    import torch
-
-    if not torch.cuda.is_available():
+    # the driver, not torch: a target device verifying a bundle (a Jetson with JetPack's TensorRT) has none
+    devices = cuda_devices()
+    if not devices:
         raise HarnessError(
             "full TensorRT is installed but no CUDA GPU is visible, and it cannot build without one; "
             "install TensorRT for RTX (`pip install .[rtx]`) to build ahead of time on this machine"
         )
-    major, minor = torch.cuda.get_device_capability()
-    gpu = re.sub(r"[^A-Za-z0-9]+", "", torch.cuda.get_device_name())
-    return f"sm{major}{minor}-{gpu}", (f"sm{major}{minor} ({torch.cuda.get_device_name()})",)
+    device = devices[0]  # the device CUDA (and TensorRT's builder) uses by default
+    gpu = re.sub(r"[^A-Za-z0-9]+", "", device.name)
+    return f"{device.sm_tag}-{gpu}", (f"{device.sm_tag} ({device.name})",)
 
 
 def engine_path_for(
@@ -133,22 +188,25 @@ def engine_from_onnx(
         config = CreateConfig(**flags, **config_kwargs)
 
     start = time.perf_counter()
-    with _captured_polygraphy_log() as log:
+    with BuildLog(trt).capture() as log:
         try:
             # TensorRT 11 takes precision from the model; TensorRT for RTX is strongly typed already
             typed = {"strongly_typed": True} if flavor.strongly_typed and not flavor.is_rtx else {}
             builder, network, parser = NetworkFromOnnxPath(str(onnx_path), **typed)()
         except Exception as e:
-            raise TensorRTBuildFailed("ONNX parse", _errors_from(log.getvalue()) or [str(e)], flavor) from e
+            errors = _errors_from(log.getvalue()) or [str(e)]
+            raise TensorRTBuildFailed("ONNX parse", errors, flavor, log.warnings) from e
         network_layers = network.num_layers
         network_io = {
             "inputs": [network.get_input(i).name for i in range(network.num_inputs)],
             "outputs": [network.get_output(i).name for i in range(network.num_outputs)],
         }
+        log.phase = "build"
         try:
             plan = EngineBytesFromNetwork((builder, network, parser), config=config)()
         except Exception as e:
-            raise TensorRTBuildFailed("engine build", _errors_from(log.getvalue()) or [str(e)], flavor) from e
+            errors = _errors_from(log.getvalue()) or [str(e)]
+            raise TensorRTBuildFailed("engine build", errors, flavor, log.warnings) from e
     build_seconds = time.perf_counter() - start
     data = bytes(plan)
     engine_path = engine_path_for(out_dir, onnx_path.stem, flavor, options, precision)
@@ -164,5 +222,5 @@ def engine_from_onnx(
         workspace_bytes=options.workspace_bytes,
         network_io={k: tuple(v) for k, v in network_io.items()},
         profile=dict(shape_ranges),
-        warnings=tuple(dict.fromkeys(_messages_from(log.getvalue(), "W"))),
+        warnings=log.warnings,
     )

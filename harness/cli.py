@@ -25,7 +25,8 @@ from trt_harness.harness.diff import diff_runs, load_run
 from trt_harness.harness.drift import drift_diffs, finished_runs
 from trt_harness.harness.golden import write_golden
 from trt_harness.harness.history import append_run, check_history
-from trt_harness.harness.pipeline import STAGES, rejudge, run_pipeline
+from trt_harness.harness.localize import DEFAULT_CHUNK_BYTES
+from trt_harness.harness.pipeline import STAGES, localize_and_report, rejudge, run_pipeline
 from trt_harness.harness.progress import StageProgress
 from trt_harness.harness.stages.base import RunConfig, torch_model
 from trt_harness.harness.stages.run import selected_backends
@@ -33,7 +34,13 @@ from trt_harness.harness.stages.scan import scan_recipe
 from trt_harness.models.core.artifacts import write_text_atomic
 from trt_harness.models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
 from trt_harness.models.recipe import PRECISIONS, Recipe
-from trt_harness.models.recipes import get_recipe, parse_params, recipe_names
+from trt_harness.models.recipes import (
+    REFERENCE_FORMS,
+    available_recipes,
+    get_recipe,
+    parse_params,
+    resolve_recipe,
+)
 from trt_harness.models.results.calibration import calibration_to_text
 from trt_harness.models.results.diff import DEFAULT_FACTOR, DEFAULT_FLOOR, check_gate
 from trt_harness.models.results.document import Results
@@ -89,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     convert = sub.add_parser("convert", help="run a recipe through every stage and gate on accuracy")
-    convert.add_argument("recipe")
+    convert.add_argument("recipe", help=REFERENCE_FORMS)
     convert.add_argument(
         "--weights", type=Path, help="state_dict file (.pt/.pth/.safetensors); default: seeded init"
     )
@@ -122,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_baseline_flags(convert, "the recipe's, normally")
     cli_scale.add_shard_flag(convert)
     _add_history_flag(convert, "append a compact record of this run to DIR/history.jsonl")
+    convert.add_argument(
+        "--localize",
+        action="store_true",
+        help="when a comparison fails, compare Torch and ORT layer by layer and name the first module "
+        "that diverges (as `harness localize`)",
+    )
 
     compare = sub.add_parser(
         "compare", help="re-run comparison and report from saved outputs, no model is run"
@@ -153,10 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", type=Path, metavar="FILE", help="also write the diff as JSON")
 
     scan = sub.add_parser("scan", help="list ops the exporter or TensorRT will reject, with their fixes")
-    scan.add_argument("recipe")
+    scan.add_argument("recipe", help=REFERENCE_FORMS)
     scan.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
 
-    sub.add_parser("list", help="list the recipes")
+    listing = sub.add_parser("list", help="list the recipes and where each comes from")
+    listing.add_argument("recipe", nargs="*", help=f"also these: {REFERENCE_FORMS}")
 
     cache = sub.add_parser(
         "cache", help="list or clean the stage cache (HARNESS_CACHE_DIR, default .harness/cache)"
@@ -177,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("artifacts", type=Path, nargs="?", default=DEFAULT_ARTIFACTS)
     _add_history_index_flags(index)
     _add_calibrate_parser(sub)
-    cli_scale.add_commands(sub, COMMANDS)  # matrix, merge
+    _add_localize_parser(sub)
+    cli_scale.add_commands(sub, COMMANDS)  # matrix, merge, bundle, verify
     return parser
 
 
@@ -187,7 +202,7 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
         help="measure each output's noise floor (repeats, ORT threads and optimization levels, CUDA) and "
         "propose tolerances as a recipe snippet",
     )
-    calibrate.add_argument("recipe")
+    calibrate.add_argument("recipe", help=REFERENCE_FORMS)
     calibrate.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     calibrate.add_argument("--weights", type=Path, help="state_dict file; default: the recipe's own")
     calibrate.add_argument(
@@ -201,6 +216,25 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=DEFAULT_HEADROOM,
         help=f"proposed tolerance = this x the worst measured deviation (default {DEFAULT_HEADROOM:g})",
+    )
+
+
+def _add_localize_parser(sub: argparse._SubParsersAction) -> None:
+    localize = sub.add_parser(
+        "localize",
+        help="compare Torch and ONNX Runtime layer by layer on a saved run's failing sample(s): the first "
+        "module that diverges, its source line, the error along the network; FP16: the nodes to keep in FP32",
+    )
+    localize.add_argument("run_dir", type=Path, help="a run directory holding results.json")
+    localize.add_argument(
+        "--samples", type=int, default=1, help="how many failing samples to compare (default 1)"
+    )
+    localize.add_argument(
+        "--chunk-mib",
+        type=float,
+        default=DEFAULT_CHUNK_BYTES / 2**20,
+        help="intermediate tensors exposed per ONNX Runtime session, in MiB of one sample "
+        f"(default {DEFAULT_CHUNK_BYTES / 2**20:g})",
     )
 
 
@@ -250,7 +284,36 @@ def cmd_convert(args: argparse.Namespace) -> int:
         results = run_pipeline(config, progress)
     if args.history is not None:
         print(f"history: {append_run(args.history, results, args.weights, out_dir)}")
+    if args.localize and results.verdict.exit_code == ExitCode.ACCURACY_FAILED:
+        results = localize_and_report(out_dir, recipe)
+        _print_localization(results)
     return _finish(results, out_dir)
+
+
+def cmd_localize(args: argparse.Namespace) -> int:
+    if args.samples < 1 or args.chunk_mib <= 0:
+        raise UsageError("--samples must be >= 1 and --chunk-mib > 0")
+    results = localize_and_report(args.run_dir, samples=args.samples, chunk_bytes=int(args.chunk_mib * 2**20))
+    _print_localization(results)
+    print(f"report: {args.run_dir / 'report.html'}")
+    return int(ExitCode.PASSED)
+
+
+def _print_localization(results: Results) -> None:
+    localization = results.localization
+    for curve in localization.curves if localization else ():
+        layer = curve.divergence
+        where = (
+            f"{layer.module} ({layer.class_name}) at {layer.source}, tensor {layer.tensor}"
+            if layer
+            else "none (every compared layer is within its scaled tolerance)"
+        )
+        print(f"{curve.precision}: {len(curve.layers)} layers compared; first divergence: {where}")
+    triage = localization.fp16_triage if localization else None
+    if triage is not None:
+        print(f"fp16: keep {len(triage.block_list)} node(s) in FP32: {triage.recipe_option}")
+    for note in localization.notes if localization else ():
+        print(f"note: {note}")
 
 
 def _check_weights(recipe: Recipe, weights: Path) -> None:
@@ -306,7 +369,11 @@ def cmd_golden(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    print("\n".join(recipe_names()))
+    """One line per recipe: its name, where it comes from (built-in, file, module, entry point), and where."""
+    found = [*available_recipes(), *(resolve_recipe(ref) for ref in args.recipe)]
+    for r in found:
+        digest = f"  sha256 {r.origin.sha256[:12]}" if r.origin.sha256 and r.origin.kind != "built-in" else ""
+        print(f"{r.name:<16} {r.origin.kind:<12} {r.origin.location}{digest}")
     return int(ExitCode.PASSED)
 
 
@@ -375,6 +442,7 @@ COMMANDS = {
     "index": cmd_index,
     "golden": cmd_golden,
     "calibrate": cmd_calibrate,
+    "localize": cmd_localize,
 }
 
 

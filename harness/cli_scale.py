@@ -138,3 +138,73 @@ def add_commands(
     merge.add_argument("run_dirs", type=Path, nargs="+")
     merge.add_argument("--out", type=Path, required=True, help="where to write the merged results and report")
     commands["merge"] = cmd_merge
+    add_target_device_commands(sub, commands)
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from trt_harness.harness.bundle import bundle_size_bytes, default_bundle_dir, write_bundle
+    from trt_harness.reports.formatting import size
+
+    out = args.out or default_bundle_dir(args.run_dir)
+    manifest = write_bundle(args.run_dir, out, samples_only=args.samples_only)
+    files = sum(len(a.members) for a in manifest.artifacts.values())
+    print(
+        f"bundle: {out} ({files} files, {size(bundle_size_bytes(manifest))}; "
+        f"recipe {manifest.recipe.name}, precisions {', '.join(manifest.precisions)})"
+    )
+    print(f"on the target device: harness verify {out}")
+    return int(ExitCode.PASSED)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    # imported by the one command that needs it (as `merge` does), keeping `harness matrix` light
+    from trt_harness.harness.verify import verify_bundle
+
+    precisions = tuple(args.precision) if args.precision else None
+    results, out = verify_bundle(args.bundle, args.out, args.engine, precisions)
+    verdict = results.verdict
+    print(f"{'PASS' if verdict.passed else 'FAIL'}: {verdict.summary}")
+    print(f"report: {out / 'report.html'}")
+    return verdict.exit_code
+
+
+def add_target_device_commands(
+    sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]
+) -> None:
+    bundle = sub.add_parser(
+        "bundle",
+        help="write a small folder (final ONNX, inputs, reference outputs, tolerances, hashes) that "
+        "`harness verify` checks an engine with on the target device, without torch",
+    )
+    bundle.add_argument("run_dir", type=Path, help="a finished run folder (harness convert --out)")
+    bundle.add_argument(
+        "--out", type=Path, default=None, help="the bundle folder (default: <run_dir>-bundle)"
+    )
+    bundle.add_argument(
+        "--samples-only",
+        action="store_true",
+        help="only the recipe's samples, not the batches at the profile's min/opt/max shapes (smaller)",
+    )
+    commands["bundle"] = cmd_bundle
+
+    verify = sub.add_parser(
+        "verify",
+        help="on the target device: build (or load) the engine, run ONNX Runtime and TensorRT on a "
+        "bundle's inputs and judge them against its reference outputs (no torch needed)",
+    )
+    verify.add_argument("bundle", type=Path, help="a folder `harness bundle` wrote")
+    verify.add_argument(
+        "--engine",
+        type=Path,
+        default=None,
+        help="an engine built earlier on this device, instead of building",
+    )
+    verify.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=None,
+        help="precisions to verify (default: every one the bundle holds; one with --engine)",
+    )
+    verify.add_argument("--out", type=Path, default=None, help="run folder (default: <bundle>/verify)")
+    commands["verify"] = cmd_verify

@@ -27,16 +27,27 @@ statistic exceed their tolerance:
   abs error is <= atol iff at least floor(q * (n - 1)) + 1 elements have abs error <= atol.
 
 Any non-finite mismatch fails whatever the check.
+
+No signal: a reference that is all zero, or whose every element lies within atol of zero (unless a
+non-trivial argmax agreement is gated, which then carries the signal), or whose argmax agreement is
+trivial (the reference is constant along the class axis at every position) fails the output with
+"no signal: ..." unless its tolerance sets `accept_no_signal`: such a pass would have checked nothing.
+
+The recipe's own checks (`Recipe.checks`, evaluated by `harness.checks`) stream beside the
+statistics over the same samples and gate the same comparison.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from trt_harness.harness.backends.base import backend_classes, display_name
+from trt_harness.harness.checks.base import CheckEvaluator, evaluator_for, evaluator_from_state
+from trt_harness.models.checks import Check
 from trt_harness.models.core.errors import HarnessError, UsageError
 from trt_harness.models.recipe import Tolerance
 from trt_harness.models.results.comparisons import (
@@ -229,6 +240,8 @@ class OutputAccumulator:
         self._dot_rc, self._dot_rr, self._dot_cc = ExactSum(), ExactSum(), ExactSum()
         self._within_atol = self._within_rtol = 0
         self._argmax_equal = self._argmax_positions = 0
+        self._argmax_constant = 0  # positions whose reference is constant along the class axis
+        self._ref_abs_max = 0.0  # over the finite elements, for the no-signal test
         self._abs_counts = np.zeros(HIST_BUCKETS, dtype=np.int64)
         self._rel_counts = np.zeros(HIST_BUCKETS, dtype=np.int64)
         # (abs_err, (sample, *index), ref, cand), worst first
@@ -287,6 +300,8 @@ class OutputAccumulator:
         agree = np.argmax(ref, axis=self.class_axis) == np.argmax(cand, axis=self.class_axis)
         self._argmax_equal += int(np.count_nonzero(agree))
         self._argmax_positions += agree.size
+        if self.tolerance.min_argmax_agreement is not None:
+            self._argmax_constant += int(np.count_nonzero(np.ptp(ref, axis=self.class_axis) == 0))
 
     def _update_chunk(self, ref: np.ndarray, cand: np.ndarray, offset: int, scratch: _Scratch) -> None:
         n = ref.size
@@ -350,6 +365,7 @@ class OutputAccumulator:
 
         mask = scratch.mask[:n]
         abs_ref = np.abs(r, out=r)
+        self._ref_abs_max = max(self._ref_abs_max, float(abs_ref.max()))
         # Every error <= atol is within atol + rtol*|ref|: skip the elementwise test then.
         if chunk_max > tol.atol:
             limit = np.multiply(abs_ref, tol.rtol, out=c)
@@ -435,6 +451,13 @@ class OutputAccumulator:
             stats["argmax_agreement"] = self._argmax_equal / self._argmax_positions
         worst = tuple(WorstElement(abs_err=e, index=i, ref=rv, cand=cv) for e, i, rv, cv in self._worst)
         reasons = self._failure_reasons(stats, worst)
+        statistics_passed = not reasons
+        no_signal = self._no_signal()
+        if no_signal and not tol.accept_no_signal:
+            reasons.append(
+                f"no signal: {no_signal}; if that is expected, set Tolerance(accept_no_signal=True) "
+                "for this output in the recipe and say why"
+            )
         quantile_check = self._quantile_check is not None
         return OutputComparison(
             output=self.output,
@@ -459,8 +482,32 @@ class OutputAccumulator:
             abs_err_histogram=histogram_bins(self._abs_counts),
             rel_err_histogram=histogram_bins(self._rel_counts),
             shape_mismatches=self._shape_mismatches,
+            no_signal=no_signal,
+            statistics_passed=statistics_passed,
             **stats,
         )
+
+    def _no_signal(self) -> str:
+        """Why the reference gives the comparison nothing to judge, "" when it does (module doc)."""
+        if not self._finite:
+            return ""  # nothing finite compared fails on its own
+        ref_name = display_name(self.ref_backend)
+        tol = self.tolerance
+        gated_argmax = tol.min_argmax_agreement is not None and self._argmax_positions > 0
+        trivial_argmax = gated_argmax and self._argmax_constant == self._argmax_positions
+        if self._ref_abs_max == 0:
+            return f"the {ref_name} reference is all zero ({self._finite:,} finite elements)"
+        if self._ref_abs_max <= tol.atol and (not gated_argmax or trivial_argmax):
+            return (
+                f"every {ref_name} reference element is within atol={_fmt(tol.atol)} of zero "
+                f"(max |ref| {_fmt(self._ref_abs_max)}), so any candidate near zero passes"
+            )
+        if trivial_argmax:
+            return (
+                f"argmax agreement is trivial: the {ref_name} reference is constant along class axis "
+                f"{self.class_axis} at all {self._argmax_positions:,} positions"
+            )
+        return ""
 
     def _cosine(self) -> float:
         # Same conventions as Polygraphy's cosine similarity: two zero vectors are identical.
@@ -590,6 +637,8 @@ class OutputAccumulator:
             within_rtol=self._within_rtol,
             argmax_equal=self._argmax_equal,
             argmax_positions=self._argmax_positions,
+            argmax_constant=self._argmax_constant,
+            ref_abs_max=self._ref_abs_max,
             abs_counts=tuple((int(b), int(self._abs_counts[b])) for b in np.flatnonzero(self._abs_counts)),
             rel_counts=tuple((int(b), int(self._rel_counts[b])) for b in np.flatnonzero(self._rel_counts)),
             worst=tuple(WorstElement(abs_err=e, index=i, ref=r, cand=c) for e, i, r, c in self._worst),
@@ -652,6 +701,7 @@ class OutputAccumulator:
             "within_rtol",
             "argmax_equal",
             "argmax_positions",
+            "argmax_constant",
             "shape_mismatches",
         ):
             setattr(self, f"_{name}", getattr(self, f"_{name}") + getattr(other, name))
@@ -662,6 +712,7 @@ class OutputAccumulator:
         self._rel_max = max(self._rel_max, other.rel_max)
         self._abs_min = min(self._abs_min, other.abs_min)
         self._rel_min = min(self._rel_min, other.rel_min)
+        self._ref_abs_max = max(self._ref_abs_max, other.ref_abs_max)
         for counts, pairs in ((self._abs_counts, other.abs_counts), (self._rel_counts, other.rel_counts)):
             for bucket, count in pairs:
                 counts[bucket] += count
@@ -722,11 +773,14 @@ class RunComparison:
         tolerance_for: Callable[[str], Tolerance],
         class_axes: Mapping[str, int],
         worst_k: int,
+        checks: Mapping[str, Sequence[Check]],
     ) -> None:
         self.tolerance_for = tolerance_for
         self.class_axes = class_axes
         self.worst_k = worst_k
+        self.checks = checks
         self.accumulators: dict[tuple[tuple[str, str], str], OutputAccumulator] = {}
+        self.evaluators: dict[tuple[tuple[str, str], str], list[CheckEvaluator]] = {}
         self.missing_counts: dict[tuple[tuple[str, str], str, str], int] = {}
         self.output_order: dict[str, int] = {}
         self.samples = 0
@@ -760,13 +814,18 @@ class RunComparison:
                         class_axis=self.class_axes.get(output),
                     )
                     self.accumulators[(pair, output)] = accumulator
+                    self.evaluators[(pair, output)] = [
+                        evaluator_for(check, output) for check in self.checks.get(output, ())
+                    ]
                 accumulator.update(ref_outputs[output], cand_outputs[output])
+                for evaluator in self.evaluators.get((pair, output), ()):
+                    evaluator.update(ref_outputs[output], cand_outputs[output])
         self.samples += 1
 
     def report(self, pairs: Sequence[tuple[str, str]]) -> ComparisonReport:
         pair_rank = {pair: i for i, pair in enumerate(pairs)}
         comparisons = tuple(
-            self.accumulators[key].result()
+            self._judged(key)
             for key in sorted(self.accumulators, key=lambda k: (pair_rank[k[0]], self.output_order[k[1]]))
         )
         missing = tuple(
@@ -784,6 +843,18 @@ class RunComparison:
             state=self.state(pairs),
         )
 
+    def _judged(self, key: tuple[tuple[str, str], str]) -> OutputComparison:
+        """The statistics' result with the recipe's checks of that output and pair folded into its verdict."""
+        comparison = self.accumulators[key].result()
+        outcomes = tuple(evaluator.result() for evaluator in self.evaluators.get(key, ()))
+        if not outcomes:
+            return comparison
+        failed = [o.failure_text for o in outcomes if not o]
+        reason = "; ".join(filter(None, (comparison.reason, *failed)))
+        return dataclasses.replace(
+            comparison, checks=outcomes, passed=comparison.passed and not failed, reason=reason
+        )
+
     # --- merging: see OutputAccumulator.merge ----------------------------------------------------------
 
     def state(self, pairs: Sequence[tuple[str, str]]) -> RunComparisonState:
@@ -796,6 +867,7 @@ class RunComparison:
                 MissingCount(pair[0], pair[1], output, side, count)
                 for (pair, output, side), count in self.missing_counts.items()
             ),
+            checks=tuple(e.state(*key[0]) for key, evaluators in self.evaluators.items() for e in evaluators),
         )
 
     def merge(self, other: RunComparisonState) -> None:
@@ -810,10 +882,33 @@ class RunComparison:
                 # an accumulator numbers the samples it was given, as one run's does from the first
                 # sample that had the output on both sides
                 self.accumulators[key] = OutputAccumulator.from_state(state)
+        for check in other.checks:
+            evaluators = self.evaluators.setdefault(
+                ((check.ref_backend, check.cand_backend), check.output), []
+            )
+            mine = next((e for e in evaluators if e.check.name == check.check.name), None)
+            if mine is not None:
+                mine.merge(check)
+            else:
+                evaluators.append(evaluator_from_state(check))
         for m in other.missing:
             key = ((m.ref_backend, m.cand_backend), m.output, m.side)
             self.missing_counts[key] = self.missing_counts.get(key, 0) + m.count
         self.samples += other.samples
+
+
+def _checks_of(checks: Mapping[str, Sequence[Check]], outputs: Sequence[str] | None) -> None:
+    """Checks of outputs the recipe does not have, or two of one name on one output: a usage error."""
+    for output, declared in checks.items():
+        if outputs is not None and output not in outputs:
+            raise UsageError(
+                f"the recipe declares checks for output '{output}', which it does not have; "
+                f"key Recipe.checks by one of {list(outputs)}"
+            )
+        names = [c.name for c in declared]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UsageError(f"output '{output}' has two checks named {twice}; give each check its own name")
 
 
 def merge_states(states: Sequence[RunComparisonState], worst_k: int = 10) -> ComparisonReport:
@@ -827,7 +922,8 @@ def merge_states(states: Sequence[RunComparisonState], worst_k: int = 10) -> Com
                 f"cannot merge comparisons of pairs {list(state.pairs)} and {pairs}: shards of one group "
                 "compare the same runner pairs; run every shard with the same --backends and --precision"
             )
-    run = RunComparison(lambda _output: Tolerance(), {}, worst_k)
+    # tolerances and checks come with the states
+    run = RunComparison(lambda _output: Tolerance(), {}, worst_k, {})
     for state in states:
         run.merge(state)
     return run.report(pairs)
@@ -840,6 +936,8 @@ def compare_runs(
     tolerance_for: Callable[[str], Tolerance] | None = None,
     class_axes: Mapping[str, int] | None = None,
     worst_k: int = 10,
+    checks: Mapping[str, Sequence[Check]] | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> ComparisonReport:
     """Compare backends' outputs sample by sample, matching outputs by name.
 
@@ -848,9 +946,13 @@ def compare_runs(
     every two backends of the first sample, ordered as `default_pairs` does. `tolerance_for` maps an
     output name to its Tolerance (e.g. `recipe.tolerance_for`; default `Tolerance()`), `class_axes`
     an output name to the axis for argmax agreement. An output that only one side of a pair
-    produces is reported in `missing` and fails the report.
+    produces is reported in `missing` and fails the report. `checks` maps an output name to the
+    recipe's checks of it (models.checks); they may name the `output_names` (default: the outputs
+    the samples have).
     """
-    run = RunComparison(tolerance_for or (lambda _output: Tolerance()), class_axes or {}, worst_k)
+    checks = checks or {}
+    _checks_of(checks, output_names)
+    run = RunComparison(tolerance_for or (lambda _output: Tolerance()), class_axes or {}, worst_k, checks)
     for sample in samples:
         if pairs is None:
             pairs = default_pairs(sample)
@@ -862,4 +964,6 @@ def compare_runs(
         run.add(sample, pairs)
     if not run.samples:
         raise HarnessError("nothing to compare: no samples were given; check the recipe's sample_inputs")
+    if output_names is None:  # names derived from what the model returned: the outputs seen
+        _checks_of(checks, tuple(run.output_order))
     return run.report(pairs)

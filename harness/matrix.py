@@ -12,6 +12,9 @@ shards of a cell (harness.shards) and lists every run. Two formats:
 
 from __future__ import annotations
 
+import hashlib
+import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,15 +51,20 @@ class Cell:
 
     @property
     def id(self) -> str:
-        base = f"{self.recipe}-{self.precision}-{self.target}"
+        # a file reference (`path/to/r.py:name`) becomes a folder name: the file's name, its pick, and
+        # a short hash of the whole path (two folders may hold a `recipe.py` each)
+        recipe = self.recipe
+        if "/" in recipe or "\\" in recipe:
+            tail = re.split(r"[/\\]", recipe)[-1].replace(".py", "")
+            recipe = f"{tail}-{hashlib.sha256(recipe.encode()).hexdigest()[:6]}"
+        recipe = re.sub(r"[^A-Za-z0-9_.-]+", "_", recipe).strip("_.")
+        base = f"{recipe}-{self.precision}-{self.target}"
         return f"{base}-shard{self.shard}of{self.shards}" if self.shards > 1 else base
 
     @property
     def command(self) -> str:
         shard = f" --shard {self.shard}/{self.shards}" if self.shards > 1 else ""
-        return (
-            f"harness convert {self.recipe} --precision {self.precision} --out {ARTIFACTS}/{self.id}{shard}"
-        )
+        return f"harness convert {shlex.quote(self.recipe)} --precision {self.precision} --out {ARTIFACTS}/{self.id}{shard}"
 
 
 def job_matrix(
@@ -68,11 +76,11 @@ def job_matrix(
 ) -> list[Cell]:
     """Every cell: recipes (default all) x precisions (default each recipe's own) x targets x shards."""
     # recipes import their model code (and torch): only when a matrix is asked for
-    from trt_harness.models.recipes import get_recipe, recipe_names
+    from trt_harness.models.recipes import get_recipe, recipe_names, resolve_recipe
 
     known = recipe_names()
     chosen = list(recipes) if recipes else list(known)
-    unknown = [r for r in chosen if r not in known]
+    unknown = [r for r in chosen if r not in known and not _is_reference(r, resolve_recipe)]
     if unknown:
         raise UsageError(f"--recipe {' '.join(unknown)}: no such recipe; recipes: {', '.join(known)}")
     bad = [p for p in precisions or () if p not in PRECISIONS]
@@ -92,6 +100,14 @@ def job_matrix(
                 for shard in range(1, shards + 1):
                     cells.append(Cell(recipe, precision, target, shard, shards, where[target]))
     return cells
+
+
+def _is_reference(ref: str, resolve: Any) -> bool:
+    """Whether `ref` is a recipe file or module; one that is there but broken is the usage error it raises."""
+    if not (ref.endswith(".py") or ":" in ref or "." in ref or "/" in ref):
+        return False
+    resolve(ref)
+    return True
 
 
 def _github_entry(cell: Cell) -> dict[str, Any]:

@@ -14,15 +14,16 @@ import functools
 import time
 import traceback
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from trt_harness.conversions.tensorrt_flavor import select_flavor
 from trt_harness.harness.cache import CacheEntry, StageCache, stable_hash
 from trt_harness.harness.code_keys import code_hash, keep_parses_in, save_parses
 from trt_harness.harness.diff import baseline_of_recipe, baseline_of_run, judge_against
-from trt_harness.harness.environment import environment
+from trt_harness.harness.environment import environment, with_recipe_packages
 from trt_harness.harness.stages import build, compare, export, precision, run, samples, scan, surgery
 from trt_harness.harness.stages.base import RunConfig, Stage, StageFailed, StageInput, StageSkipped
+from trt_harness.harness.stages.localize import localize_run
 from trt_harness.harness.verdict import verdict_for
 from trt_harness.models.core.artifacts import PARTIAL_SUFFIX
 from trt_harness.models.core.errors import ExitCode, HarnessError, Interrupted, UsageError
@@ -32,7 +33,7 @@ from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
 from trt_harness.models.results.stages import RunDetails, StageRecord
 from trt_harness.reports.render import write_reports
 
-__all__ = ["STAGES", "RunConfig", "rejudge", "run_pipeline"]
+__all__ = ["STAGES", "RunConfig", "localize_and_report", "rejudge", "run_pipeline"]
 
 # the order stages run in: each reads only what the stages before it wrote
 STAGES: tuple[Stage, ...] = (
@@ -61,6 +62,8 @@ def recipe_modules(recipe: Recipe) -> list[str]:
         module = getattr(fn, "__module__", None)
         if module:
             modules.append(module)
+    if recipe.origin is not None and recipe.origin.module:
+        modules.append(recipe.origin.module)  # the factory's own module (a file or module outside)
     return list(dict.fromkeys(modules))
 
 
@@ -180,6 +183,8 @@ def run_pipeline(config: RunConfig, progress: Progress | None = None) -> Results
             interrupted.exit_code.name,
             f"interrupted by {interrupted.signal_name} in stage '{interrupted.stage}'",
         )
+    # after the stages built the model: the libraries the recipe imported lazily are loaded now
+    env = with_recipe_packages(env, config.recipe)
     results = Results(record, env, stages, verdict, config.overrides)
     if baseline is not None and interrupted is None:
         results = judge_against(results, baseline)
@@ -260,3 +265,11 @@ def rejudge(
         rejudged = judge_against(rejudged, gate)
     write_results(rejudged, run_dir)
     return rejudged
+
+
+def localize_and_report(run_dir: Path, recipe: Recipe | None = None, **options: Any) -> Results:
+    """`harness localize`: the layer-wise comparison of a finished run, written into its results.json
+    and report (the verdict stays as it was)."""
+    results = localize_run(run_dir, recipe, **options)
+    write_results(results, run_dir)
+    return results

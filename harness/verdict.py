@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from trt_harness.harness.detections import detections_compared, gate_failures
 from trt_harness.models.core.errors import ExitCode
-from trt_harness.models.results.comparisons import SAMPLES
+from trt_harness.models.results.comparisons import SAMPLES, MissingOutput, OutputComparison
 from trt_harness.models.results.document import Verdict
 from trt_harness.models.results.stages import CompareDetails, ExportDetails, RunDetails, StageRecord
 
@@ -50,26 +50,45 @@ def verdict_for(stages: Sequence[StageRecord]) -> Verdict:
     def display(name: str) -> str:
         return runners[name].display_name if name in runners else name
 
-    failing = [
-        f"{c.output} ({display(c.ref_backend)} vs {display(c.cand_backend)}{_at(c.sample_set)})"
-        for c in details.comparisons
-        if not c
-    ]
-    failing += [
-        f"{m.output} ({display(m.ref_backend)} vs {display(m.cand_backend)}{_at(m.sample_set)})"
-        for m in details.missing
-    ]
+    def where(c: OutputComparison | MissingOutput) -> str:
+        return f"{c.output} ({display(c.ref_backend)} vs {display(c.cand_backend)}{_at(c.sample_set)})"
+
+    # a failing comparison is named under each of its causes: statistics, no signal, the recipe's checks
+    failing = [where(c) for c in details.comparisons if not c and not c.within_tolerance]
+    failing += [where(m) for m in details.missing]
+    no_signal = [f"{where(c)}: {c.no_signal}" for c in details.comparisons if c.no_signal_fails]
+    checks = [f"'{o.name}' on {where(c)}: {o.reason}" for c in details.comparisons for o in c.failed_checks]
     disagreeing = gate_failures(details.detections, display)
     problems = []
     if failing:
         more = f" and {len(failing) - 5} more" if len(failing) > 5 else ""
         problems.append(f"{len(failing)} comparison(s) out of tolerance: {', '.join(failing[:5])}{more}")
+    if no_signal:
+        more = f" and {len(no_signal) - 3} more" if len(no_signal) > 3 else ""
+        problems.append(
+            "no signal: " + "; ".join(no_signal[:3]) + more + " (a recipe that expects it sets "
+            "Tolerance(accept_no_signal=True))"
+        )
+    if checks:
+        more = f" and {len(checks) - 3} more" if len(checks) > 3 else ""
+        problems.append(f"{len(checks)} check(s) failed: " + "; ".join(checks[:3]) + more)
     if disagreeing:
         more = f" and {len(disagreeing) - 3} more" if len(disagreeing) > 3 else ""
         problems.append("detections disagree: " + "; ".join(disagreeing[:3]) + more)
     if problems:
         return _verdict(ExitCode.ACCURACY_FAILED, "; ".join(problems))
     summary = f"all {len(details.comparisons)} comparisons within tolerance"
+    judged_checks = sum(len(c.checks) for c in details.comparisons)
+    if judged_checks:
+        summary += f"; all {judged_checks} recipe check(s) pass"
+    # a pass that checked nothing the recipe said it expects: still said, so nobody mistakes it
+    accepted = [where(c) for c in details.comparisons if c.no_signal]
+    accepted += [
+        f"check '{o.name}' on {where(c)}" for c in details.comparisons for o in c.checks if o.no_signal
+    ]
+    if accepted:
+        more = f" and {len(accepted) - 3} more" if len(accepted) > 3 else ""
+        summary += "; no signal, accepted by the recipe: " + ", ".join(accepted[:3]) + more
     detections = details.detections
     gated = [p for p in detections.pairs if p.gated] if detections else []
     if detections is not None and gated:
@@ -90,4 +109,5 @@ def _declared_output_mismatches(by_name: Mapping[str, StageRecord]) -> tuple[str
 
 
 def _at(sample_set: str) -> str:
-    return "" if sample_set == SAMPLES else f" at {sample_set}"
+    # every failure names its sample set, the recipe's own samples too: a run judges each set apart
+    return " on the samples" if sample_set == SAMPLES else f" at {sample_set}"

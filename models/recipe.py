@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from trt_harness.models.checks import Check
 from trt_harness.models.core.errors import UsageError
 from trt_harness.models.detection import DetectionTolerance
 
@@ -77,6 +78,9 @@ class Tolerance:
     quantile: float = 0.99
     # for class-score outputs (see Recipe.class_axes): also require this fraction of equal argmaxes
     min_argmax_agreement: float | None = None
+    # a reference with no signal (all zero, within atol of zero, or a trivially satisfied argmax
+    # agreement) fails the output unless this is set: say in the recipe why that is expected
+    accept_no_signal: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,23 @@ class DetectionSpec:
         return {field_name: name for field_name, name in named.items() if name}
 
 
+RecipeSource = Literal["built-in", "file", "module", "entry point"]
+
+
+@dataclass(frozen=True)
+class RecipeOrigin:
+    """Where a recipe came from (`harness list`, results.json): kind, where, and its file's SHA-256."""
+
+    kind: RecipeSource
+    location: str  # the module (built-in), the file's path, `module:factory`, or `dist version (value)`
+    module: str = ""  # the Python module the factory lives in: its code joins the stages' code keys
+    file: str | None = None  # the source file of that module
+    sha256: str | None = None  # of that file, as loaded
+    # the installed distribution providing it ("acme-recipes 1.2.3"): its version joins the cache keys,
+    # as the code of an installed library is not followed into
+    distribution: str | None = None
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -211,10 +232,15 @@ class Recipe:
     # reduced precision against the FP32 Torch reference (every output; per-output values win for fp32)
     precisions: tuple[Precision, ...] = ("fp32",)
     precision_tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    # ONNX nodes the FP16 variant keeps in FP32, besides those the range check finds; `harness localize`
+    # proposes such a list for a failing FP16 run
+    fp16_block_list: tuple[str, ...] = ()
     # also compare at the min/opt/max shapes of the optimization profile (batch dims), one row each
     compare_profile_shapes: bool = True
     # outputs that are images: output name -> (height axis, width axis), for the error heatmap
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # what the report calls those two axes (default "height", "width"), e.g. ("sequence", "hidden")
+    spatial_axis_names: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     # detectors: how to post-process an output into boxes, compared per image between backends
     detection: DetectionSpec | None = None
     # the ORT backend's graph optimization; lower it where an onnxruntime's optimizer fails on the model
@@ -224,14 +250,31 @@ class Recipe:
     baseline_factor: float = DEFAULT_BASELINE_FACTOR
     baseline_floor: float = DEFAULT_BASELINE_FLOOR
     params: Mapping[str, Any] = field(default_factory=dict)
+    # acceptance checks of the recipe's own (models.checks): output name -> checks, gated like tolerances
+    checks: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
     # declared outputs, in return order: a TensorSpec (shape with dynamic dims named as the inputs'
     # dims, dtype) is checked on the export and every backend, a plain name is not checked
     outputs: tuple[TensorSpec | str, ...] = ()
     # how to make a valid input of a given shape for the profile rows (e.g. token ids inside the
     # vocabulary): (input name, shape, rng) -> array; None: only shapes the samples have are run
     make_input: Callable[[str, Shape, np.random.Generator], np.ndarray] | None = None
+    # set by `models.recipes.get_recipe`, not by the recipe: where it was loaded from
+    origin: RecipeOrigin | None = None
+    # where the model's weights come from when no `--weights FILE` is given, as the report shows it:
+    # e.g. "seeded random initialisation (seed 0)" or "loaded by the recipe from hf:prajjwal1/bert-tiny";
+    # "" says nothing, and the report then says that the recipe does not say
+    weights_source: str = ""
 
     def __post_init__(self) -> None:
+        self._outputs_agree()
+        unknown = sorted(set(self.checks) - set(self.output_names)) if self.output_names else []
+        if unknown:  # before anything is built (names derived at export are checked when comparing)
+            raise UsageError(
+                f"recipe '{self.name}' declares checks for output(s) {unknown}, which it does not have; "
+                f"key Recipe.checks by one of {list(self.output_names)}"
+            )
+
+    def _outputs_agree(self) -> None:
         if not self.outputs:
             return
         names = tuple(o.name if isinstance(o, TensorSpec) else o for o in self.outputs)

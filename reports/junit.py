@@ -4,8 +4,12 @@ One <testsuite> per recipe (classname `harness.<recipe>`), with test cases:
 
 - `stage:<name>` per ledger stage: failed -> <failure>, skipped -> <skipped>;
 - `backend:<name>` per backend: not executed (TensorRT "built, not executed" included) -> <skipped>;
-- `<output>[<ref>-vs-<cand>]` per output and backend pair: out of tolerance or missing -> <failure>,
-  a pair with a backend that did not run (or a compare stage that did not) -> <skipped>;
+- `<output>[<ref>-vs-<cand>]` per output and backend pair: out of tolerance, no signal (not
+  accepted) or missing -> <failure>, a pair with a backend that did not run (or a compare stage
+  that did not) -> <skipped>;
+- `check:<output>:<check>[<ref>-vs-<cand>]` per check the recipe declares (Recipe.checks), output and
+  pair: the check failed -> <failure> (type CheckFailed), not judged (pair skipped, output missing)
+  -> <skipped>; a failing check fails only its own case, not the output's;
 - `crossmatch[<ref>-vs-<cand>]` per compared pair: an ordering mismatch -> <failure>;
 - `detections:<output>[<ref>-vs-<cand>][image <i>]` per image of a pair at a gated precision:
   disagreeing boxes -> <failure>; `detections:<output>[<ref>-vs-<cand>]` per informational pair
@@ -77,9 +81,14 @@ def junit_tree(results: Results) -> ET.ElementTree:
             elif pair.state == "fail":
                 # a failing OutputComparison is falsy: test for None, not truth
                 compared = comparison is not None
-                message = comparison.reason if comparison is not None else pair.summary
-                detail = f"{pair.label}: {pair.summary}" + (f"\n{message}" if compared else "")
-                _fail(case, message, detail, kind="AccuracyFailed" if compared else "MissingOutput")
+                message = comparison.statistics_reason if comparison is not None else pair.summary
+                # the case name carries the sample set as `@set`; the text names it as the report does
+                detail = f"{pair.failure_label or pair.label}: {pair.summary}" + (
+                    f"\n{message}" if compared else ""
+                )
+                if message:  # empty: only the recipe's checks failed, each in its own case
+                    _fail(case, message, detail, kind="AccuracyFailed" if compared else "MissingOutput")
+            _check_cases(suite, classname, results, output.name, pair, at)
 
     compare = results.details(CompareDetails)
     for crossmatch in compare.crossmatch if compare else ():
@@ -105,6 +114,24 @@ def junit_tree(results: Results) -> ET.ElementTree:
     root.append(suite)
     ET.indent(root)
     return ET.ElementTree(root)
+
+
+def _check_cases(
+    suite: ET.Element, classname: str, results: Results, output: str, pair: Any, at: str
+) -> None:
+    """One case per check the recipe declares on `output`, for this pair."""
+    outcomes = {o.name: o for o in pair.comparison.checks} if pair.comparison is not None else {}
+    for check in results.recipe.checks.get(output, ()):
+        case = _case(suite, classname, f"check:{output}:{check.name}[{pair.ref}-vs-{pair.cand}{at}]")
+        outcome = outcomes.get(check.name)
+        if outcome is None:
+            why = pair.summary if pair.state == "skipped" else f"{output} was not compared for this pair"
+            _skip(case, f"not judged: {why}")
+        elif not outcome.passed:
+            threshold = f" {outcome.relation} {outcome.threshold:g}" if outcome.threshold is not None else ""
+            value = "-" if outcome.value is None else f"{outcome.value:.6g}"
+            detail = f"{pair.label}: {check.kind} value {value} (required{threshold or ' by the function'})\n{outcome.reason}"
+            _fail(case, outcome.reason, detail, kind="CheckFailed")
 
 
 def _detection_cases(suite: ET.Element, classname: str, view: ReportView) -> None:

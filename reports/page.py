@@ -8,9 +8,11 @@ from pathlib import Path
 
 from trt_harness.models.results.document import Results
 from trt_harness.reports.sections.baseline import BaselineSection
+from trt_harness.reports.sections.checks import ChecksSection
 from trt_harness.reports.sections.common import RunView
 from trt_harness.reports.sections.conversion import ConversionSection
 from trt_harness.reports.sections.detections import DetectionsSection
+from trt_harness.reports.sections.divergence import DivergenceSection
 from trt_harness.reports.sections.ordering import OrderingSection
 from trt_harness.reports.sections.outputs import OutputSection, OutputsSection
 from trt_harness.reports.sections.summary import SummarySection
@@ -25,9 +27,11 @@ class ReportView(RunView):
         self.verdict = results.verdict
         self.summary = SummarySection(self)
         self.outputs_section = OutputsSection(self)
+        self.checks = ChecksSection(self)
         self.ordering = OrderingSection(self)
         self.conversion = ConversionSection(self)
         self.baseline = BaselineSection(self)
+        self.divergence = DivergenceSection(self)
 
     @property
     def outputs(self) -> list[OutputSection]:
@@ -42,6 +46,10 @@ class ReportView(RunView):
         if self.baseline.view is not None:
             yield "baseline", "Baseline"
         yield "outputs", "Outputs"
+        if self.checks.shown:
+            yield "checks", "Checks"
+        if self.divergence.present:
+            yield "divergence", "Where it diverges"
         if self.detections is not None:
             yield "detections", "Detections"
         yield "io-order", "I/O order"

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from markupsafe import Markup
-from trt_harness.models.results.comparisons import ErrorMap
 from trt_harness.reports.formatting import as_float, compact, count_label, number, sci
 
 # Histogram: bars per decade of abs error (more when few decades are shown), and how many decades
@@ -25,8 +24,13 @@ BINS_PER_DECADE = 4
 BINS_PER_DECADE_NARROW = 8
 NARROW_DECADES = 6
 MAX_DECADES = 14
-# Heatmap: longest displayed side in px, and how many decades below the largest cell the colours span.
-HEATMAP_SIDE = 320
+# Heatmap: the largest map in px (width, height), the shortest side and smallest cell it is
+# stretched to (a 18 x 384 sequence state must not become a strip 15 px high), and how many decades
+# below the largest cell the colours span.
+HEATMAP_MAX_W = 420.0
+HEATMAP_MAX_H = 280.0
+HEATMAP_MIN_SIDE = 96.0
+HEATMAP_MIN_CELL = 3.0
 HEATMAP_DECADES = 4
 
 _FONT = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:11px"
@@ -84,6 +88,78 @@ def _decade_label(exponent: int) -> str:
     return f"{10**exponent:d}" if 0 <= exponent <= 3 else f"1e{exponent}"
 
 
+# Advance widths in 1/1000 em of DejaVu Sans, the widest of the fonts `system-ui`/sans-serif resolve to
+# on common systems (Helvetica and Arial are narrower): labels placed apart by these widths never
+# overlap in a browser. Characters not listed count as the widest listed.
+_ADVANCE = {
+    **dict.fromkeys("0123456789", 636), ".": 318, ",": 318, ":": 337, "-": 361, "+": 838, "<": 838,
+    ">": 838, "=": 838, "−": 838, "×": 838, "≤": 838, "≥": 838, " ": 318, "(": 390, ")": 390,
+    "[": 390, "]": 390, "|": 337, "/": 337, "%": 950, "_": 500, "·": 318,
+    "a": 613, "b": 635, "c": 550, "d": 635, "e": 615, "f": 352, "g": 635, "h": 634, "i": 278,
+    "j": 278, "k": 579, "l": 278, "m": 974, "n": 634, "o": 612, "p": 635, "q": 635, "r": 411,
+    "s": 521, "t": 392, "u": 634, "v": 592, "w": 818, "x": 592, "y": 592, "z": 525,
+}  # fmt: skip
+_WIDEST = 1000
+FONT_SIZE = 11.0
+# Space kept free between two neighbouring tick labels, px.
+LABEL_GAP = 6.0
+
+
+def text_width(text: str, font_size: float = FONT_SIZE) -> float:
+    """Width in px of `text` at `font_size` px: upper case counts as 750/1000 em, unknown as 1 em."""
+    total = 0
+    for char in text:
+        total += _ADVANCE.get(char, 750 if char.isupper() and char.isascii() else _WIDEST)
+    return total * font_size / 1000
+
+
+Interval = tuple[float, float]
+
+
+def _overlaps(span: Interval, taken: Sequence[Interval]) -> bool:
+    return any(span[0] < hi and lo < span[1] for lo, hi in taken)
+
+
+def fit_labels(
+    labels: Sequence[tuple[float, str]],
+    *,
+    vertical: bool = False,
+    taken: Sequence[Interval] = (),
+    gap: float = LABEL_GAP,
+) -> list[tuple[float, str]]:
+    """The labels (centre position, text), in order of priority, that fit without overlapping each
+    other or the `taken` spans: along a horizontal axis by measured text width, along a vertical one
+    by the line height. Returned in position order."""
+    kept: list[tuple[float, str]] = []
+    spans = list(taken)
+    for position, text in labels:
+        extent = FONT_SIZE if vertical else text_width(text)
+        span = (position - extent / 2 - gap / 2, position + extent / 2 + gap / 2)
+        if not _overlaps(span, spans):
+            kept.append((position, text))
+            spans.append(span)
+    return sorted(kept)
+
+
+def regular_labels(
+    labels: Sequence[tuple[float, str]], *, taken: Sequence[Interval] = (), vertical: bool = False
+) -> list[tuple[float, str]]:
+    """Every n-th of `labels` (in position order), n the smallest that lets them all fit; a label
+    running into a `taken` span is left out first."""
+    labels = [label for label in labels if fit_labels([label], taken=taken, vertical=vertical)]
+    for step in range(1, len(labels) + 1):
+        chosen = list(labels[::step])
+        if len(fit_labels(chosen, taken=taken, vertical=vertical)) == len(chosen):
+            return chosen
+    return []
+
+
+def _span(position: float, text: str, anchor: str = "middle") -> Interval:
+    width = text_width(text)
+    start = {"middle": position - width / 2, "start": position, "end": position - width}[anchor]
+    return (start - LABEL_GAP / 2, start + width + LABEL_GAP / 2)
+
+
 # --- histogram ----------------------------------------------------------------------------------
 
 
@@ -137,7 +213,12 @@ def histogram_svg(bins: Sequence[Sequence[Any]], *, atol: float | None, label: s
     width, height = 600.0, 210.0
     left, right, upper, lower = 46.0, 14.0, 22.0, 40.0
     extra = [(text, n) for text, n in (("0", zeros), (f"<{_decade_label(bottom)}", below)) if n]
-    extra_w = 30.0 * len(extra) + (14.0 if extra else 0.0)
+    # each extra bar gets a slot as wide as its label, so no label runs into the next
+    slots = [max(30.0, text_width(text) + LABEL_GAP) for text, _ in extra]
+    # and the first decade's label, centred on the plot's left edge, clears the last of them
+    extra_w = sum(slots) + (
+        max(14.0, text_width(_decade_label(bottom)) / 2 + LABEL_GAP + 8) if extra else 0.0
+    )
     plot_x0 = left + extra_w
     plot_w = width - right - plot_x0
     plot_h = height - upper - lower
@@ -165,8 +246,10 @@ def histogram_svg(bins: Sequence[Sequence[Any]], *, atol: float | None, label: s
         parts.append(
             _element("text", count_label(10**k), x=left - 4, y=f"{y + 3.5:.1f}", text_anchor="end", fill=_INK)
         )
+    extra_spans: list[Interval] = []
     for i, (text, n) in enumerate(extra):
-        x = left + 8 + 30.0 * i
+        x = left + 8 + sum(slots[:i]) + (slots[i] - 18) / 2
+        extra_spans.append(_span(x + 9, text))
         h = bar_height(n)
         tip = f"exact zeros: {number(n)}" if text == "0" else f"below {text[1:]}: {number(n)}"
         parts.append(
@@ -203,23 +286,14 @@ def histogram_svg(bins: Sequence[Sequence[Any]], *, atol: float | None, label: s
             )
         )
     parts.append(_element("line", x1=left, x2=width - right, y1=baseline, y2=baseline, stroke=_INK))
-    label_step = max(1, math.ceil(decades / 12))  # labels never overlap
-    for k in range(0, decades + 1):
-        x = plot_x0 + k * per_decade_w
+    decade_ticks = [(plot_x0 + k * per_decade_w, _decade_label(bottom + k)) for k in range(0, decades + 1)]
+    for x, _ in decade_ticks:
         parts.append(
             _element("line", x1=f"{x:.1f}", x2=f"{x:.1f}", y1=baseline, y2=baseline + 4, stroke=_INK)
         )
-        if k % label_step == 0:
-            parts.append(
-                _element(
-                    "text",
-                    _decade_label(bottom + k),
-                    x=f"{x:.1f}",
-                    y=baseline + 15,
-                    text_anchor="middle",
-                    fill=_INK,
-                )
-            )
+    # every n-th decade, n by the labels' measured widths; none may run into the extra bars' labels
+    for x, text in regular_labels(decade_ticks, taken=extra_spans):
+        parts.append(_element("text", text, x=f"{x:.1f}", y=baseline + 15, text_anchor="middle", fill=_INK))
     parts.append(
         _element("text", "|cand − ref|", x=width - right, y=height - 6, text_anchor="end", fill=_INK)
     )
@@ -296,19 +370,52 @@ def _heatmap_png(values: np.ndarray, low: float, high: float, size: tuple[int, i
     return png_data_uri(buffer.getvalue())
 
 
-def heatmap_svg(heatmap: ErrorMap, *, atol: float | None, label: str, uid: str) -> Markup:
-    """An output's error map (`ErrorMap`) with a log colour bar, atol marked.
+def _index_ticks(size: int, length: float, *, vertical: bool) -> list[tuple[float, str]]:
+    """Tick labels for positions 0..size along an axis `length` px long: 0 and `size` first, then the
+    multiples of the smallest 1/2/5 x 10^k step whose labels fit."""
+    ends = [(0.0, "0"), (length, str(size))]
+    for exponent in range(0, max(1, len(str(size))) + 1):
+        for mantissa in (1, 2, 5):
+            step = mantissa * 10**exponent
+            inner = [(length * i / size, str(i)) for i in range(step, size, step)]
+            fitted = fit_labels([*ends, *inner], vertical=vertical)
+            if len(fitted) == len(ends) + len(inner):
+                return fitted
+    return fit_labels(ends, vertical=vertical)
 
-    `uid` makes the colour bar's gradient id unique within the page.
+
+def error_map_scale(maps: Iterable[Any]) -> tuple[float, float]:
+    """(low, high) of the log colour scale shared by `maps` (ErrorMap / SampleErrorMap values)."""
+    finite = [v for m in maps for row in m.values for v in row if v is not None and math.isfinite(v)]
+    high = max(finite, default=0.0)
+    positive = [v for v in finite if v > 0]
+    low = max(high / 10**HEATMAP_DECADES, min(positive) if positive else high)
+    return low, high
+
+
+def heatmap_svg(
+    heatmap: Any,
+    *,
+    atol: float | None,
+    label: str,
+    uid: str,
+    axis_names: tuple[str, str] = ("height", "width"),
+    scale: tuple[float, float] | None = None,
+    max_size: tuple[float, float] = (HEATMAP_MAX_W, HEATMAP_MAX_H),
+) -> Markup:
+    """An output's error map (`ErrorMap` or `SampleErrorMap`) with a log colour bar, atol marked.
+
+    The map keeps the output's aspect while its short side is at least HEATMAP_MIN_SIDE px and each
+    cell HEATMAP_MIN_CELL px; a long thin map (a sequence x hidden state) is stretched to that and
+    says so. Axis titles are `axis_names` (the recipe's, else height and width); tick labels are
+    thinned by their measured width. `scale` (low, high) shares one colour scale between maps; `uid`
+    makes the colour bar's gradient id unique within the page.
     """
     values = np.array(
         [[np.nan if v is None else float(v) for v in row] for row in heatmap.values], dtype=np.float64
     ).reshape(heatmap.shape)
     source_h, source_w = heatmap.source_hw
-    finite = values[np.isfinite(values)]
-    high = float(finite.max()) if finite.size else 0.0
-    positive = finite[finite > 0]
-    low = max(high / 10**HEATMAP_DECADES, float(positive.min()) if positive.size else high)
+    low, high = scale if scale is not None else error_map_scale([heatmap])
     atol_f = as_float(atol)
     if high <= 0:
         high, low = 1.0, 0.1  # all zero: the whole map in the lowest colour
@@ -317,12 +424,21 @@ def heatmap_svg(heatmap: ErrorMap, *, atol: float | None, label: str, uid: str) 
             low = atol_f  # keep atol on the colour bar
         if low >= high:
             low = high / 10
-    scale = HEATMAP_SIDE / max(source_h, source_w)
-    map_w, map_h = max(8, round(source_w * scale)), max(8, round(source_h * scale))
-    left, upper, gap, bar_w = 34.0, 8.0, 18.0, 14.0
-    width = left + map_w + gap + bar_w + 64.0
-    height = upper + map_h + 34.0
+    max_w, max_h = max_size
+    fit = min(max_w / source_w, max_h / source_h)
+    cells_h, cells_w = heatmap.shape
+    map_w = min(max_w, max(source_w * fit, HEATMAP_MIN_SIDE, cells_w * HEATMAP_MIN_CELL))
+    map_h = min(max_h, max(source_h * fit, HEATMAP_MIN_SIDE, cells_h * HEATMAP_MIN_CELL))
+    map_w, map_h = round(map_w), round(map_h)
+    stretched = abs((map_w / map_h) / (source_w / source_h) - 1) > 0.05
+    y_ticks = _index_ticks(source_h, map_h, vertical=True)
+    x_ticks = _index_ticks(source_w, map_w, vertical=False)
+    y_label_w = max(text_width(text) for _, text in y_ticks)
+    left, upper, gap, bar_w = 20.0 + y_label_w + 6.0, 8.0, 18.0, 14.0
+    width = left + max(map_w, text_width(axis_names[1]) + 8) + gap + bar_w + 64.0
     bar_x = left + map_w + gap
+    x_title = axis_names[1] + (" (stretched to fit)" if stretched else "")
+    height = upper + map_h + 38.0
     gradient_id = f"viridis-{uid}"
     stops = [
         _element("stop", offset=f"{i / (len(_VIRIDIS) - 1):.3f}", stop_color=_hex(rgb))
@@ -343,26 +459,41 @@ def heatmap_svg(heatmap: ErrorMap, *, atol: float | None, label: str, uid: str) 
             preserveAspectRatio="none",
         ),
         _element("rect", x=left, y=upper, width=map_w, height=map_h, fill="none", stroke=_INK),
-        _element("text", "0", x=left, y=upper + map_h + 13, text_anchor="middle", fill=_INK),
-        _element(
-            "text", str(source_w), x=left + map_w, y=upper + map_h + 13, text_anchor="middle", fill=_INK
-        ),
-        _element("text", "0", x=left - 4, y=upper + 9, text_anchor="end", fill=_INK),
-        _element("text", str(source_h), x=left - 4, y=upper + map_h, text_anchor="end", fill=_INK),
-        _element("text", "width", x=left + map_w / 2, y=upper + map_h + 26, text_anchor="middle", fill=_INK),
+        _element("text", x_title, x=left + map_w / 2, y=upper + map_h + 32, text_anchor="middle", fill=_INK),
         _element(
             "text",
-            "height",
-            x=left - 8,
+            axis_names[0],
+            x=10,
             y=upper + map_h / 2,
             text_anchor="middle",
             fill=_INK,
-            transform=f"rotate(-90 {left - 8:g} {upper + map_h / 2:g})",
+            transform=f"rotate(-90 10 {upper + map_h / 2:g})",
         ),
         _element(
             "rect", x=bar_x, y=upper, width=bar_w, height=map_h, fill=f"url(#{gradient_id})", stroke=_INK
         ),
     ]
+    for x, text in x_ticks:
+        parts.append(
+            _element(
+                "line",
+                x1=f"{left + x:.1f}",
+                x2=f"{left + x:.1f}",
+                y1=upper + map_h,
+                y2=upper + map_h + 3,
+                stroke=_INK,
+            )
+        )
+        parts.append(
+            _element("text", text, x=f"{left + x:.1f}", y=upper + map_h + 14, text_anchor="middle", fill=_INK)
+        )
+    for y, text in y_ticks:
+        parts.append(
+            _element("line", x1=left - 3, x2=left, y1=f"{upper + y:.1f}", y2=f"{upper + y:.1f}", stroke=_INK)
+        )
+        parts.append(
+            _element("text", text, x=left - 5, y=f"{upper + y + 3.5:.1f}", text_anchor="end", fill=_INK)
+        )
     span = math.log10(high) - math.log10(low)
 
     def bar_y(value: float) -> float:
@@ -370,12 +501,8 @@ def heatmap_svg(heatmap: ErrorMap, *, atol: float | None, label: str, uid: str) 
 
     decades = range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)
     ticks = [(high, sci(high)), (low, sci(low)), *((10.0**k, _decade_label(k)) for k in decades)]
-    shown: list[float] = []
-    for value, text in ticks:  # the extremes first; a decade too close to one is left out
-        y = bar_y(value)
-        if any(abs(y - other) < 11 for other in shown):
-            continue
-        shown.append(y)
+    # the extremes first; a decade too close to one is left out
+    for y, text in fit_labels([(bar_y(value), text) for value, text in ticks], vertical=True, gap=0.0):
         parts.append(
             _element(
                 "line", x1=bar_x + bar_w, x2=bar_x + bar_w + 3, y1=f"{y:.1f}", y2=f"{y:.1f}", stroke=_INK

@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("models.results", 0),
     ("models.recipe", 0),  # the recipe's typed vocabulary (tolerances, shapes, options)
     ("models.detection", 0),  # detection value types and their numpy-only math
+    ("models.checks", 0),  # declarations of the recipe's acceptance checks (evaluated in harness.checks)
     ("models", 1),
     ("conversions", 1),
     ("harness.stages", 4),

@@ -137,7 +137,12 @@ _JUDGING_FIELDS = (
     "detection",
     "class_axes",
     "spatial_axes",
+    "spatial_axis_names",
     "weights",
+    # where the recipe came from: its code is in the code keys (pipeline.recipe_modules), as a built-in's is
+    "origin",
+    "checks",
+    "weights_source",
 )
 
 
@@ -151,6 +156,12 @@ def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
         "surgery_passes": list(recipe.surgery_passes),
         "build": to_json(recipe.build),
         "compare_profile_shapes": recipe.compare_profile_shapes,
+        # an installed recipe's own code is not followed into (a library): its version stands for it
+        **(
+            {"recipe_distribution": recipe.origin.distribution}
+            if recipe.origin and recipe.origin.distribution
+            else {}
+        ),
     }
 
 
@@ -169,6 +180,7 @@ def torch_model(recipe: Recipe, weights: Path | None) -> Any:
         repr(sorted(recipe.params.items())),
         str(weights),
         sha256_file(weights) if weights else None,
+        recipe.origin,  # two recipe files may give the same name; an edited file builds anew
     )
     if key not in _built:
         _built.clear()  # one model at a time: a long test session builds many recipes

@@ -48,6 +48,7 @@ def _refusal(precision: str, e: TensorRTBuildFailed, reason: str | None = None) 
         reason=reason,
         failing_node=node,
         failing_op=op,
+        warnings=e.warnings,
     )
 
 

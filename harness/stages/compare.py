@@ -143,6 +143,8 @@ def _judge_group(
         pairs=list(group.pairs),
         tolerance_for=lambda output: recipe.tolerance_for(output, group.precision, inp.overrides),
         class_axes=recipe.class_axes,
+        checks=recipe.checks,
+        output_names=recipe.output_names or None,  # () when derived from the returned structure
     )
     crossmatch = (
         [
@@ -252,7 +254,9 @@ def compare_key(inp: StageInput) -> dict[str, Any]:
         "samples": inp.artifact("samples").sha256,
         "runners": _runners_key(inp.details(RunDetails)),
         # where the weights file lies does not change a verdict (its hash is in the outputs' keys)
-        "recipe": {k: v for k, v in to_json(inp.recipe_record).items() if k != "weights"},
+        "recipe": {
+            k: v for k, v in to_json(inp.recipe_record).items() if k not in ("weights", "weights_source")
+        },
         "overrides": to_json(inp.overrides),
     }
 

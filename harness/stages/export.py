@@ -8,6 +8,7 @@ from typing import Any
 
 import onnx
 from trt_harness.conversions.export import ExportFailed, onnx_from_torch
+from trt_harness.conversions.module_map import module_map_of
 from trt_harness.conversions.onnx_files import onnx_artifact, op_counts
 from trt_harness.harness.stages.base import (
     Stage,
@@ -19,6 +20,8 @@ from trt_harness.harness.stages.base import (
     versions,
     weights_hash,
 )
+from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.results.localize import MODULE_MAP_FILE, save_module_map
 
 ONNX_FILE = "model.onnx"
 
@@ -29,9 +32,16 @@ def export(inp: StageInput) -> StageOutput:
         details = onnx_from_torch(model, inp.recipe, inp.first_feed(), inp.run_dir / ONNX_FILE)
     except ExportFailed as e:
         raise StageFailed(str(e)) from e
-    counts = op_counts(onnx.load(str(inp.run_dir / ONNX_FILE), load_external_data=False))
+    proto = onnx.load(str(inp.run_dir / ONNX_FILE), load_external_data=False)
+    counts = op_counts(proto)
+    # which Torch module each tensor comes from, for `harness localize`
+    save_module_map(module_map_of(proto, model, details.exporter, ONNX_FILE), inp.run_dir / MODULE_MAP_FILE)
     return StageOutput(
-        {"onnx": onnx_artifact(inp.run_dir, ONNX_FILE)}, dataclasses.replace(details, op_counts=counts)
+        {
+            "onnx": onnx_artifact(inp.run_dir, ONNX_FILE),
+            "module_map": Artifact.of_file(inp.run_dir, MODULE_MAP_FILE),
+        },
+        dataclasses.replace(details, op_counts=counts),
     )
 
 

@@ -27,12 +27,17 @@ def precision(inp: StageInput) -> StageOutput:
         target = inp.run_dir / f"{Path(source).stem}.{name}.onnx"
         if name == "fp16":
             ranges = fp16_range_check(source, feeds)
-            variant = fp16_onnx(source, target, block_list=ranges.block_list if auto_block_list else ())
+            block_list = (*(ranges.block_list if auto_block_list else ()), *_recipe_block_list(inp))
+            variant = fp16_onnx(source, target, block_list=tuple(dict.fromkeys(block_list)))
         else:
             variant = int8_qdq_onnx(source, target, calibration_feeds=feeds)
         artifacts[f"onnx_{name}"] = onnx_artifact(inp.run_dir, target.name)
         variants[name] = variant
     return StageOutput(artifacts, PrecisionDetails(variants, ranges))
+
+
+def _recipe_block_list(inp: StageInput) -> tuple[str, ...]:
+    return inp.config.recipe.fp16_block_list if inp.config else ()
 
 
 def precision_key(inp: StageInput) -> dict[str, Any]:
@@ -41,6 +46,7 @@ def precision_key(inp: StageInput) -> dict[str, Any]:
         "precisions": [p for p in inp.precisions if p in REDUCED],
         "samples": inp.artifact("samples").sha256,
         "fp16_auto_block_list": inp.config.fp16_auto_block_list if inp.config else True,
+        "fp16_block_list": list(_recipe_block_list(inp)),
         "versions": versions("onnx", "onnxruntime", "onnx-graphsurgeon"),
     }
 

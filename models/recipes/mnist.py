@@ -33,6 +33,7 @@ def mnist(digits: int = 20, batch: int = 10) -> Recipe:
 
     return Recipe(
         name="mnist",
+        weights_source=f"seeded random initialisation (seed {SEED})",
         description="MNIST CNN of the TensorRT sample (conv-pool-conv-pool-fc-relu-fc), rendered digits",
         build_model=build_mnist,
         sample_inputs=sample_inputs,

@@ -72,6 +72,7 @@ def mvs(
     spatial = {name: (1, 2) for name in MVS_OUTPUT_NAMES if name != "depth_min"}
     return Recipe(
         name="mvs",
+        weights_source=f"seeded random initialisation (seed {SEED})",
         description=f"cascade MVS depth network, {views} views of {width}x{height}, {depths} depth candidates",
         build_model=build_mvs,
         sample_inputs=sample_inputs,

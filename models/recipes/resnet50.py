@@ -30,6 +30,7 @@ def resnet50(image_size: int = 224, batch: int = 1, max_batch: int = 8) -> Recip
 
     return Recipe(
         name="resnet50",
+        weights_source=f"seeded random initialisation (seed {SEED})",
         description="ResNet-50 classifier (torchvision state_dict keys), centre-cropped photos",
         build_model=build_resnet50,
         sample_inputs=lambda: [

@@ -81,6 +81,7 @@ def yolov5(
         batch = opt_batch = max_batch = 1
     recipe = Recipe(
         name="yolov5",
+        weights_source=f"seeded random initialisation (seed {SEED})",
         description="YOLOv5s detector (80 classes), letterboxed photos, in-graph box decode",
         build_model=build_yolov5s,
         sample_inputs=lambda: [

@@ -31,6 +31,7 @@ def yolov8(image_size: int = 640, batch: int = 1, max_batch: int = 8) -> Recipe:
 
     return Recipe(
         name="yolov8",
+        weights_source=f"seeded random initialisation (seed {SEED})",
         description=f"YOLOv8n-style anchor-free detector ({NUM_CLASSES} classes), letterboxed photos, DFL decode",
         build_model=build_yolov8n,
         sample_inputs=lambda: [{"images": b} for b in letterboxed_batches(image_size, batch)],

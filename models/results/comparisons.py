@@ -76,6 +76,51 @@ class WorstElement:
 
 
 @dataclass(frozen=True)
+class CheckWorst:
+    """Where a check came out worst: `index` is (sample, *row or element position), `value` its score
+    there (the row's cosine, the sample's agreement, the function's value); `detail` in words, never
+    naming the sample (merging shards renumbers `index[0]`)."""
+
+    index: tuple[int, ...]
+    value: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """The result of one of the recipe's checks (models.checks) on one output of one runner pair.
+
+    `value` is the check's aggregate over every sample (lowest row cosine, agreement fraction, the
+    worst value of a user's function), held to `threshold` by `relation` (">=" or "<="; "" when a
+    user's function decides alone); `failing` of `total` `unit`s failed. `no_signal` says why the
+    reference gave the check nothing to judge (a failure unless the check accepts it). Truthy when
+    it passes.
+    """
+
+    name: str
+    kind: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    relation: str
+    failing: int
+    total: int
+    unit: str  # what `total` counts: "rows", "elements", "positions", "samples"
+    worst: tuple[CheckWorst, ...] = ()  # the worst places, worst first (at most a few)
+    reason: str = ""  # "" when passed
+    no_signal: str = ""
+    samples: int = 0
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def failure_text(self) -> str:
+        """How a failed check reads in its comparison's reason."""
+        return f"check '{self.name}' failed: {self.reason}"
+
+
+@dataclass(frozen=True)
 class OutputComparison:
     """Statistics and verdict for one output of one (reference, candidate) runner pair.
 
@@ -123,9 +168,36 @@ class OutputComparison:
     precision: str = "fp32"
     # samples whose two arrays differ in shape (e.g. 13 boxes vs 25): counted, not compared, a failure
     shape_mismatches: int = 0
+    # why the reference carries no signal ("" when it does): a failure unless the tolerance accepts it
+    no_signal: str = ""
+    # the recipe's own checks of this output and pair (Recipe.checks); each gates `passed`
+    checks: tuple[CheckOutcome, ...] = ()
+    # the built-in statistics' verdict alone; None in results written before checks existed (= passed)
+    statistics_passed: bool | None = None
 
     def __bool__(self) -> bool:
         return self.passed
+
+    @property
+    def within_tolerance(self) -> bool:
+        """The built-in statistics passed (no-signal and the recipe's checks aside)."""
+        return self.passed if self.statistics_passed is None else self.statistics_passed
+
+    @property
+    def no_signal_fails(self) -> bool:
+        return bool(self.no_signal) and not self.tolerance.accept_no_signal
+
+    @property
+    def failed_checks(self) -> tuple[CheckOutcome, ...]:
+        return tuple(c for c in self.checks if not c)
+
+    @property
+    def statistics_reason(self) -> str:
+        """`reason` without the recipe's failed checks: why the statistics (or no signal) failed."""
+        reason = self.reason
+        for check in self.failed_checks:
+            reason = reason.replace(check.failure_text, "")
+        return "; ".join(part for part in (p.strip() for p in reason.split("; ")) if part)
 
     @property
     def out_of_tolerance_fraction(self) -> float:
@@ -184,11 +256,26 @@ class CrossMatch:
 
 
 @dataclass(frozen=True)
+class SampleErrorMap:
+    """The error map of one sample (and batch row, `label` says which), cells as in `ErrorMap`."""
+
+    label: str
+    shape: tuple[int, int]
+    source_hw: tuple[int, int]
+    block_hw: tuple[int, int]
+    values: tuple[tuple[float | None, ...], ...]
+    max: float | None
+    nonfinite_mismatches: int
+
+
+@dataclass(frozen=True)
 class ErrorMap:
     """Mean abs error of one output per (block of) spatial position, over a pair's samples.
 
     `values` is `shape` cells, None where a cell had no finite element; each cell averages a
-    `block_hw` block of the output's (height, width) = `source_hw`.
+    `block_hw` block of the output's (height, width) = `source_hw`. `omitted` says why the map over
+    all samples could not be drawn (e.g. samples of different spatial sizes; `values` is then empty);
+    `per_sample` holds the maps of the first few samples (batch rows), drawn whatever their sizes.
     """
 
     output: str
@@ -202,6 +289,8 @@ class ErrorMap:
     values: tuple[tuple[float | None, ...], ...]
     max: float | None
     nonfinite_mismatches: int
+    omitted: str | None = None
+    per_sample: tuple[SampleErrorMap, ...] = ()
 
 
 @dataclass(frozen=True)

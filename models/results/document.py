@@ -19,6 +19,7 @@ from trt_harness.models.core.artifacts import write_text_atomic
 from trt_harness.models.core.errors import ExitCode, UsageError
 from trt_harness.models.core.serde import SchemaError, from_json, to_json
 from trt_harness.models.results.diff import RunDiff
+from trt_harness.models.results.localize import Localization
 from trt_harness.models.results.recipe import RecipeRecord, ToleranceOverrides
 from trt_harness.models.results.stages import StageDetails, StageRecord
 
@@ -45,6 +46,8 @@ class Environment:
     processor_count: int | None
     gpus: tuple[Gpu, ...]
     packages: Mapping[str, str]
+    # libraries the recipe's own code imported (e.g. transformers, timm), found after the model was built
+    recipe_packages: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class Results:
     overrides: ToleranceOverrides = field(default_factory=ToleranceOverrides)
     # `harness convert --baseline DIR`: how this run compares with that earlier run, which gated it
     baseline: RunDiff | None = None
+    # `harness localize` / `convert --localize`: where the outputs start to diverge, layer by layer
+    localization: Localization | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_unix: float = field(default_factory=time.time)
     schema: str = SCHEMA

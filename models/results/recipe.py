@@ -13,10 +13,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from trt_harness.models.checks import Check
+from trt_harness.models.core.artifacts import sha256_file
 from trt_harness.models.core.errors import UsageError
-from trt_harness.models.recipe import DetectionSpec, Recipe, TensorSpec, Tolerance
+from trt_harness.models.recipe import DetectionSpec, Recipe, RecipeOrigin, TensorSpec, Tolerance
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,34 @@ def _parse_values(flag: str, values: Sequence[str]) -> tuple[float | None, dict[
     return global_value, per_output
 
 
+WeightsKind = Literal["file", "recipe", "undeclared"]
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a run's weights came from: a `--weights` file (with its hash), or what the recipe says."""
+
+    kind: WeightsKind
+    description: str
+    sha256: str | None = None
+
+    @classmethod
+    def of(cls, recipe: Recipe, weights: Path | None) -> WeightsSource:
+        if weights is not None:
+            digest = sha256_file(weights) if Path(weights).is_file() else None
+            return cls("file", f"--weights {weights}", digest)
+        if recipe.weights_source:
+            return cls("recipe", recipe.weights_source)
+        return cls(
+            "undeclared",
+            "the recipe's own; the recipe does not say where they come from (set Recipe.weights_source)",
+        )
+
+    @property
+    def text(self) -> str:
+        return f"{self.description} (sha256 {self.sha256})" if self.sha256 else self.description
+
+
 @dataclass(frozen=True)
 class RecipeRecord:
     """What a run knew of its recipe: names, shapes, how outputs are judged, where weights came from."""
@@ -92,8 +122,12 @@ class RecipeRecord:
     precisions: tuple[str, ...] = ("fp32",)
     precision_tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     spatial_axes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    spatial_axis_names: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     detection: DetectionSpec | None = None
     weights: str | None = None  # the weights file given, None for the recipe's own
+    origin: RecipeOrigin | None = None  # where the recipe was loaded from (None: a recipe built in a test)
+    checks: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)
+    weights_source: WeightsSource | None = None  # None: a run recorded before runs said so
 
     @classmethod
     def of(cls, recipe: Recipe, weights: Path | None) -> RecipeRecord:
@@ -109,8 +143,12 @@ class RecipeRecord:
             precisions=tuple(recipe.precisions),
             precision_tolerances=dict(recipe.precision_tolerances),
             spatial_axes={k: tuple(v) for k, v in recipe.spatial_axes.items()},
+            spatial_axis_names={k: (str(v[0]), str(v[1])) for k, v in recipe.spatial_axis_names.items()},
             detection=recipe.detection,
             weights=str(weights) if weights else None,
+            origin=recipe.origin,
+            checks={k: tuple(v) for k, v in recipe.checks.items()},
+            weights_source=WeightsSource.of(recipe, weights),
         )
 
     @property

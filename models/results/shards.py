@@ -10,10 +10,12 @@ have fixed bins and add bin by bin, and the worst-k list is kept in the order on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from trt_harness.models.checks import Check
 from trt_harness.models.recipe import Tolerance
-from trt_harness.models.results.comparisons import WorstElement
+from trt_harness.models.results.comparisons import CheckWorst, WorstElement
 
 STATE_FILE = "comparison_state.json"
 STATE_SCHEMA = "trt-harness/comparison-state/1"
@@ -88,6 +90,26 @@ class AccumulatorState:
     shape: tuple[int, ...]
     shape_mismatches: int
     first_shape_mismatch: ShapeMismatchState | None
+    # for the no-signal test: positions whose reference is constant along the class axis, max |ref|
+    argmax_constant: int = 0
+    ref_abs_max: float = 0.0
+
+
+@dataclass(frozen=True)
+class CheckState:
+    """Everything one evaluator of a recipe's check (harness.checks) knows after its samples: its
+    integer tallies (merged by adding), its extremes and its lists of worst places (indices numbered
+    from its own first sample), each by the name the evaluator gives it."""
+
+    output: str
+    ref_backend: str
+    cand_backend: str
+    check: Check
+    samples: int
+    skipped: int
+    counts: Mapping[str, int] = field(default_factory=dict)
+    extremes: Mapping[str, float | None] = field(default_factory=dict)
+    worst: Mapping[str, tuple[CheckWorst, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,7 @@ class RunComparisonState:
     missing: tuple[MissingCount, ...] = ()
     sample_set: str = ""
     precision: str = ""
+    checks: tuple[CheckState, ...] = ()  # the recipe's checks' evaluators, one per (pair, output, check)
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,19 @@ class TensorRTFlavor:
         return importlib.import_module(self.module_name)
 
 
+BuildPhase = Literal["parse", "build"]
+WarningSource = Literal["TensorRT", "Polygraphy"]
+
+
+@dataclass(frozen=True)
+class BuildWarning:
+    """A warning the TensorRT parser/builder (through its logger) or Polygraphy gave while building."""
+
+    phase: BuildPhase
+    source: WarningSource
+    message: str
+
+
 @dataclass(frozen=True)
 class EngineRecord:
     """One precision's TensorRT engine, or the builder's refusal of it (`built` False, with its messages)."""
@@ -258,7 +271,7 @@ class EngineRecord:
     workspace_bytes: int | None = None
     network_io: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # "inputs"/"outputs"
     profile: Mapping[str, ShapeRange] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()  # the builder's warnings, kept for the report
+    warnings: tuple[BuildWarning, ...] = ()  # the parser's and builder's warnings, in order
     phase: str | None = None  # where a refusal happened: "parse" or "build"
     messages: tuple[str, ...] = ()
     reason: str | None = None

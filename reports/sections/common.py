@@ -114,3 +114,10 @@ class RunView:
         samples = self.details(SamplesDetails)
         recorded = samples.sets.get(sample_set) if samples else None
         return recorded.label if recorded and recorded.label else f"at {sample_set}"
+
+    def sample_set_name(self, sample_set: str) -> str:
+        """The sample set as a failure line names it, the recipe's own samples too."""
+        if sample_set == SAMPLES:
+            return "on the samples"
+        label = self.sample_set_label(sample_set)
+        return label if label == f"at {sample_set}" else f"at {sample_set} ({label.removeprefix('at ')})"

@@ -26,6 +26,14 @@ _LOCATION = re.compile(r"^(?P<file>.+):(?P<line>\d+) in (?P<function>.+)$")
 
 
 @dataclass(frozen=True)
+class BuildWarningRow:
+    precisions: str
+    phase: str
+    source: str
+    message: str
+
+
+@dataclass(frozen=True)
 class CallSite:
     line: str  # "" when the location names no line
     function: str
@@ -357,6 +365,17 @@ class ConversionSection:
         return list(primary.messages) if primary is not None and not primary.built else []
 
     @property
-    def build_warnings(self) -> list[str]:
+    def build_warnings(self) -> list[BuildWarningRow]:
+        """Each warning the parser, builder or Polygraphy gave once, with the precisions it came in."""
         build = self._build_details()
-        return list(dict.fromkeys(w for e in build.engines.values() for w in e.warnings)) if build else []
+        if build is None:
+            return []
+        found: dict[tuple[str, str, str], list[str]] = {}
+        for engine in build.engines.values():
+            for warning in engine.warnings:
+                key = (warning.phase, warning.source, warning.message)
+                found.setdefault(key, []).append(engine.precision.upper())
+        return [
+            BuildWarningRow(", ".join(precisions), phase, source, message)
+            for (phase, source, message), precisions in found.items()
+        ]

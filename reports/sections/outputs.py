@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from markupsafe import Markup
-from trt_harness.models.results.comparisons import SAMPLES, ErrorMap, MissingOutput, OutputComparison
+from trt_harness.models.results.comparisons import (
+    SAMPLES,
+    ErrorMap,
+    MissingOutput,
+    OutputComparison,
+    SampleErrorMap,
+)
 from trt_harness.models.results.stages import CompareDetails
 from trt_harness.reports import formatting as fmt
 from trt_harness.reports.sections.common import (
@@ -18,7 +24,10 @@ from trt_harness.reports.sections.common import (
     tolerance_text,
     worst_error_text,
 )
-from trt_harness.reports.svg import heatmap_svg, histogram_svg
+from trt_harness.reports.svg import error_map_scale, heatmap_svg, histogram_svg
+
+DEFAULT_AXIS_NAMES = ("height", "width")
+SAMPLE_HEATMAP_SIZE = (260.0, 150.0)  # px, the largest per-sample map
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,8 @@ class PairResult:
     comparison: OutputComparison | None = None
     heatmap: ErrorMap | None = None
     sample_set: str = SAMPLES
+    failure_label: str = ""  # `label` with the sample set always named, for failure lines
+    axis_names: tuple[str, str] = DEFAULT_AXIS_NAMES  # the heatmap's axes, as the recipe names them
 
     @property
     def key(self) -> str:
@@ -60,11 +71,46 @@ class PairResult:
         )
 
     @functools.cached_property
+    def _heatmap_scale(self) -> tuple[float, float]:
+        """One colour scale for the map over all samples and the per-sample maps, so they compare."""
+        assert self.heatmap is not None
+        return error_map_scale([self.heatmap, *self.heatmap.per_sample])
+
+    @functools.cached_property
     def heatmap_chart(self) -> Markup | None:
-        if self.heatmap is None or self.comparison is None:
+        if self.heatmap is None or self.comparison is None or self.heatmap.omitted or not self.heatmap.values:
             return None
         label = f"abs error heatmap of {self.output}, {self.label}"
-        return heatmap_svg(self.heatmap, atol=self.comparison.tolerance.atol, label=label, uid=self.uid)
+        return heatmap_svg(
+            self.heatmap,
+            atol=self.comparison.tolerance.atol,
+            label=label,
+            uid=self.uid,
+            axis_names=self.axis_names,
+            scale=self._heatmap_scale,
+        )
+
+    @functools.cached_property
+    def sample_heatmaps(self) -> list[tuple[SampleErrorMap, Markup]]:
+        """The per-sample (batch row) maps, small, on the colour scale of the map over all samples."""
+        if self.heatmap is None or self.comparison is None:
+            return []
+        return [
+            (
+                m,
+                heatmap_svg(
+                    m,
+                    atol=self.comparison.tolerance.atol,
+                    label=f"abs error heatmap of {self.output}, {self.label}, {m.label}",
+                    uid=f"{self.uid}-{index}",
+                    axis_names=self.axis_names,
+                    scale=self._heatmap_scale,
+                    max_size=SAMPLE_HEATMAP_SIZE,
+                ),
+            )
+            for index, m in enumerate(self.heatmap.per_sample)
+            if m.values
+        ]
 
     @property
     def worst(self) -> list[dict[str, str]]:
@@ -259,6 +305,7 @@ class OutputsSection:
         label = " ".join(
             filter(None, (self.run.pair_label(ref, cand), self.run.sample_set_label(sample_set)))
         )
+        failure_label = f"{self.run.pair_label(ref, cand)} {self.run.sample_set_name(sample_set)}"
         comparison = comparisons.get((output, ref, cand, sample_set))
         if comparison is not None:
             summary = f"{worst_error_text(comparison)} (tol {tolerance_text(comparison.tolerance)})"
@@ -267,11 +314,27 @@ class OutputsSection:
             heatmap = maps.get((output, ref, cand)) if sample_set == SAMPLES else None
             state = "pass" if comparison.passed else "fail"
             uid = f"{slug}-{ref}-{cand}-{slugify(sample_set)}"
-            return PairResult(ref, cand, label, state, summary, output, uid, comparison, heatmap, sample_set)
+            axis_names = tuple(self.run.results.recipe.spatial_axis_names.get(output, DEFAULT_AXIS_NAMES))
+            return PairResult(
+                ref,
+                cand,
+                label,
+                state,
+                summary,
+                output,
+                uid,
+                comparison,
+                heatmap,
+                sample_set,
+                failure_label,
+                (str(axis_names[0]), str(axis_names[1])),
+            )
         gone = missing.get((output, ref, cand, sample_set))
         if gone is not None:
             summary = f"missing from {self.run.display(gone.missing_from)} in {gone.samples_missing} of {gone.samples} samples"
-            return PairResult(ref, cand, label, "fail", summary, sample_set=sample_set)
+            return PairResult(
+                ref, cand, label, "fail", summary, sample_set=sample_set, failure_label=failure_label
+            )
         return PairResult(
             ref, cand, label, "skipped", self._not_compared_reason(ref, cand), sample_set=sample_set
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+from trt_harness.models.results.recipe import RecipeRecord
 from trt_harness.models.results.stages import RunnerRecord
 from trt_harness.reports import formatting as fmt
 from trt_harness.reports.sections.common import Fact, RunView, tolerance_text
@@ -38,7 +39,7 @@ class SummarySection:
             facts.append(Fact(f"tolerance of {output}", tolerance_text(tolerance)))
         if self.results.overrides.given:
             facts.append(Fact("command-line overrides", "; ".join(self.results.overrides.given), True))
-        facts.append(Fact("weights", recipe.weights or "the recipe's own (no weights file given)", True))
+        facts.append(Fact("weights", weights_text(recipe), True))
         return facts
 
     @property
@@ -56,4 +57,15 @@ class SummarySection:
             Fact("GPUs", gpus),
         ]
         facts += [Fact(name, version, True) for name, version in env.packages.items()]
+        facts += [
+            Fact(f"{name} (the recipe's)", version, True) for name, version in env.recipe_packages.items()
+        ]
         return facts
+
+
+def weights_text(recipe: RecipeRecord) -> str:
+    """Where the run's weights came from, exactly as its results say."""
+    if recipe.weights_source is not None:
+        return recipe.weights_source.text
+    # results written before runs recorded the source: only the file, if one was given, is known
+    return f"--weights {recipe.weights}" if recipe.weights else "the recipe's own (source not recorded)"

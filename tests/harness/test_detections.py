@@ -330,7 +330,7 @@ def test_tensor_and_detection_failures_are_both_reported() -> None:
     pair = build.detection_pair([build.image(0, 0.4)])
     verdict = verdict_for(gate_stages(build.detections(pair), comparisons_pass=False))
     assert verdict.exit_code == ExitCode.ACCURACY_FAILED
-    assert "1 comparison(s) out of tolerance: output0 (Torch vs ORT)" in verdict.summary
+    assert "1 comparison(s) out of tolerance: output0 (Torch vs ORT on the samples)" in verdict.summary
     assert "detections disagree: Torch vs ORT on image 0" in verdict.summary
 
 

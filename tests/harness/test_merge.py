@@ -10,6 +10,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from trt_harness.harness.comparison import ExactSum, OutputAccumulator, compare_runs, merge_states
 from trt_harness.models.core.errors import UsageError
@@ -18,9 +19,11 @@ from trt_harness.models.recipe import Tolerance
 from trt_harness.models.results.shards import RunComparisonState
 
 # The samples: seeded, with NaN/Inf on one side, a shape mismatch, an output that only appears in later
-# samples, class scores, and errors over many orders of magnitude (so float sums depend on their order).
+# samples, class scores (some rows constant), errors over many orders of magnitude (so float sums depend
+# on their order), a reference with no signal (within atol of zero) and the recipe's own checks.
 SAMPLES_CODE = """
 import numpy as np
+from trt_harness.models.checks import FunctionCheck, RowCosine, ThresholdAgreement, TopKAgreement
 
 def make_samples(n=12):
     rng = np.random.default_rng(1234)
@@ -28,10 +31,13 @@ def make_samples(n=12):
     for i in range(n):
         ref = rng.standard_normal((3, 50, 7)).astype(np.float32) * 10.0 ** rng.integers(-3, 4)
         logits = rng.standard_normal((4, 10)).astype(np.float32)
+        logits[i % 4] = 0.5  # a position with no argmax (the no-signal test counts those)
+        quiet = rng.standard_normal((6,)).astype(np.float32) * 1e-5 * (i + 1)
         sample = {}
         for backend, scale in (("torch", 0.0), ("onnxrt", 1e-4), ("tensorrt", 3e-3)):
             noise = rng.standard_normal(ref.shape).astype(np.float32) * scale * np.abs(ref)
-            out = {"features": ref + noise, "logits": logits + rng.standard_normal(logits.shape).astype(np.float32) * scale * 20}
+            out = {"features": ref + noise, "logits": logits + rng.standard_normal(logits.shape).astype(np.float32) * scale * 20,
+                   "quiet": quiet + np.float32(scale * 1e-3)}
             if backend == "tensorrt" and i % 5 == 2:
                 out["features"].flat[i] = np.nan
             if backend == "tensorrt" and i == 7:
@@ -44,7 +50,17 @@ def make_samples(n=12):
 
 TOLERANCES = {"features": dict(atol=1e-3, rtol=1e-3, check="quantile", quantile=0.99),
               "logits": dict(atol=1e-2, rtol=1e-2, check="elemwise", min_argmax_agreement=0.5),
-              "late": dict(atol=1e-3, rtol=0.0, check="max")}
+              "late": dict(atol=1e-3, rtol=0.0, check="max"),
+              "quiet": dict(atol=1e-3, rtol=0.0, check="max")}
+
+CHECKS = {
+    "features": (RowCosine(name="rows", min_cosine=0.99999999),),
+    "logits": (
+        TopKAgreement(name="top3", k=3, axis=1, min_agreement=0.9),
+        ThresholdAgreement(name="above", threshold=0.5, min_agreement=0.99),
+        FunctionCheck(name="gap", function="tests.harness.test_merge:largest_gap", better="lower"),
+    ),
+}
 """
 
 SHARD_SCRIPT = """
@@ -58,9 +74,20 @@ index, count = int(sys.argv[2]), int(sys.argv[3])
 samples = ns["make_samples"]()
 first, stop = index * len(samples) // count, (index + 1) * len(samples) // count
 report = compare_runs(samples[first:stop], tolerance_for=lambda o: Tolerance(**ns["TOLERANCES"][o]),
-                      class_axes={"logits": 1}, worst_k=5)
+                      class_axes={"logits": 1}, worst_k=5, checks=ns["CHECKS"])
 json.dump(to_json(report.state), sys.stdout)
 """
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def largest_gap(ref, cand):
+    """A user's check for the merge test: the largest difference, at most 0.05."""
+    from trt_harness.models.checks import CheckResult
+
+    gap = float(np.max(np.abs(ref - cand)))
+    return CheckResult(gap, gap <= 0.05, threshold=0.05)
 
 
 def _namespace() -> dict:
@@ -76,6 +103,7 @@ def _one_process():
         tolerance_for=lambda o: Tolerance(**ns["TOLERANCES"][o]),
         class_axes={"logits": 1},
         worst_k=5,
+        checks=ns["CHECKS"],
     )
 
 
@@ -91,13 +119,14 @@ def test_three_processes_merge_to_one(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             check=True,
+            cwd=REPO,  # the check function is tests.harness.test_merge:largest_gap
         ).stdout
         states.append(from_json(RunComparisonState, json.loads(out)))
     merged = merge_states(states, worst_k=5)
     single = _one_process()
 
     assert merged.samples == single.samples == 12
-    assert len(single.comparisons) == 9  # 3 pairs x 3 outputs
+    assert len(single.comparisons) == 12  # 3 pairs x 4 outputs
     # every statistic, histogram, worst element and verdict: identical, not close (as JSON: NaN == NaN)
     assert to_json(merged.comparisons) == to_json(single.comparisons)
     assert merged.missing == single.missing
@@ -115,6 +144,19 @@ def test_three_processes_merge_to_one(tmp_path: Path) -> None:
         assert {k: v for k, v in to_json(a).items() if k not in plain} == {
             k: v for k, v in to_json(b).items() if k not in plain
         }
+    assert any(a.argmax_constant for a in one.accumulators)
+    # the recipe's checks and the no-signal verdicts merge as exactly, and are not trivial here
+    assert _checks(many) == _checks(one)
+    outcomes = [o for c in single.comparisons for o in c.checks]
+    assert len(outcomes) == 3 * 4 and {o.passed for o in outcomes} == {True, False}
+    assert {o.name for o in outcomes if o.worst} >= {"rows", "gap"}
+    quiet = [c for c in merged.comparisons if c.output == "quiet"]
+    assert len(quiet) == 3 and all("within atol" in c.no_signal and not c.passed for c in quiet)
+    assert not any(c.no_signal for c in merged.comparisons if c.output != "quiet")
+
+
+def _checks(state) -> dict:
+    return {(c.ref_backend, c.cand_backend, c.output, c.check.name): to_json(c) for c in state.checks}
 
 
 def _key(state, order) -> int:

@@ -29,7 +29,7 @@ def test_one_output_out_of_tolerance_fails_with_its_name():
     verdict = judged(build.comparison("a", True), build.comparison("boxes", False))
     assert verdict.exit_code == ExitCode.ACCURACY_FAILED and verdict.status == "ACCURACY_FAILED"
     assert not verdict.passed and not verdict
-    assert "boxes (torch vs onnxrt)" in verdict.summary
+    assert "boxes (torch vs onnxrt on the samples)" in verdict.summary
     assert "a (" not in verdict.summary
 
 
@@ -39,8 +39,9 @@ def test_the_summary_uses_the_runners_display_names_and_the_sample_set():
         build.comparison("boxes", False, sample_set="batch8"),
     ]
     verdict = judged(*failing, with_run=True)
-    assert "2 comparison(s) out of tolerance: boxes (Torch vs ORT), boxes (Torch vs ORT at batch8)" in (
-        verdict.summary
+    assert (
+        "2 comparison(s) out of tolerance: boxes (Torch vs ORT on the samples), boxes (Torch vs ORT at batch8)"
+        in (verdict.summary)
     )
 
 
@@ -81,4 +82,4 @@ def test_nothing_compared_is_not_a_pass():
 def test_missing_output_fails():
     verdict = judged(build.comparison("a", True), missing=[build.missing("depth")])
     assert verdict.exit_code == ExitCode.ACCURACY_FAILED
-    assert "depth (torch vs onnxrt)" in verdict.summary
+    assert "depth (torch vs onnxrt on the samples)" in verdict.summary

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trt_harness.harness.heatmap import ErrorHeatmap
+from trt_harness.harness.heatmap import MAX_ITEMS, ErrorHeatmap
 from trt_harness.models.core.errors import HarnessError, UsageError
 from trt_harness.models.core.serde import to_json
 
@@ -72,18 +72,19 @@ def test_state_does_not_grow_with_samples_and_the_map_is_bounded() -> None:
     rng = np.random.default_rng(0)
     heatmap = ErrorHeatmap((2, 3), max_side=16)
     shape = (2, 3, 100, 250)
-    heatmap.update(rng.normal(size=shape), rng.normal(size=shape))
-    state = {name: value.nbytes for name, value in vars(heatmap).items() if isinstance(value, np.ndarray)}
+    for _ in range(2):  # two batch rows each: the per-sample maps are full after two samples
+        heatmap.update(rng.normal(size=shape), rng.normal(size=shape))
+    state = heatmap.nbytes
     for _ in range(5):
         heatmap.update(rng.normal(size=shape), rng.normal(size=shape))
-    assert {
-        name: value.nbytes for name, value in vars(heatmap).items() if isinstance(value, np.ndarray)
-    } == state
-    assert sum(state.values()) <= 3 * 16 * 16 * 8
+    assert heatmap.nbytes == state
+    # the map over all samples and MAX_ITEMS per-sample maps, each a sum and two counts per cell
+    assert 0 < state <= (1 + MAX_ITEMS) * 3 * 16 * 16 * 8
     data = recorded(heatmap)
     assert data["shape"] == [15, 16]  # blocks of 7 x 16 pixels
     assert len(data["values"]) == 15 and all(len(row) == 16 for row in data["values"])
-    assert len(json.dumps(data)) < 16 * 16 * 30
+    assert len(data["per_sample"]) == MAX_ITEMS
+    assert len(json.dumps(data)) < (1 + MAX_ITEMS) * 16 * 16 * 30
 
 
 def test_error_lands_in_the_cell_where_it_is() -> None:
@@ -109,18 +110,48 @@ def test_agreeing_non_finite_values_are_no_error_and_mismatches_are_counted_apar
     assert data["max"] == 0.5
 
 
-def test_spatial_size_must_stay_fixed_and_axes_must_exist() -> None:
+def test_a_map_that_cannot_be_drawn_is_omitted_with_a_note_never_an_error() -> None:
     heatmap = ErrorHeatmap((0, 1))
-    heatmap.update(np.zeros((4, 5)), np.zeros((4, 5)))
-    with pytest.raises(HarnessError, match="spatial size 4x6"):
-        heatmap.update(np.zeros((4, 6)), np.zeros((4, 6)))
-    with pytest.raises(HarnessError, match="out of range"):
-        ErrorHeatmap((0, 3)).update(np.zeros((2, 2)), np.zeros((2, 2)))
-    with pytest.raises(HarnessError, match="shape"):
-        ErrorHeatmap((0, 1)).update(np.zeros((2, 2)), np.zeros((2, 3)))
+    heatmap.update(np.zeros((4, 5)), np.ones((4, 5)))
+    heatmap.update(np.zeros((4, 6)), np.full((4, 6), 2.0))  # another spatial size: no map over both
+    data = recorded(heatmap)
+    assert "different spatial sizes (4x5, then 4x6 in sample 1)" in data["omitted"]
+    assert data["values"] == [] and data["samples"] == 2
+    assert [(m["label"], m["source_hw"], m["max"]) for m in data["per_sample"]] == [
+        ("sample 0", [4, 5], 1.0),
+        ("sample 1", [4, 6], 2.0),
+    ]
+    out_of_range = ErrorHeatmap((0, 3))
+    out_of_range.update(np.zeros((2, 2)), np.zeros((2, 2)))
+    assert "out of range" in recorded(out_of_range)["omitted"]
+    mismatched = ErrorHeatmap((0, 1))
+    mismatched.update(np.zeros((2, 2)), np.zeros((2, 3)))
+    assert "shape [2, 3] differ" in recorded(mismatched)["omitted"]
     with pytest.raises(UsageError, match="same axis"):
         ErrorHeatmap((1, -1)).update(np.zeros((2, 2)), np.zeros((2, 2)))
     with pytest.raises(UsageError, match="max_side"):
         ErrorHeatmap((0, 1), max_side=0)
     with pytest.raises(HarnessError, match="no samples"):
         ErrorHeatmap((0, 1)).record("y", "torch", "onnxrt")
+
+
+def test_batch_rows_get_maps_of_their_own_besides_the_batch_average() -> None:
+    ref = np.zeros((3, 18, 384), np.float32)
+    cand = ref.copy()
+    cand[1, 5, 100] = 1.0  # one wrong element, in batch row 1
+    heatmap = ErrorHeatmap((1, 2), max_side=64, max_items=4)
+    heatmap.update(ref, cand)
+    heatmap.update(ref, ref)
+    data = recorded(heatmap)
+    assert data["shape"] == [18, 64] and data["block_hw"] == [1, 6]
+    assert data["max"] == pytest.approx(1.0 / 6 / 6)  # one error in a 1x6 block, over 3 rows x 2 samples
+    labels = [m["label"] for m in data["per_sample"]]
+    assert labels == [
+        "sample 0, batch row 0",
+        "sample 0, batch row 1",
+        "sample 0, batch row 2",
+        "sample 1, batch row 0",
+    ]
+    row1 = data["per_sample"][1]
+    assert row1["max"] == pytest.approx(1.0 / 6) and row1["values"][5][100 // 6] == pytest.approx(1.0 / 6)
+    assert data["per_sample"][0]["max"] == 0.0

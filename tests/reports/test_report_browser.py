@@ -118,7 +118,7 @@ def test_hostile_name_shows_as_text_not_as_an_element(
         assert page.get_by_text(fixtures.INJECTED_REASON).first.is_visible()
         assert page.locator("#mismatch-alert").is_visible()
         heatmaps = page.locator(f"#output-{slugify(fixtures.SPATIAL_OUTPUT)} svg.heatmap")
-        assert heatmaps.count() == 3 and heatmaps.first.is_visible()
+        assert heatmaps.count() == 3 * (1 + 3) and heatmaps.first.is_visible()  # 3 pairs: all, per sample
     finally:
         visit.close()
 

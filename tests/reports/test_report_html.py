@@ -288,7 +288,8 @@ def test_heatmap_is_drawn_for_the_spatial_output_only(multi: Results) -> None:
     heatmaps = depth.find_all("svg", "heatmap")
     maps = [m for m in compare_details(multi).error_maps if m.output == fixtures.SPATIAL_OUTPUT]
     assert len(maps) == 3  # one per pair
-    assert len(heatmaps) == len(maps)
+    assert all(len(m.per_sample) == 3 for m in maps)  # and one per sample within each pair's
+    assert len(heatmaps) == sum(1 + len(m.per_sample) for m in maps)
     for svg in heatmaps:
         (image,) = svg.find_all("image")
         assert image.attrs["href"].startswith("data:image/png;base64,")

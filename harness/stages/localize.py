@@ -1,0 +1,188 @@
+"""localize: after the verdict, on demand (`harness localize RUN_DIR`, `harness convert --localize`).
+
+Not one of `pipeline.STAGES`: it runs from a finished run folder (results.json, the module map, the
+ONNX models and the sample files), rebuilds the recipe's Torch model, compares it layer by layer with
+ONNX Runtime on the failing sample(s) (`harness.localize`) and records `Results.localization`. It
+never changes the verdict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trt_harness.conversions.ort_session import OrtSettings
+from trt_harness.harness.localize import DEFAULT_CHUNK_BYTES, layer_curve, reference_outputs
+from trt_harness.harness.stages.base import StageInput, torch_model
+from trt_harness.models.core.artifacts import Artifact
+from trt_harness.models.core.errors import HarnessError, UsageError
+from trt_harness.models.recipe import Feed, Recipe
+from trt_harness.models.recipes import get_recipe
+from trt_harness.models.results.comparisons import SAMPLES, OutputComparison
+from trt_harness.models.results.document import UNFINISHED, Results, load_results
+from trt_harness.models.results.localize import (
+    Fp16Triage,
+    LayerCurve,
+    Localization,
+    ModuleMap,
+    load_module_map,
+)
+from trt_harness.models.results.stages import CompareDetails, PrecisionDetails, RunDetails, RunnerRecord
+
+REFERENCE, CANDIDATE = "torch", "onnxrt"
+
+
+def _failing(
+    compare: CompareDetails | None, runners: Mapping[str, RunnerRecord], precision: str
+) -> list[OutputComparison]:
+    """The failing comparisons of Torch (FP32) against the ORT runner of `precision`."""
+    if compare is None:
+        return []
+
+    def backend(runner: str) -> str | None:
+        record = runners.get(runner)
+        return record.backend if record else None
+
+    return [
+        c
+        for c in compare.comparisons
+        if backend(c.ref_backend) == REFERENCE
+        and backend(c.cand_backend) == CANDIDATE
+        and c.precision == precision
+        and c.sample_set == SAMPLES
+        and not c.passed
+    ]
+
+
+def _samples_to_compare(failing: list[OutputComparison], count: int) -> list[int]:
+    """The samples holding the worst elements of the failing outputs, worst first; else the first."""
+    found: dict[int, None] = {}
+    for comparison in failing:
+        for worst in comparison.worst:
+            if worst.index:
+                found[int(worst.index[0])] = None
+    return list(found)[:count] or list(range(count))
+
+
+def _feeds(inp: StageInput, indexes: list[int]) -> list[tuple[int, Feed]]:
+    wanted = set(indexes)
+    feeds = [
+        (i, feed) for i, feed in enumerate(itertools.islice(inp.samples(), max(wanted) + 1)) if i in wanted
+    ]
+    return sorted(feeds, key=lambda f: indexes.index(f[0]))
+
+
+def _settings(recipe: Recipe) -> OrtSettings:
+    """As the run's ORT session (on CPU: the comparison must run where the device is absent too)."""
+    return OrtSettings(recipe.ort_optimization)
+
+
+def _verified(artifact: Artifact, run_dir: Path) -> Path:
+    try:
+        return artifact.verified(run_dir)
+    except HarnessError as e:
+        raise UsageError(f"{run_dir}: {e}") from None
+
+
+def _triage(
+    inp: StageInput,
+    model: Any,
+    module_map: ModuleMap,
+    failing: list[OutputComparison],
+    samples: int,
+    curves: list[LayerCurve],
+    output_names: tuple[str, ...],
+) -> Fp16Triage:
+    from trt_harness.harness.fp16_triage import triage_fp16
+
+    feeds = [feed for _, feed in _feeds(inp, _samples_to_compare(failing, samples))]
+    references = [
+        reference_outputs(model, feed, inp.recipe_record.input_names, output_names) for feed in feeds
+    ]
+    precision = inp.details(PrecisionDetails)
+    variant = precision.variants.get("fp16") if precision else None
+    return triage_fp16(
+        _verified(inp.final_onnx(), inp.run_dir),
+        module_map,
+        feeds,
+        references,
+        {o: inp.recipe_record.tolerance_for(o, "fp16", inp.overrides) for o in output_names},
+        next((c for c in curves if c.precision == "fp16"), None),
+        already_blocked=variant.block_list if variant else (),
+        settings=_settings(inp.recipe) if inp.config else OrtSettings(),
+    )
+
+
+def localize_run(
+    run_dir: Path,
+    recipe: Recipe | None = None,
+    *,
+    samples: int = 1,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    triage: bool = True,
+) -> Results:
+    """The layer-wise comparison of a finished run; returns its results with `localization` set
+    (the caller writes them)."""
+    results = load_results(run_dir)
+    if results.verdict.status == UNFINISHED.status:
+        raise UsageError(f"{run_dir}: {UNFINISHED.summary}")
+    record = results.recipe
+    if recipe is None:
+        recipe = get_recipe(record.name, **record.params)
+    weights = Path(record.weights) if record.weights else None
+    earlier = {s.name: s for s in results.stages}
+    inp = StageInput(run_dir, record, results.overrides, record.precisions, earlier)
+    map_artifact = inp.optional_artifact("module_map")
+    if map_artifact is None:
+        raise UsageError(
+            f"{run_dir}: the run has no module map (written by the export stage since trt-harness "
+            "localizes); run `harness convert` again"
+        )
+    module_map = load_module_map(_verified(map_artifact, run_dir))
+    run = results.details(RunDetails)
+    if run is None:
+        raise UsageError(f"{run_dir}: the run did not get as far as running the backends")
+    compare = results.details(CompareDetails)
+    model = torch_model(recipe, weights).eval()
+    output_names = record.output_names or tuple(o.output for o in (compare.comparisons if compare else ()))
+    curves: list[LayerCurve] = []
+    notes: list[str] = []
+    fp16_failing: list[OutputComparison] = []
+    for precision in ("fp32", "fp16"):
+        artifact = inp.final_onnx() if precision == "fp32" else inp.optional_artifact("onnx_fp16")
+        if artifact is None:
+            continue
+        failing = _failing(compare, run.runners, precision)
+        if precision == "fp16":
+            fp16_failing = failing
+        output = failing[0].output if failing else output_names[0]
+        tolerance = record.tolerance_for(output, precision, results.overrides)
+        feeds = _feeds(inp, _samples_to_compare(failing, samples))
+        try:
+            curve = layer_curve(
+                model,
+                module_map,
+                _verified(artifact, run_dir),
+                feeds,
+                input_names=record.input_names,
+                output_names=output_names,
+                output=output,
+                tolerance=tolerance,
+                precision=precision,
+                chunk_bytes=chunk_bytes,
+                settings=_settings(recipe),
+            )
+        except HarnessError as e:
+            notes.append(f"{precision}: the layer-wise comparison failed: {e}")
+            continue
+        curves.append(curve)
+        if not failing:
+            notes.append(f"{precision}: no ORT output fails against Torch; compared sample {feeds[0][0]}")
+    fp16_triage = None
+    if triage and fp16_failing and inp.optional_artifact("onnx_fp16") is not None:
+        fp16_triage = _triage(inp, model, module_map, fp16_failing, samples, curves, output_names)
+    localization = Localization(tuple(curves), fp16_triage, tuple(notes))
+    return dataclasses.replace(results, localization=localization)

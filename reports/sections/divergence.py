@@ -1,0 +1,171 @@
+"""Where it diverges: the error of every mapped module's output along the network (from
+`Results.localization`), the first divergence highlighted, the largest jumps, and the FP16 triage."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from markupsafe import Markup
+from trt_harness.models.results.localize import Fp16Triage, LayerCurve, LayerError
+from trt_harness.reports import formatting as fmt
+from trt_harness.reports.sections.common import RunView
+
+_FONT = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:11px"
+_INK, _GRID, _PASS, _FAIL, _FIRST = "#57606a", "#d8dee4", "#4c78a8", "#e45756", "#b8860b"
+_WIDTH, _HEIGHT, _LEFT, _RIGHT, _TOP, _BOTTOM = 720.0, 240.0, 56.0, 12.0, 14.0, 34.0
+_FLOOR = 1e-6  # ratios below this (float noise) are drawn on the bottom line
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def error_curve_svg(curve: LayerCurve, label: str) -> Markup:
+    """Each layer's worst error over its scaled tolerance, log scale, in topological order; 1 = the tolerance."""
+    layers = curve.layers
+    finite = [layer.error_ratio for layer in layers if math.isfinite(layer.error_ratio)]
+    top = max([1.0, *finite]) if finite else 1.0
+    high = math.ceil(math.log10(top * 2))
+    low = math.floor(math.log10(max(min([*finite, 1.0]), _FLOOR)))
+    low = min(low, high - 1)
+    plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
+
+    def y_of(ratio: float) -> float:
+        value = min(max(ratio, 10.0**low), 10.0**high) if math.isfinite(ratio) else 10.0**high
+        return _TOP + plot_h * (1 - (math.log10(value) - low) / (high - low))
+
+    def x_of(i: int) -> float:
+        return _LEFT + (plot_w * (i + 0.5) / len(layers) if layers else 0)
+
+    parts = [
+        f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="{_GRID}"/>'
+    ]
+    for exponent in range(low, high + 1):
+        y = y_of(10.0**exponent)
+        parts.append(f'<line x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="{_GRID}"/>')
+        parts.append(
+            f'<text x="{_LEFT - 4}" y="{y + 3.5:.1f}" text-anchor="end" fill="{_INK}">1e{exponent}</text>'
+        )
+    y1 = y_of(1.0)
+    parts.append(
+        f'<line x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y1:.1f}" y2="{y1:.1f}" stroke="{_FAIL}" '
+        f'stroke-dasharray="4 3"><title>scaled tolerance</title></line>'
+    )
+    points = " ".join(f"{x_of(i):.1f},{y_of(layer.error_ratio):.1f}" for i, layer in enumerate(layers))
+    if points:
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{_INK}" stroke-width="1"/>')
+    for i, layer in enumerate(layers):
+        first = layer.module == curve.first_divergence
+        colour = _FIRST if first else (_PASS if layer.passed else _FAIL)
+        tip = (
+            f"{layer.module} ({layer.class_name}) {layer.source or ''}: error {fmt.sci(layer.error_ratio)}"
+            f" x tolerance, max abs {fmt.sci(layer.max_abs_err)}"
+        )
+        ring = ' stroke="#000"' if first else ""
+        parts.append(
+            f'<circle cx="{x_of(i):.1f}" cy="{y_of(layer.error_ratio):.1f}" r="{5 if first else 2.5}" '
+            f'fill="{colour}"{ring}><title>{_esc(tip)}</title></circle>'
+        )
+        if first:
+            parts.append(
+                f'<text x="{x_of(i) + 7:.1f}" y="{y_of(layer.error_ratio) - 7:.1f}" fill="#000">'
+                f"{_esc(layer.module)}</text>"
+            )
+    parts.append(
+        f'<text x="{_LEFT + plot_w / 2}" y="{_HEIGHT - 8}" text-anchor="middle" fill="{_INK}">'
+        f"{len(layers)} module outputs in topological order</text>"
+    )
+    parts.append(
+        f'<text x="12" y="{_TOP + plot_h / 2}" text-anchor="middle" fill="{_INK}" '
+        f'transform="rotate(-90 12 {_TOP + plot_h / 2})">error / tolerance</text>'
+    )
+    return Markup(
+        f'<svg class="chart divergence" viewBox="0 0 {_WIDTH:g} {_HEIGHT:g}" width="{_WIDTH:g}" '
+        f'height="{_HEIGHT:g}" role="img" aria-label="{_esc(label)}" style="{_FONT}">'
+        f"<title>{_esc(label)}</title>{''.join(parts)}</svg>"
+    )
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    module: str
+    class_name: str
+    op_types: str
+    source: str
+    source_title: str
+    error_ratio: str
+    jump: str
+    max_abs_err: str
+    passed: bool
+    first: bool
+
+
+def _short_source(source: str | None) -> str:
+    if not source:
+        return "—"
+    file, _, line = source.rpartition(":")
+    return f"{Path(file).name}:{line}"
+
+
+def _row(layer: LayerError, first: str | None) -> LayerRow:
+    return LayerRow(
+        module=layer.module,
+        class_name=layer.class_name.rsplit(".", 1)[-1],
+        op_types=", ".join(layer.op_types),
+        source=_short_source(layer.source),
+        source_title=layer.source or "",
+        error_ratio=fmt.sci(layer.error_ratio),
+        jump=fmt.sci(layer.jump),
+        max_abs_err=fmt.sci(layer.max_abs_err),
+        passed=layer.passed,
+        first=layer.module == first,
+    )
+
+
+@dataclass(frozen=True)
+class CurveView:
+    title: str
+    curve: LayerCurve
+    chart: Markup
+    first: LayerRow | None
+    jumps: Sequence[LayerRow]
+    failed: int
+
+
+class DivergenceSection:
+    def __init__(self, run: RunView) -> None:
+        self.localization = run.results.localization
+
+    @property
+    def present(self) -> bool:
+        return self.localization is not None
+
+    @property
+    def curves(self) -> list[CurveView]:
+        views = []
+        for curve in self.localization.curves if self.localization else ():
+            title = f"Torch vs ORT {curve.precision.upper()} ({curve.model})"
+            divergence = curve.divergence
+            views.append(
+                CurveView(
+                    title=title,
+                    curve=curve,
+                    chart=error_curve_svg(curve, f"error per layer, {title}"),
+                    first=_row(divergence, curve.first_divergence) if divergence else None,
+                    jumps=[_row(layer, curve.first_divergence) for layer in curve.largest_jumps(10)],
+                    failed=sum(not layer.passed for layer in curve.layers),
+                )
+            )
+        return views
+
+    @property
+    def triage(self) -> Fp16Triage | None:
+        return self.localization.fp16_triage if self.localization else None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return self.localization.notes if self.localization else ()
