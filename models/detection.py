@@ -301,7 +301,9 @@ def _detections_from_candidates(
         rows, classes = np.nonzero(class_scores > conf_thres)
         scores = class_scores[rows, classes]
     else:
-        best_class = class_scores.argmax(axis=1)
+        # the best class ranked as boxes are: two classes saturated at 1.0 are a tie (lower class wins),
+        # not a pick by float noise
+        best_class = ranked_scores(class_scores, score_resolution).argmax(axis=1)
         best_score = class_scores[np.arange(len(class_scores)), best_class]
         rows = np.flatnonzero(best_score > conf_thres)
         classes, scores = best_class[rows], best_score[rows]

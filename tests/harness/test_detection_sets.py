@@ -250,3 +250,22 @@ def test_postprocessed_outputs_read_batched_padded_and_per_image_names_alike() -
             assert len(got) == len(want)
             assert np.all(np.diff(got.scores) <= 0), "best first"
     assert detect_outputs(spec, {"other": np.zeros(3)}) is None
+
+
+@pytest.mark.parametrize("layout", ["yolov5", "anchor_free"])
+def test_a_box_with_two_saturated_classes_keeps_its_class_under_float_noise(layout: str) -> None:
+    """Measured on a saturated YOLOv5s head: two classes at exactly 1.0, one a ulp under on the other
+    backend, changed the box's class (2 of 175 boxes unmatched); ranked, the lower class wins on both."""
+    rng = np.random.default_rng(10)
+    ref_pred = saturated_yolov5(rng, anchors=400, saturated=60)
+    ref_pred[0, :, 5:] = np.where(ref_pred[0, :, 4:5] == 1.0, 1.0, ref_pred[0, :, 5:])  # both classes 1.0
+    cand_pred = ref_pred.copy()
+    tied = cand_pred[0, :, 5] == 1.0
+    cand_pred[0, tied & (rng.random(400) < 0.5), 5] = ULP_BELOW_ONE
+    if layout == "anchor_free":
+        ref_pred, cand_pred = as_anchor_free(ref_pred), as_anchor_free(cand_pred)
+    spec = DetectionSpec(output="output0", layout=layout, tolerance=TOL)  # type: ignore[arg-type]
+    passed, fraction, _ = judge(spec, ref_pred, cand_pred)
+    assert passed and fraction == 1.0
+    exact = DetectionSpec(output="output0", layout=layout, tolerance=TOL, score_resolution=0.0)  # type: ignore[arg-type]
+    assert not judge(exact, ref_pred, cand_pred)[0], "by exact scores the noise picks the class"
