@@ -106,9 +106,8 @@ def test_retinanet_eager_detections_equal_torchvision(topk: int, per_img: int, s
         assert all(got[key].shape[0] == per_img for key in ("boxes", "scores", "labels"))
         assert torch.equal(got["scores"][:count], want["scores"])  # sorted by score as torchvision's
         wanted = canonical(want["boxes"], want["scores"], want["labels"])
-        for a, b in zip(
-            canonical(got["boxes"][:count], got["scores"][:count], got["labels"][:count]), wanted
-        ):
+        got_rows = canonical(got["boxes"][:count], got["scores"][:count], got["labels"][:count])
+        for a, b in zip(got_rows, wanted, strict=True):
             np.testing.assert_array_equal(a, b)
         assert not got["boxes"][count:].any() and not got["scores"][count:].any()
         assert (got["labels"][count:] == -1).all()
