@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -40,6 +41,77 @@ class ProblemOp:
     exporters: tuple[Exporter, ...] = EXPORTERS
     # the call is harmless when every named argument has one of the listed values
     harmless_when: Mapping[str, tuple[Any, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # watched only when this package is already imported (the model uses it): importing it for the
+    # scan would be slow, and torchvision's CUDA-only wheel does not even import next to the CPU torch
+    only_if_loaded: str | None = None
+
+
+_TV_DETECTION = "torchvision.models.detection"
+# measured on torchvision 0.28 / torch 2.13 (issue 16): what stops its detectors, and where
+_TV_DYNAMIC = (
+    "filters candidates with torch.where(scores > threshold) and runs batched_nms on what is left: "
+    "variable-length tensors that export as NonZero, which TensorRT for RTX 1.7 cannot parse ('NonZero "
+    "plugin creator ... not found'), and data-dependent guards in torchvision/ops/boxes.py "
+    "(boxes.numel() > 4000, == 0) that stop the torch.export-based exporter"
+)
+_TORCHVISION_OPS: tuple[ProblemOp, ...] = (
+    ProblemOp(
+        op="torchvision RetinaNet.postprocess_detections",
+        functions=(f"{_TV_DETECTION}.retinanet.RetinaNet.postprocess_detections",),
+        reason=_TV_DYNAMIC,
+        replacement="tv_retinanet_postprocess",
+        exporters=("torchscript",),
+        only_if_loaded="torchvision",
+    ),
+    ProblemOp(
+        op="torchvision RetinaNet.postprocess_detections",
+        functions=(f"{_TV_DETECTION}.retinanet.RetinaNet.postprocess_detections",),
+        reason=_TV_DYNAMIC + "; the 'tv_retinanet_postprocess' replacement is proven with the TorchScript "
+        "exporter only: export with exporter='torchscript'",
+        replacement=None,
+        exporters=("dynamo",),
+        only_if_loaded="torchvision",
+    ),
+    ProblemOp(
+        op="torchvision SSD.postprocess_detections",
+        functions=(f"{_TV_DETECTION}.ssd.SSD.postprocess_detections",),
+        reason=_TV_DYNAMIC + "; no replacement yet (the one for RetinaNet shows the form)",
+        replacement=None,
+        only_if_loaded="torchvision",
+    ),
+    ProblemOp(
+        op="torchvision FCOS.postprocess_detections",
+        functions=(f"{_TV_DETECTION}.fcos.FCOS.postprocess_detections",),
+        reason=_TV_DYNAMIC + "; no replacement yet (the one for RetinaNet shows the form)",
+        replacement=None,
+        only_if_loaded="torchvision",
+    ),
+    ProblemOp(
+        op="torchvision RegionProposalNetwork.filter_proposals",
+        functions=(f"{_TV_DETECTION}.rpn.RegionProposalNetwork.filter_proposals",),
+        reason=_TV_DYNAMIC.replace("filters candidates", "(Faster/Mask/Keypoint R-CNN) filters proposals")
+        + "; the RoI heads then pool a data-dependent number of proposals (RoIAlign on a variable "
+        "count), so a static form needs fixed proposal counts through both stages: no replacement",
+        replacement=None,
+        only_if_loaded="torchvision",
+    ),
+    ProblemOp(
+        op="torchvision RoIHeads.postprocess_detections",
+        functions=(f"{_TV_DETECTION}.roi_heads.RoIHeads.postprocess_detections",),
+        reason=_TV_DYNAMIC.replace("filters candidates", "filters per-class boxes (and removes small ones)")
+        + "; no replacement",
+        replacement=None,
+        only_if_loaded="torchvision",
+    ),
+    ProblemOp(
+        op="torchvision paste_masks_in_image",
+        functions=(f"{_TV_DETECTION}.roi_heads.paste_masks_in_image",),
+        reason="Mask R-CNN pastes each detection's mask in a Python loop over the detections, each at "
+        "its own box size: shapes that depend on the data, so no static graph; no replacement",
+        replacement=None,
+        only_if_loaded="torchvision",
+    ),
+)
 
 
 PROBLEM_OPS: tuple[ProblemOp, ...] = (
@@ -127,6 +199,7 @@ PROBLEM_OPS: tuple[ProblemOp, ...] = (
         "DFT, which TensorRT's ONNX parser does not support",
         replacement=None,
     ),
+    *_TORCHVISION_OPS,
 )
 
 
@@ -167,6 +240,8 @@ class _Scanner:
         self.watched: dict[int, _Watched] = {}  # by id() of the callable
         for problem in PROBLEM_OPS:
             if exporter not in problem.exporters:
+                continue
+            if problem.only_if_loaded and problem.only_if_loaded not in sys.modules:
                 continue
             for path in problem.functions:
                 place = resolve(path)

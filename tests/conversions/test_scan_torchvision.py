@@ -1,0 +1,64 @@
+"""The scan names torchvision's detector post-processing, with the replacement where there is one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+from trt_harness.conversions.scan import scan_module
+from trt_harness.models.architectures.torchvision_ops import import_torchvision
+
+from tests.conversions.test_replace_tv_detectors import SIZE, TinyBackbone, anchors, images, tiny_retinanet
+
+detection = import_torchvision().models.detection
+
+
+def findings_by_op(model: torch.nn.Module, exporter: str) -> dict[str, tuple[str | None, str]]:
+    with torch.no_grad():
+        found = scan_module(model, (list(images(0)),), exporter)  # type: ignore[arg-type]
+    return {f.op: (f.replacement, f.reason) for f in found if f.op.startswith("torchvision")}
+
+
+def test_retinanet_postprocessing_is_found_with_its_replacement() -> None:
+    found = findings_by_op(tiny_retinanet(1000, 20), "torchscript")
+    replacement, reason = found["torchvision RetinaNet.postprocess_detections"]
+    assert replacement == "tv_retinanet_postprocess" and "NonZero" in reason
+
+
+def test_retinanet_with_dynamo_is_told_to_use_torchscript() -> None:
+    replacement, reason = findings_by_op(tiny_retinanet(1000, 20), "dynamo")[
+        "torchvision RetinaNet.postprocess_detections"
+    ]
+    assert replacement is None and "exporter='torchscript'" in reason
+
+
+def test_faster_rcnn_stages_are_named_without_a_replacement() -> None:
+    torch.manual_seed(0)
+    pool = torchvision_ops().MultiScaleRoIAlign(["0", "1"], output_size=7, sampling_ratio=2)
+    model = detection.FasterRCNN(
+        TinyBackbone(), num_classes=5, min_size=SIZE, max_size=SIZE, rpn_anchor_generator=anchors(),
+        box_roi_pool=pool,
+    ).eval()  # fmt: skip
+    found = findings_by_op(model, "torchscript")
+    for op in (
+        "torchvision RegionProposalNetwork.filter_proposals",
+        "torchvision RoIHeads.postprocess_detections",
+    ):
+        replacement, reason = found[op]
+        assert replacement is None and "NonZero" in reason
+
+
+def torchvision_ops():  # noqa: ANN201
+    return import_torchvision().ops
+
+
+def test_scan_of_a_model_without_torchvision_does_not_import_it() -> None:
+    code = (
+        "import sys, torch\n"
+        "from trt_harness.conversions.scan import scan_module\n"
+        "scan_module(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), 'torchscript')\n"
+        "print('torchvision' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
