@@ -16,6 +16,9 @@ import nox
 
 ROOT = Path(__file__).parent
 TORCH = os.environ.get("HARNESS_TORCH", "torch==2.13.0")
+# The torchvision release paired with TORCH (0.28 pins torch 2.13); installed in the same pip call so
+# pip cannot pick a newer torchvision that replaces torch. Only the retinanet recipe and its tests use it.
+TORCHVISION = os.environ.get("HARNESS_TORCHVISION", "torchvision==0.28.0")
 EXTRAS = os.environ.get("HARNESS_EXTRAS", "rtx")
 RECIPES = sorted(p.stem for p in (ROOT / "models" / "recipes").glob("[!_]*.py"))
 
@@ -26,8 +29,8 @@ nox.options.sessions = ["tests"]
 
 def install(session: nox.Session, *extras: str) -> None:
     # torch first and alone: an unpinned torch pulled in by a dependency would fetch a multi-GB CUDA build
-    session.install(TORCH)
-    session.install("-e", f".[{','.join((EXTRAS, 'torch', *extras))}]")
+    session.install(TORCH, TORCHVISION)
+    session.install("-e", f".[{','.join((EXTRAS, 'torch', 'vision', *extras))}]")
 
 
 def _convert(session: nox.Session, recipe: str) -> None:
@@ -114,8 +117,8 @@ def _declared_lower_bounds() -> dict[str, str]:
 def _install_toolchain(session: nox.Session, pins: list[str]) -> None:
     constraints = Path(session.create_tmp()) / "onnx-toolchain.txt"
     constraints.write_text("\n".join(pins) + "\n")
-    session.install(TORCH)
-    session.install("-c", str(constraints), "-e", f".[{EXTRAS},torch,test]")
+    session.install(TORCH, TORCHVISION)
+    session.install("-c", str(constraints), "-e", f".[{EXTRAS},torch,vision,test]")
     if pins:
         session.install(*pins)  # reinstalls what a reused environment had at other versions
     session.run("python", "-c", _PRINT_VERSIONS)
