@@ -531,12 +531,17 @@ class OutputAccumulator:
             if not self._finite and not self._elements:
                 return reasons
         if self._nonfinite_mismatches:
+            # with worst_k=0 no element is kept, so there is no place to name
             first = next((w for w in worst if math.isinf(w.abs_err)), None)
-            where = f"; first at {list(first.index)} ({ref_name} {first.ref}, {cand_name} {first.cand})"
+            where = (
+                f"; first at {list(first.index)} ({ref_name} {first.ref}, {cand_name} {first.cand})"
+                if first
+                else ""
+            )
             reasons.append(
                 f"{self._nonfinite_mismatches} elements are NaN/Inf on one side only "
                 f"(NaN/Inf: {ref_name} {self._ref_nan}/{self._ref_inf}, "
-                f"{cand_name} {self._cand_nan}/{self._cand_inf}){where if first else ''}"
+                f"{cand_name} {self._cand_nan}/{self._cand_inf}){where}"
             )
         if tol.min_argmax_agreement is not None:
             agreement = stats.get("argmax_agreement")

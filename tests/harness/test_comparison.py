@@ -143,6 +143,15 @@ def test_nan_in_candidate_only_fails_even_with_huge_tolerance(check):
     assert result.worst[0].index == (0, 3, 17) and math.isinf(result.worst[0].abs_err)
 
 
+def test_nan_mismatch_without_kept_worst_elements_still_fails_with_counts():
+    ref = np.ones((4, 5), dtype=np.float32)
+    cand = ref.copy()
+    cand[2, 1] = np.nan
+    result = _accumulate([ref], [cand], Tolerance(atol=1e-3), worst_k=0)
+    assert not result and result.worst == ()
+    assert "1 elements are NaN/Inf on one side only" in result.reason and "first at" not in result.reason
+
+
 def test_inf_in_reference_only_fails():
     ref = np.ones(10, dtype=np.float32)
     ref[4] = np.inf
