@@ -108,9 +108,10 @@ def retinanet(image_size: int = 320, batch: int = 1) -> Recipe:
         # static: torchvision loops over the images of a batch in Python, so a trace fixes the count
         inputs=(TensorSpec("images", (batch, 3, image_size, image_size)),),
         output_names=("boxes", "scores", "labels", "num_detections"),
-        # the TorchScript exporter: torch.export stops on data-dependent guards inside torchvision
-        # (GeneralizedRCNNTransform, anchor generation) even with the replacement
+        # the TorchScript exporter: with the replacement torch.export also exports this model, but took
+        # 573 s here (TorchScript: 20 s)
         export=ExportOptions(exporter="torchscript", opset=17, replacements=("tv_retinanet_postprocess",)),
         surgery_passes=("fold_constants", "cleanup", "toposort"),
+        # measured Torch vs ORT (CPU, seeded, 320, 4 images): boxes max 1.7e-4 px, scores 1.3e-7
         default_tolerance=Tolerance(atol=1e-3, rtol=1e-3),
     )
