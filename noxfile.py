@@ -28,7 +28,8 @@ nox.options.sessions = ["tests"]
 
 
 def install(session: nox.Session, *extras: str) -> None:
-    # torch first and alone: an unpinned torch pulled in by a dependency would fetch a multi-GB CUDA build
+    # torch (with its paired torchvision) first: an unpinned torch pulled in by a dependency would fetch
+    # a multi-GB CUDA build
     session.install(TORCH, TORCHVISION)
     session.install("-e", f".[{','.join((EXTRAS, 'torch', 'vision', *extras))}]")
 

@@ -109,7 +109,7 @@ def retinanet(image_size: int = 320, batch: int = 1) -> Recipe:
         inputs=(TensorSpec("images", (batch, 3, image_size, image_size)),),
         output_names=("boxes", "scores", "labels", "num_detections"),
         # the TorchScript exporter: with the replacement torch.export also exports this model, but took
-        # 573 s here (TorchScript: 20 s)
+        # 573 s here against 20 s for the TorchScript export stage
         export=ExportOptions(exporter="torchscript", opset=17, replacements=("tv_retinanet_postprocess",)),
         surgery_passes=("fold_constants", "cleanup", "toposort"),
         # measured Torch vs ORT (CPU, seeded, 320, 4 images): boxes max 1.7e-4 px, scores 1.3e-7
