@@ -78,9 +78,8 @@ def deep_model(overflow_block: int | None = None):
     return model, ErfMix
 
 
-@pytest.fixture(scope="module")
-def plant():
-    """`torch.erf` -> tanh(1.2 x): off by up to ~2e-2, registered for these tests only."""
+def register_plant() -> None:
+    """`torch.erf` -> tanh(1.2 x): off by up to ~2e-2; the caller unregisters it."""
 
     def build(context):
         def inexact_erf(x, *args, **kwargs):
@@ -91,6 +90,12 @@ def plant():
         return {"torch.erf": inexact_erf}
 
     register_replacement(PLANT, targets=("torch.erf",), summary="an inexact erf (test plant)")(build)
+
+
+@pytest.fixture(scope="module")
+def plant():
+    """The plant, registered for these tests only."""
+    register_plant()
     yield PLANT
     _registry.REPLACEMENTS.unregister(PLANT)
 

@@ -139,3 +139,50 @@ def test_index_links_to_each_report_and_fits_1280px(
         assert page.evaluate("document.scrollingElement.scrollWidth") <= page.evaluate("window.innerWidth")
     finally:
         visit.close()
+
+
+def test_where_it_diverges_renders_the_curve_and_first_divergence_without_errors(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A real localization (the planted erf of tests/harness/test_localize.py), as a person sees it."""
+    from trt_harness.conversions.replacements import _registry
+    from trt_harness.harness.pipeline import RunConfig, localize_and_report, run_pipeline
+
+    from tests.harness import test_localize as planted
+
+    planted.register_plant()
+    try:
+        recipe = planted.recipe("torchscript", planted=True)
+        run_pipeline(RunConfig(recipe, tmp_path, backends=("torch", "onnxrt")))
+        results = localize_and_report(tmp_path, recipe)
+    finally:
+        _registry.REPLACEMENTS.unregister(planted.PLANT)
+    assert results.localization.curves[0].first_divergence == planted.PLANTED
+
+    visit = Visit(browser, tmp_path / "report.html")
+    page = visit.page
+    try:
+        assert visit.console_errors == [] and visit.page_errors == []
+        section = page.locator("#divergence")
+        assert section.is_visible() and section.locator("h2").inner_text() == "Where it diverges"
+        assert page.locator("nav.contents a[href='#divergence']").count() == 1
+        first = page.locator("#first-divergence-fp32")
+        assert planted.PLANTED in first.inner_text() and "ErfMix" in first.inner_text()
+        chart = section.locator("svg.chart.divergence").first
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 400 and box["height"] > 150
+        curve = results.localization.curves[0]
+        assert chart.locator("circle").count() == len(curve.layers)
+        assert section.locator("table.jumps tr.first td.mono").first.inner_text() == planted.PLANTED
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= page.evaluate("window.innerWidth")
+        shot = tmp_path / "divergence.png"
+        section.screenshot(path=str(shot))
+        with Image.open(shot) as image:
+            assert image.width > 600 and image.height > 300
+            assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or ()) > 20
+        target = chromium.requested_screenshot("divergence-section.png")
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, target)
+    finally:
+        visit.close()
