@@ -223,7 +223,8 @@ def _add_localize_parser(sub: argparse._SubParsersAction) -> None:
     localize = sub.add_parser(
         "localize",
         help="compare Torch and ONNX Runtime layer by layer on a saved run's failing sample(s): the first "
-        "module that diverges, its source line, the error along the network; FP16: the nodes to keep in FP32",
+        "module that diverges, its source line, the error along the network; FP16: the nodes to keep in FP32; "
+        "INT8: the nodes to leave unquantized",
     )
     localize.add_argument("run_dir", type=Path, help="a run directory holding results.json")
     localize.add_argument(
@@ -312,6 +313,14 @@ def _print_localization(results: Results) -> None:
     triage = localization.fp16_triage if localization else None
     if triage is not None:
         print(f"fp16: keep {len(triage.block_list)} node(s) in FP32: {triage.recipe_option}")
+    int8 = localization.int8_triage if localization else None
+    if int8 is not None:
+        verdict = "within" if int8.fixed else "still out of"
+        print(
+            f"int8: leave {len(int8.excluded)} of {int8.quantizable_nodes} quantizable node(s) unquantized "
+            f"({', '.join(int8.modules) or 'no module'}): error {int8.tolerance_ratio_before:.3g}x -> "
+            f"{int8.tolerance_ratio_after:.3g}x tolerance ({verdict}); {int8.cli_option}"
+        )
     for note in localization.notes if localization else ():
         print(f"note: {note}")
 

@@ -104,7 +104,9 @@ class BuildOptions:
 OrtOptimization = Literal["disable", "basic", "extended", "all"]
 ORT_OPTIMIZATIONS: tuple[str, ...] = ("disable", "basic", "extended", "all")
 # recipe fields any recipe takes as a parameter (`-p ort_optimization=basic`), besides its factory's own
-FIELD_PARAMS: tuple[str, ...] = ("ort_optimization",)
+FIELD_PARAMS: tuple[str, ...] = ("ort_optimization", "int8_exclude_nodes")
+# of those, the ones holding names: `-p int8_exclude_nodes=a,b` gives ("a", "b")
+NAME_LIST_PARAMS: tuple[str, ...] = ("int8_exclude_nodes",)
 
 # `harness convert --baseline DIR`: how much a gated error may grow over the baseline run's, and the
 # absolute error at or below which growth is float noise, never a regression (see models.results.diff)
@@ -235,6 +237,9 @@ class Recipe:
     # ONNX nodes the FP16 variant keeps in FP32, besides those the range check finds; `harness localize`
     # proposes such a list for a failing FP16 run
     fp16_block_list: tuple[str, ...] = ()
+    # ONNX nodes the INT8 variant leaves unquantized (ORT's `nodes_to_exclude`); `harness localize`
+    # proposes such a set for a failing INT8 run; `-p int8_exclude_nodes=a,b` on the command line
+    int8_exclude_nodes: tuple[str, ...] = ()
     # also compare at the profile rows (every dynamic dim at its min/opt/max, see make_input), one row each
     compare_profile_shapes: bool = True
     # outputs that are images: output name -> (height axis, width axis), for the error heatmap

@@ -13,12 +13,13 @@ follow TensorRT's explicit-quantization rules rather than ORT's CPU defaults:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -43,10 +44,14 @@ def int8_qdq_onnx(
     *,
     exclude_nodes: Sequence[str] = (),
     method: CalibrationMethod = "percentile",
+    calibration_cache: Path | None = None,
 ) -> PrecisionVariant:
     """Write a Q/DQ INT8 copy of `src` to `dst`, calibrated on `calibration_feeds`.
 
     Nodes named in `exclude_nodes` stay unquantized. The same inputs give a byte-identical file.
+    `calibration_cache`: a JSON file of the tensor ranges; written by the first call, read (no
+    calibration run) by later ones. The ranges depend on `src`, the feeds and `method` only, not on
+    `exclude_nodes`, so one cache serves every exclusion set of one model and feed set.
     """
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
@@ -84,6 +89,7 @@ def int8_qdq_onnx(
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=list(excluded),
                 calibrate_method=methods[method],
+                **_cache_option(quantize_static, calibration_cache),
                 extra_options={
                     "ActivationSymmetric": True,
                     "WeightSymmetric": True,
@@ -112,6 +118,13 @@ def int8_qdq_onnx(
             f"quantized inputs of {', '.join(QUANTIZED_OPS)}; symmetric INT8, per-channel weights, float bias",
         ),
     )
+
+
+def _cache_option(quantize_static: Any, cache: Path | None) -> dict[str, Any]:
+    # onnxruntime < 1.32 has no calibration cache: it then calibrates on every call, the same ranges
+    if cache is None or "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        return {}
+    return {"calibration_cache_path": str(cache)}
 
 
 class _FeedReader:

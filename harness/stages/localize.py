@@ -19,12 +19,13 @@ from trt_harness.harness.localize import DEFAULT_CHUNK_BYTES, layer_curve, refer
 from trt_harness.harness.stages.base import StageInput, torch_model
 from trt_harness.models.core.artifacts import Artifact
 from trt_harness.models.core.errors import HarnessError, UsageError
-from trt_harness.models.recipe import Feed, Recipe
+from trt_harness.models.recipe import Feed, Recipe, Tolerance
 from trt_harness.models.recipes import get_recipe
 from trt_harness.models.results.comparisons import SAMPLES, OutputComparison
 from trt_harness.models.results.document import UNFINISHED, Results, load_results
 from trt_harness.models.results.localize import (
     Fp16Triage,
+    Int8Triage,
     LayerCurve,
     Localization,
     ModuleMap,
@@ -98,7 +99,8 @@ def _triage(
 ) -> Fp16Triage:
     from trt_harness.harness.fp16_triage import triage_fp16
 
-    feeds = [feed for _, feed in _feeds(inp, _samples_to_compare(failing, samples))]
+    tolerances = {o: inp.recipe_record.tolerance_for(o, "fp16", inp.overrides) for o in output_names}
+    feeds = _judged_feeds(inp, failing, samples, tolerances)
     references = [
         reference_outputs(model, feed, inp.recipe_record.input_names, output_names) for feed in feeds
     ]
@@ -109,9 +111,55 @@ def _triage(
         module_map,
         feeds,
         references,
-        {o: inp.recipe_record.tolerance_for(o, "fp16", inp.overrides) for o in output_names},
+        tolerances,
         next((c for c in curves if c.precision == "fp16"), None),
         already_blocked=variant.block_list if variant else (),
+        settings=_settings(inp.recipe) if inp.config else OrtSettings(),
+    )
+
+
+# checks that judge a statistic over every element of every sample: a triage judged on the worst
+# samples alone would pass or fail another statistic than the compare stage's
+_STATISTIC_CHECKS = ("mean", "median", "quantile")
+
+
+def _judged_feeds(
+    inp: StageInput, failing: list[OutputComparison], samples: int, tolerances: Mapping[str, Tolerance]
+) -> list[Feed]:
+    """The feeds a triage judges its candidates on: all samples under a statistic check, else the
+    worst `samples` of the failing outputs."""
+    if any(t.check in _STATISTIC_CHECKS for t in tolerances.values()):
+        return list(inp.samples())
+    return [feed for _, feed in _feeds(inp, _samples_to_compare(failing, samples))]
+
+
+def _int8_triage(
+    inp: StageInput,
+    model: Any,
+    module_map: ModuleMap,
+    failing: list[OutputComparison],
+    samples: int,
+    curves: list[LayerCurve],
+    output_names: tuple[str, ...],
+) -> Int8Triage:
+    from trt_harness.harness.int8_triage import triage_int8
+
+    tolerances = {o: inp.recipe_record.tolerance_for(o, "int8", inp.overrides) for o in output_names}
+    feeds = _judged_feeds(inp, failing, samples, tolerances)
+    references = [
+        reference_outputs(model, feed, inp.recipe_record.input_names, output_names) for feed in feeds
+    ]
+    precision = inp.details(PrecisionDetails)
+    variant = precision.variants.get("int8") if precision else None
+    return triage_int8(
+        _verified(inp.final_onnx(), inp.run_dir),
+        module_map,
+        list(inp.samples()),  # the precision stage calibrates on every sample
+        feeds,
+        references,
+        tolerances,
+        next((c for c in curves if c.precision == "int8"), None),
+        already_excluded=variant.block_list if variant else (),
         settings=_settings(inp.recipe) if inp.config else OrtSettings(),
     )
 
@@ -151,13 +199,16 @@ def localize_run(
     curves: list[LayerCurve] = []
     notes: list[str] = []
     fp16_failing: list[OutputComparison] = []
-    for precision in ("fp32", "fp16"):
-        artifact = inp.final_onnx() if precision == "fp32" else inp.optional_artifact("onnx_fp16")
+    int8_failing: list[OutputComparison] = []
+    for precision in ("fp32", "fp16", "int8"):
+        artifact = inp.final_onnx() if precision == "fp32" else inp.optional_artifact(f"onnx_{precision}")
         if artifact is None:
             continue
         failing = _failing(compare, run.runners, precision)
         if precision == "fp16":
             fp16_failing = failing
+        if precision == "int8":
+            int8_failing = failing
         output = failing[0].output if failing else output_names[0]
         tolerance = record.tolerance_for(output, precision, results.overrides)
         feeds = _feeds(inp, _samples_to_compare(failing, samples))
@@ -184,5 +235,8 @@ def localize_run(
     fp16_triage = None
     if triage and fp16_failing and inp.optional_artifact("onnx_fp16") is not None:
         fp16_triage = _triage(inp, model, module_map, fp16_failing, samples, curves, output_names)
-    localization = Localization(tuple(curves), fp16_triage, tuple(notes))
+    int8_triage = None
+    if triage and int8_failing and inp.optional_artifact("onnx_int8") is not None:
+        int8_triage = _int8_triage(inp, model, module_map, int8_failing, samples, curves, output_names)
+    localization = Localization(tuple(curves), fp16_triage, tuple(notes), int8_triage=int8_triage)
     return dataclasses.replace(results, localization=localization)

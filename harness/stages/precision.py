@@ -30,7 +30,9 @@ def precision(inp: StageInput) -> StageOutput:
             block_list = (*(ranges.block_list if auto_block_list else ()), *_recipe_block_list(inp))
             variant = fp16_onnx(source, target, block_list=tuple(dict.fromkeys(block_list)))
         else:
-            variant = int8_qdq_onnx(source, target, calibration_feeds=feeds)
+            variant = int8_qdq_onnx(
+                source, target, calibration_feeds=feeds, exclude_nodes=_recipe_int8_exclude_nodes(inp)
+            )
         artifacts[f"onnx_{name}"] = onnx_artifact(inp.run_dir, target.name)
         variants[name] = variant
     return StageOutput(artifacts, PrecisionDetails(variants, ranges))
@@ -38,6 +40,10 @@ def precision(inp: StageInput) -> StageOutput:
 
 def _recipe_block_list(inp: StageInput) -> tuple[str, ...]:
     return inp.config.recipe.fp16_block_list if inp.config else ()
+
+
+def _recipe_int8_exclude_nodes(inp: StageInput) -> tuple[str, ...]:
+    return inp.config.recipe.int8_exclude_nodes if inp.config else ()
 
 
 def precision_key(inp: StageInput) -> dict[str, Any]:
@@ -48,6 +54,8 @@ def precision_key(inp: StageInput) -> dict[str, Any]:
         "fp16_auto_block_list": inp.config.fp16_auto_block_list if inp.config else True,
         "fp16_block_list": list(_recipe_block_list(inp)),
         "versions": versions("onnx", "onnxruntime", "onnx-graphsurgeon"),
+        # only when set, so that the keys of runs without it stay what they were
+        **({"int8_exclude_nodes": list(excluded)} if (excluded := _recipe_int8_exclude_nodes(inp)) else {}),
     }
 
 

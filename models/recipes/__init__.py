@@ -43,7 +43,13 @@ from typing import Any
 
 from trt_harness.models.core.errors import HarnessError, UsageError
 from trt_harness.models.core.registry import Registry
-from trt_harness.models.recipe import FIELD_PARAMS, ORT_OPTIMIZATIONS, Recipe, RecipeOrigin
+from trt_harness.models.recipe import (
+    FIELD_PARAMS,
+    NAME_LIST_PARAMS,
+    ORT_OPTIMIZATIONS,
+    Recipe,
+    RecipeOrigin,
+)
 
 RecipeFactory = Callable[..., Recipe]
 
@@ -437,6 +443,11 @@ def build_recipe(resolved: ResolvedRecipe, **params: Any) -> Recipe:
         raise UsageError(
             f"ort_optimization={fields['ort_optimization']!r}: expected one of {', '.join(ORT_OPTIMIZATIONS)}"
         )
+    shown = dict(fields)
+    for key in NAME_LIST_PARAMS:
+        if key in fields:
+            fields[key] = _name_list(key, fields[key])
+            shown[key] = ",".join(fields[key])  # as the command line gives it: results.json rebuilds from it
     own = {key: value for key, value in params.items() if key not in fields}
     own = _check_params(name, factory, own)
     given = " ".join(f"-p {k}={v}" for k, v in own.items()) or "no parameters"
@@ -456,8 +467,23 @@ def build_recipe(resolved: ResolvedRecipe, **params: Any) -> Recipe:
             "not a Recipe"
         )
     return dataclasses.replace(
-        recipe, **fields, params={**recipe.params, **own, **fields}, origin=resolved.origin
+        recipe, **fields, params={**recipe.params, **own, **shown}, origin=resolved.origin
     )
+
+
+def _name_list(key: str, value: Any) -> tuple[str, ...]:
+    """`a,b` (the command line's form) or a sequence of names, as a tuple of names."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # parse_params reads a lone numeric name as a number
+    if isinstance(value, str):
+        names = tuple(n.strip() for n in value.split(",") if n.strip())
+    elif isinstance(value, list | tuple) and all(isinstance(n, str) for n in value):
+        names = tuple(value)
+    else:
+        raise UsageError(
+            f"-p {key}={value!r}: expected ONNX node names separated by commas, e.g. -p {key}=a,b"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def get_recipe(ref: str, **params: Any) -> Recipe:

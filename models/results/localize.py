@@ -1,6 +1,6 @@
 """Where a model diverges: the map from ONNX tensors to Torch modules, the per-layer error curve of a
 candidate (ORT at some precision) against the Torch reference, the first divergence, and the FP16
-triage (the nodes to keep in FP32).
+triage (the nodes to keep in FP32) and the INT8 triage (the nodes to leave unquantized).
 
 The module map is written by the export stage (`module_map.json`); the localization is written by
 `harness localize` / `harness convert --localize` into `results.json` (`Results.localization`).
@@ -143,7 +143,28 @@ class Fp16Triage:
 
 
 @dataclass(frozen=True)
+class Int8Triage:
+    """The smallest set of nodes found to leave unquantized so that every output is within the INT8
+    tolerance, and its re-validation by a real ONNX Runtime run of the Q/DQ model it makes."""
+
+    tolerance_ratio_before: float  # worst output's error / tolerance, as its check judges it
+    tolerance_ratio_after: float  # with the proposed exclusion set, measured
+    fixed: bool
+    excluded: tuple[BlockedNode, ...]  # ONNX node, op, deepest module
+    modules: tuple[str, ...]  # the module paths of the nodes found
+    quantizable_nodes: int  # of the FP32 model (Conv, ConvTranspose, Gemm, MatMul): what excluding all is
+    candidates_tried: int
+    samples: int  # the feeds every candidate was judged on
+    recipe_option: str  # `int8_exclude_nodes=(...)` in the recipe
+    cli_option: str  # `-p int8_exclude_nodes=a,b`
+    ort_option: str  # `nodes_to_exclude=[...]` for onnxruntime.quantization.quantize_static
+    polygraphy_option: str  # `--layer-precisions` for an implicitly quantized TensorRT build
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Localization:
     curves: tuple[LayerCurve, ...]
     fp16_triage: Fp16Triage | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    int8_triage: Int8Triage | None = None

@@ -1,5 +1,5 @@
 """Where it diverges: the error of every mapped module's output along the network (from
-`Results.localization`), the first divergence highlighted, the largest jumps, and the FP16 triage."""
+`Results.localization`), the first divergence highlighted, the largest jumps, and the FP16 and INT8 triages."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from markupsafe import Markup
-from trt_harness.models.results.localize import Fp16Triage, LayerCurve, LayerError
+from trt_harness.models.results.localize import Fp16Triage, Int8Triage, LayerCurve, LayerError
 from trt_harness.reports import formatting as fmt
 from trt_harness.reports.sections.common import RunView
 
@@ -165,6 +165,10 @@ class DivergenceSection:
     @property
     def triage(self) -> Fp16Triage | None:
         return self.localization.fp16_triage if self.localization else None
+
+    @property
+    def int8_triage(self) -> Int8Triage | None:
+        return self.localization.int8_triage if self.localization else None
 
     @property
     def notes(self) -> tuple[str, ...]:

@@ -1,0 +1,20 @@
+"""Seeded yolov5s weights with one planted INT8 outlier channel (the classic failure of trained nets):
+channel 0 of MODULE's output scaled by K (BN gamma and beta), its consumer's weights for that input
+channel divided by K, so FP32 computes nearly the same function but the consumer's input has one
+channel K times wider than the rest, which a per-tensor INT8 scale cannot hold."""
+
+import sys
+
+import torch
+from trt_harness.models.recipes import get_recipe
+
+module, consumers, k, out = sys.argv[1], sys.argv[2].split(","), float(sys.argv[3]), sys.argv[4]
+model = get_recipe("yolov5", image_size=320).build_model(None)
+sd = {n: t.clone() for n, t in model.state_dict().items()}
+g, b = sd[f"{module}.bn.weight"], sd[f"{module}.bn.bias"]
+g[0] = g[0].abs() * k
+b[0] = (b[0].abs() + 1.0) * k  # positive: SiLU is ~linear there, so the consumer's 1/K undoes it
+for consumer in consumers:
+    sd[f"{consumer}.conv.weight"][:, 0] /= k
+torch.save(sd, out)
+print("wrote", out)
