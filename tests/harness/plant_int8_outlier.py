@@ -1,7 +1,12 @@
 """Seeded yolov5s weights with one planted INT8 outlier channel (the classic failure of trained nets):
 channel 0 of MODULE's output scaled by K (BN gamma and beta), its consumer's weights for that input
 channel divided by K, so FP32 computes nearly the same function but the consumer's input has one
-channel K times wider than the rest, which a per-tensor INT8 scale cannot hold."""
+channel K times wider than the rest, which a per-tensor INT8 scale cannot hold. Not a test: the weights for the yolov5 INT8 triage check,
+
+    python tests/harness/plant_int8_outlier.py model.0 model.1 1000 stem_outlier.pt
+    harness convert yolov5 -p image_size=320 --weights stem_outlier.pt --precision fp32 int8 \
+        --backends torch onnxrt --atol 3e-3 --rtol 0.4 --localize
+"""
 
 import sys
 

@@ -15,7 +15,7 @@ import pytest
 from trt_harness.harness.pipeline import RunConfig, localize_and_report, run_pipeline
 from trt_harness.harness.precision_triage import tolerance_ratio
 from trt_harness.models.recipe import ExportOptions, Recipe, TensorSpec, Tolerance
-from trt_harness.models.recipes import build_recipe, resolve_recipe
+from trt_harness.models.recipes import build_recipe, parse_params, resolve_recipe
 from trt_harness.models.results.stages import CompareDetails
 
 BLOCKS = 12
@@ -114,6 +114,8 @@ def test_a_planted_int8_outlier_is_excluded_alone_and_the_option_fixes_it(tmp_pa
     resolved = dataclasses.replace(resolve_recipe("yolov5"), factory=lambda: int8_recipe())
     fixed_recipe = build_recipe(resolved, int8_exclude_nodes=node)
     assert fixed_recipe.int8_exclude_nodes == (node,)
+    listed = build_recipe(resolved, **parse_params(["int8_exclude_nodes=a, b,a"]))
+    assert listed.int8_exclude_nodes == ("a", "b") and listed.params["int8_exclude_nodes"] == "a,b"
     fixed = dataclasses.replace(config, recipe=fixed_recipe, out_dir=tmp_path / "after")
     after = _int8(run_pipeline(fixed))
     assert after and all(c.passed for c in after)
