@@ -6,8 +6,9 @@ torch.export on data-dependent guards in `batched_nms`. The stand-in takes the t
 `topk_candidates` of all scores per level (a fixed count) and marks those above `score_thresh`
 valid: the valid ones are exactly torchvision's candidates (those above the threshold rank above
 all others), in the same order. Box decoding and clipping are torchvision's own calls. NMS and the
-cap are `_static_detections.padded_detections`: ONNX NonMaxSuppression, then the top
-`detections_per_img` by score.
+cap are `_static_detections.padded_detections`: greedy NMS written out with TopK/Gather/Where
+(TensorRT for RTX 1.7 cannot build ONNX NonMaxSuppression), then the first `detections_per_img`
+kept, by decreasing score.
 
 Output: per image torchvision's dict, every tensor `detections_per_img` long; rows past the last
 detection are padded (boxes 0, score 0, label -1). The non-padded rows are torchvision's output.
@@ -50,7 +51,7 @@ def level_candidates(
 @register_replacement(
     "tv_retinanet_postprocess",
     targets=(TARGET,),
-    summary="torchvision RetinaNet post-processing -> fixed top-k candidates, ONNX NonMaxSuppression, "
+    summary="torchvision RetinaNet post-processing -> fixed top-k candidates, static greedy NMS, "
     "padded detections_per_img (no NonZero)",
 )
 def build(context: ReplacementContext) -> ReplacementFunctions:
