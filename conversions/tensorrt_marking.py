@@ -73,6 +73,11 @@ def _layer_lists() -> Iterator[list[str]]:
         logger_type.log = forward
 
 
+def has_mark_debug(trt: Any) -> bool:
+    """Whether the flavor's networks can mark debug tensors (TensorRT 10 and TensorRT for RTX have it)."""
+    return hasattr(trt.INetworkDefinition, "mark_debug")
+
+
 def _tensors_of(network: Any) -> dict[str, Any]:
     found = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
     for i in range(network.num_layers):
@@ -84,11 +89,12 @@ def _tensors_of(network: Any) -> dict[str, Any]:
 
 
 def _mark(network: Any, tensors: Sequence[Any], marking: Marking) -> int:
+    """Mark the tensors that are not graph outputs already; how many the network accepted."""
+    outputs = {network.get_output(i).name for i in range(network.num_outputs)}
+    fresh = [t for t in tensors if t.name not in outputs]
     if marking == "debug":
-        return sum(bool(network.mark_debug(t)) for t in tensors)
+        return sum(bool(network.mark_debug(t)) for t in fresh)
     if marking == "output":
-        outputs = {network.get_output(i).name for i in range(network.num_outputs)}
-        fresh = [t for t in tensors if t.name not in outputs]
         for tensor in fresh:
             network.mark_output(tensor)
         return len(fresh)
@@ -124,7 +130,7 @@ def _build_one(
         tensors = _tensors_of(network)
         original_outputs = {network.get_output(i).name for i in range(network.num_outputs)}
         missing = tuple(n for n in names if n not in tensors)
-        if marking == "debug" and not hasattr(network, "mark_debug"):
+        if marking == "debug" and not has_mark_debug(trt):
             reason = f"{flavor.display_name} {flavor.version} has no INetworkDefinition.mark_debug"
             return MarkedBuild(marking, built=False, reason=reason), missing
         marked = _mark(network, [tensors[n] for n in names if n in tensors], marking)
@@ -205,7 +211,7 @@ def build_marked(
         onnx_path.name,
         names,
         not_in_network=missing,
-        supports_debug=hasattr(trt.INetworkDefinition, "mark_debug"),
+        supports_debug=has_mark_debug(trt),
         builds=tuple(builds),
         targets=targets,
     )

@@ -334,12 +334,14 @@ def _print_tensorrt_marking(marking: TensorRTMarking) -> None:
     for b in marking.builds:
         if b.built:
             engine = b.engine_layers if b.engine_layers is not None else "not counted"
-            print(
-                f"tensorrt {b.marking}-marked build: {b.marked} tensor(s) marked, network "
-                f"{b.network_layers} layers, engine {engine} layers"
+            what = (
+                "unmarked build"
+                if b.marking == "none"
+                else f"{b.marking}-marked build: {b.marked} tensor(s) marked"
             )
+            print(f"tensorrt {what}, network {b.network_layers} layers, engine {engine} layers")
         else:
-            print(f"tensorrt {b.marking}-marked build: not built: {b.reason}")
+            print(f"tensorrt {b.marking} marking: not built: {b.reason}")
     if marking.curve is not None:
         layer = marking.curve.divergence
         print(

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from markupsafe import Markup
-from trt_harness.models.results.localize import Fp16Triage, LayerCurve, LayerError, TensorRTMarking
+from trt_harness.models.results.localize import (
+    Fp16Triage,
+    LayerCurve,
+    LayerError,
+    MarkedBuild,
+    TensorRTMarking,
+)
 from trt_harness.reports import formatting as fmt
 from trt_harness.reports.sections.common import RunView
 
@@ -208,6 +214,13 @@ class MarkedBuildRow:
     note: str
 
 
+def _debug_note(build: MarkedBuild) -> str:
+    if build.marking != "debug" or not build.built or build.marked_in_engine:
+        return ""
+    # measured: the builder accepted the marks; whether the tensors can be read needs an execution
+    return "the builder's layer list names none of them as a layer output; reading them back needs a run"
+
+
 @dataclass(frozen=True)
 class TensorRTView:
     """The marked TensorRT builds (layer counts measured by building) and whether TensorRT executed."""
@@ -230,7 +243,7 @@ class TensorRTView:
                 engine_layers=count(b.engine_layers),
                 materialized=", ".join(b.marked_in_engine) or "—",
                 plan_size=fmt.size(b.plan_size_bytes) if b.plan_size_bytes is not None else "—",
-                note=b.reason or "",
+                note=b.reason or _debug_note(b),
             )
             for b in marking.builds
         ]

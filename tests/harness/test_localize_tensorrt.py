@@ -117,7 +117,7 @@ def test_marked_builds_record_layer_counts_and_output_marking_makes_engine_outpu
     assert (run_dir / output.engine).stat().st_size == output.plan_size_bytes
     assert marking.supports_debug == hasattr(FLAVOR.module().INetworkDefinition, "mark_debug")
     if marking.supports_debug:
-        assert debug.built and debug.marked == len(tensors)
+        assert debug.built and debug.marked == len(inner)
         assert debug.network_layers == none.network_layers and debug.network_outputs == (graph_output,)
     else:
         assert not debug.built and "mark_debug" in debug.reason
@@ -271,3 +271,16 @@ def test_without_a_tensorrt_that_builds_the_record_says_so(run_dir, monkeypatch)
     page = (run_dir / "report.html").read_text()
     assert "Marked builds not made: no TensorRT installed" in page
     assert "TensorRT side not executed: not built: no TensorRT installed" in page
+
+
+@needs_rtx
+def test_a_flavor_without_mark_debug_builds_the_other_two_and_says_so(run_dir, monkeypatch):
+    monkeypatch.setattr(tensorrt_marking, "has_mark_debug", lambda trt: False)
+    marking = localize_and_report(run_dir, small_recipe(), tensorrt=True).localization.tensorrt_marking
+    debug = marking.build("debug")
+    assert not marking.supports_debug and not debug.built and debug.engine_layers is None
+    assert debug.reason == f"{FLAVOR.display_name} {FLAVOR.version} has no INetworkDefinition.mark_debug"
+    assert marking.build("none").built and marking.build("output").built
+    page = (run_dir / "report.html").read_text()
+    assert "marked as outputs (mark_output); it has no mark_debug" in page
+    assert debug.reason in page
