@@ -37,6 +37,7 @@ NAMES = [
     "pad",
     "squeeze_static",
     "tv_fcos_postprocess",
+    "tv_rcnn_postprocess",
     "tv_retinanet_postprocess",
     "tv_ssd_postprocess",
 ]
