@@ -20,8 +20,9 @@ The stand-ins, one registration patching the three:
   mapper gives it (a select, no gather by a data-dependent count). RoIAlign is per box, so the rows
   are torchvision's own;
 - detections: torchvision's decoding, softmax and clipping of every (proposal, class) pair, the
-  score threshold and the 1e-2 min size as a `valid` mask, padding proposals (zero width: a real
-  proposal is at least the RPN's `min_size` > 0 wide) never valid, and `padded_detections` for
+  score threshold and the 1e-2 min size as a `valid` mask, padding proposals never valid (their
+  zero width decodes to zero-width boxes, which the min size drops; the stand-in also masks them
+  out by name: a real proposal is at least the RPN's `min_size` > 0 wide), and `padded_detections` for
   the final `detections_per_img` rows (box 0, score 0, label -1 past the last detection).
 
 So the padding proposals produce nothing downstream, and the non-padded rows are torchvision's, in

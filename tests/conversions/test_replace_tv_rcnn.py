@@ -122,7 +122,9 @@ def test_postprocess_detections_ignore_padding_proposals(model: torch.nn.Module)
     proposals = torch.cat([corners, corners + 10 + torch.rand(20, 2, generator=generator) * 20], dim=1)
     logits = torch.randn(20, 5, generator=generator) * 2
     regression = torch.randn(20, 20, generator=generator) * 0.1
-    padding_logits = torch.full((8, 5), 5.0)  # would be confident detections if the rows counted
+    # confident class-1 scores: only the padding rows' zero width stops them (their decoded boxes
+    # have zero width too, so torchvision's min-size filter and the stand-in's padding mask both do)
+    padding_logits = torch.tensor([[0.0, 10.0, 0.0, 0.0, 0.0]]).expand(8, 5)
     heads = model.roi_heads
     want = heads.postprocess_detections(logits, regression, [proposals], [(SIZE, SIZE)])
     with applied([NAME]):
