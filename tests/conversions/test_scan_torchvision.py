@@ -43,20 +43,48 @@ def test_detector_postprocessing_is_found_with_its_replacement_for_both_exporter
     assert replacement == name and "NonZero" in reason
 
 
-def test_faster_rcnn_stages_are_named_without_a_replacement() -> None:
+RCNN_STAGES = (
+    "torchvision RegionProposalNetwork.filter_proposals",
+    "torchvision MultiScaleRoIAlign",
+    "torchvision RoIHeads.postprocess_detections",
+)
+
+
+def tiny_faster_rcnn() -> torch.nn.Module:
     torch.manual_seed(0)
     pool = torchvision_ops().MultiScaleRoIAlign(["0", "1"], output_size=7, sampling_ratio=2)
-    model = detection.FasterRCNN(
+    return detection.FasterRCNN(
         TinyBackbone(), num_classes=5, min_size=SIZE, max_size=SIZE, rpn_anchor_generator=anchors(),
         box_roi_pool=pool,
     ).eval()  # fmt: skip
-    found = findings_by_op(model, "torchscript")
-    for op in (
-        "torchvision RegionProposalNetwork.filter_proposals",
-        "torchvision RoIHeads.postprocess_detections",
-    ):
+
+
+def test_faster_rcnn_stages_are_found_with_their_replacement() -> None:
+    found = findings_by_op(tiny_faster_rcnn(), "torchscript")
+    for op in RCNN_STAGES:
         replacement, reason = found[op]
-        assert replacement is None and "NonZero" in reason
+        assert replacement == "tv_rcnn_postprocess" and "NonZero" in reason, op
+
+
+def test_faster_rcnn_with_dynamo_is_told_to_use_torchscript() -> None:
+    found = findings_by_op(tiny_faster_rcnn(), "dynamo")
+    for op in RCNN_STAGES:
+        replacement, reason = found[op]
+        assert replacement is None and "exporter='torchscript'" in reason, op
+
+
+def test_keypoint_rcnn_keypoints_are_named_without_a_replacement() -> None:
+    torch.manual_seed(0)
+    ops = torchvision_ops()
+    model = detection.KeypointRCNN(
+        TinyBackbone(), num_classes=2, min_size=SIZE, max_size=SIZE,
+        rpn_anchor_generator=anchors(), box_roi_pool=ops.MultiScaleRoIAlign(["0", "1"], 7, 2),
+        keypoint_roi_pool=ops.MultiScaleRoIAlign(["0", "1"], 14, 2),
+        keypoint_head=detection.keypoint_rcnn.KeypointRCNNHeads(TinyBackbone.out_channels, (16,)),
+        keypoint_predictor=detection.keypoint_rcnn.KeypointRCNNPredictor(16, 3),
+    ).eval()  # fmt: skip
+    replacement, reason = findings_by_op(model, "torchscript")["torchvision keypointrcnn_inference"]
+    assert replacement is None and "box size" in reason and "no static graph" in reason
 
 
 def torchvision_ops():  # noqa: ANN201
