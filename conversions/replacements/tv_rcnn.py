@@ -18,7 +18,8 @@ The stand-ins, one registration patching the three:
   `post_nms_top_n` proposals per image, torchvision's first, then padding rows of box (0, 0, 0, 0);
 - pooling: RoIAlign of every proposal at every level, each row then taken from the level the
   mapper gives it (a select, no gather by a data-dependent count). RoIAlign is per box, so the rows
-  are torchvision's own;
+  are torchvision's own; while exporting, RoIAlign is torchvision's pure-torch form (see
+  `roi_align_static`), so no ONNX RoiAlign either;
 - detections: torchvision's decoding, softmax and clipping of every (proposal, class) pair, the
   score threshold and the 1e-2 min size as a `valid` mask, padding proposals never valid (their
   zero width decodes to zero-width boxes, which the min size drops; the stand-in also masks them
@@ -102,7 +103,9 @@ def roi_align_static(
     feature: torch.Tensor, rois: torch.Tensor, output_size: Any, scale: float, sampling_ratio: int
 ) -> torch.Tensor:
     """torchvision's `roi_align` (aligned=False, as MultiScaleRoIAlign calls it); while exporting, its
-    pure-torch form (Gather and elementwise ops), which traces where the C++ op is missing."""
+    pure-torch form (Gather and elementwise ops), also where the C++ op is loaded: that op exports as
+    ONNX RoiAlign, which TensorRT for RTX 1.7.1 does not parse ("ROIAlign plugin was not found in the
+    plugin registry", measured on a one-node model)."""
     import importlib
 
     # torchvision is loaded: only its MultiScaleRoIAlign reaches this

@@ -189,7 +189,9 @@ def rcnn_onnx(model: torch.nn.Module) -> onnx.ModelProto:
 
 def test_export_has_no_nonzero_and_static_outputs(rcnn_onnx: onnx.ModelProto) -> None:
     ops = op_types(rcnn_onnx)
-    assert "NonZero" not in ops and "NonMaxSuppression" not in ops and "Loop" not in ops
+    assert (
+        not {"NonZero", "NonMaxSuppression", "Loop", "RoiAlign"} & ops
+    )  # RTX 1.7.1 builds neither NMS nor RoiAlign
     inferred = onnx.shape_inference.infer_shapes(rcnn_onnx, strict_mode=True)
     shapes = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in inferred.graph.output]
     assert shapes == [[PER_IMG, 4], [PER_IMG], [PER_IMG]]
