@@ -1,5 +1,6 @@
 """The scan names torchvision's detector post-processing, with the replacement where there is one
-(RetinaNet, FCOS, SSD: for both exporters; the R-CNN stages: none)."""
+(RetinaNet, FCOS, SSD: for both exporters; the Faster R-CNN stages: TorchScript only; Keypoint R-CNN's
+keypoints: none)."""
 
 from __future__ import annotations
 
