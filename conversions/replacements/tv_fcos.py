@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trt_harness.conversions.replacements._registry import ReplacementFunctions, register_replacement
-from trt_harness.conversions.replacements._static_detections import padded_detections
+from trt_harness.conversions.replacements._static_detections import padded_detections, top_level_candidates
 
 if TYPE_CHECKING:
     import torch
@@ -41,16 +41,10 @@ def level_candidates(
     """(boxes, scores, labels, valid) of one level: its top `topk_candidates` (location, class) pairs."""
     import torch
 
-    # torchvision is loaded: only a torchvision detector reaches its patched method
-    from torchvision.ops import boxes as box_ops
-
-    num_classes = logits.shape[-1]
     scores = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(centerness)).flatten()
-    scores, flat_index = scores.topk(min(int(model.topk_candidates), int(scores.shape[0])))
-    anchor_index = torch.div(flat_index, num_classes, rounding_mode="floor")
-    boxes = model.box_coder.decode(regression[anchor_index], anchors[anchor_index])
-    boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
-    return boxes, scores, flat_index % num_classes, scores > model.score_thresh
+    return top_level_candidates(
+        model, scores, logits.shape[-1], regression, anchors, image_shape, model.box_coder.decode
+    )
 
 
 @register_replacement(
