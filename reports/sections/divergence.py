@@ -142,6 +142,18 @@ class CurveView:
     failed: int
 
 
+def _curve_view(curve: LayerCurve, title: str) -> CurveView:
+    divergence = curve.divergence
+    return CurveView(
+        title=title,
+        curve=curve,
+        chart=error_curve_svg(curve, f"error per layer, {title}"),
+        first=_row(divergence, curve.first_divergence) if divergence else None,
+        jumps=[_row(layer, curve.first_divergence) for layer in curve.largest_jumps(10)],
+        failed=sum(not layer.passed for layer in curve.layers),
+    )
+
+
 class DivergenceSection:
     def __init__(self, run: RunView) -> None:
         self.localization = run.results.localization
@@ -152,21 +164,10 @@ class DivergenceSection:
 
     @property
     def curves(self) -> list[CurveView]:
-        views = []
-        for curve in self.localization.curves if self.localization else ():
-            title = f"Torch vs ORT {curve.precision.upper()} ({curve.model})"
-            divergence = curve.divergence
-            views.append(
-                CurveView(
-                    title=title,
-                    curve=curve,
-                    chart=error_curve_svg(curve, f"error per layer, {title}"),
-                    first=_row(divergence, curve.first_divergence) if divergence else None,
-                    jumps=[_row(layer, curve.first_divergence) for layer in curve.largest_jumps(10)],
-                    failed=sum(not layer.passed for layer in curve.layers),
-                )
-            )
-        return views
+        return [
+            _curve_view(curve, f"Torch vs ORT {curve.precision.upper()} ({curve.model})")
+            for curve in (self.localization.curves if self.localization else ())
+        ]
 
     @property
     def tensorrt(self) -> TensorRTView | None:
@@ -181,17 +182,7 @@ class DivergenceSection:
         if curve is None:
             return []
         title = f"Torch vs TensorRT {curve.precision.upper()} ({view.marking.flavor}, output-marked engine)"
-        divergence = curve.divergence
-        return [
-            CurveView(
-                title=title,
-                curve=curve,
-                chart=error_curve_svg(curve, f"error per layer, {title}"),
-                first=_row(divergence, curve.first_divergence) if divergence else None,
-                jumps=[_row(layer, curve.first_divergence) for layer in curve.largest_jumps(10)],
-                failed=sum(not layer.passed for layer in curve.layers),
-            )
-        ]
+        return [_curve_view(curve, title)]
 
     @property
     def triage(self) -> Fp16Triage | None:
