@@ -134,6 +134,49 @@ def engine_path_for(
     return out_dir / f"{stem}.{flavor.slug}.{target}.{precision}.engine"
 
 
+def config_loader(
+    flavor: TensorRTFlavor,
+    options: BuildOptions,
+    shape_ranges: Mapping[str, ShapeRange],
+    precision: str,
+    calibration_feeds: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+    onnx_path: Path,
+) -> Any:
+    """Polygraphy's builder-config loader for one precision of `onnx_path` (see `engine_from_onnx`)."""
+    from polygraphy.backend.trt import Profile
+
+    trt = flavor.module()
+    profile = Profile()
+    for name, shapes in shape_ranges.items():
+        profile.add(name, min=shapes.min, opt=shapes.opt, max=shapes.max)
+    config_kwargs: dict[str, Any] = {
+        "profiles": [profile] if shape_ranges else None,
+        "memory_pool_limits": {trt.MemoryPoolType.WORKSPACE: options.workspace_bytes},
+    }
+    if flavor.is_rtx:
+        from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
+        from polygraphy.backend.trt import PostprocessConfig
+
+        config = CreateConfigRTX(compute_capabilities=list(options.compute_capabilities), **config_kwargs)
+        if precision != "tf32":
+            # TensorRT for RTX enables TF32 by default; an "fp32" engine must really compute in FP32
+            config = PostprocessConfig(
+                config, lambda builder, network, cfg: cfg.clear_flag(trt.BuilderFlag.TF32)
+            )
+        return config
+    from polygraphy.backend.trt import Calibrator, CreateConfig
+
+    calibrator = None
+    if precision == "int8" and not flavor.strongly_typed:
+        cache = out_dir / f"{onnx_path.stem}.{flavor.slug}.calibration.cache"
+        calibrator = Calibrator(list(calibration_feeds), cache=str(cache))
+    flags = {"tf32": precision == "tf32"}
+    if not flavor.strongly_typed:
+        flags.update(fp16=precision == "fp16", int8=precision == "int8", calibrator=calibrator)
+    return CreateConfig(**flags, **config_kwargs)
+
+
 def engine_from_onnx(
     onnx_path: Path,
     out_dir: Path,
@@ -154,38 +197,11 @@ def engine_from_onnx(
             "no TensorRT is installed: install TensorRT for RTX (`pip install .[rtx]`, builds on any machine) "
             "or full TensorRT on a CUDA machine (`pip install .[gpu]`)"
         )
-    from polygraphy.backend.trt import EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+    from polygraphy.backend.trt import EngineBytesFromNetwork, NetworkFromOnnxPath
 
     trt = flavor.module()
-    profile = Profile()
-    for name, shapes in shape_ranges.items():
-        profile.add(name, min=shapes.min, opt=shapes.opt, max=shapes.max)
-    config_kwargs: dict[str, Any] = {
-        "profiles": [profile] if shape_ranges else None,
-        "memory_pool_limits": {trt.MemoryPoolType.WORKSPACE: options.workspace_bytes},
-    }
+    config = config_loader(flavor, options, shape_ranges, precision, calibration_feeds, out_dir, onnx_path)
     _, targets = build_target_tag(flavor, options)
-    if flavor.is_rtx:
-        from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
-        from polygraphy.backend.trt import PostprocessConfig
-
-        config = CreateConfigRTX(compute_capabilities=list(options.compute_capabilities), **config_kwargs)
-        if precision != "tf32":
-            # TensorRT for RTX enables TF32 by default; an "fp32" engine must really compute in FP32
-            config = PostprocessConfig(
-                config, lambda builder, network, cfg: cfg.clear_flag(trt.BuilderFlag.TF32)
-            )
-    else:
-        from polygraphy.backend.trt import Calibrator, CreateConfig
-
-        calibrator = None
-        if precision == "int8" and not flavor.strongly_typed:
-            cache = out_dir / f"{onnx_path.stem}.{flavor.slug}.calibration.cache"
-            calibrator = Calibrator(list(calibration_feeds), cache=str(cache))
-        flags = {"tf32": precision == "tf32"}
-        if not flavor.strongly_typed:
-            flags.update(fp16=precision == "fp16", int8=precision == "int8", calibrator=calibrator)
-        config = CreateConfig(**flags, **config_kwargs)
 
     start = time.perf_counter()
     with BuildLog(trt).capture() as log:

@@ -45,6 +45,7 @@ from trt_harness.models.results.calibration import calibration_to_text
 from trt_harness.models.results.diff import DEFAULT_FACTOR, DEFAULT_FLOOR, check_gate
 from trt_harness.models.results.document import Results
 from trt_harness.models.results.history import read_history
+from trt_harness.models.results.localize import TensorRTMarking
 from trt_harness.models.results.recipe import ToleranceOverrides
 from trt_harness.reports.diff import diff_text, write_diff_html, write_diff_json
 from trt_harness.reports.index import write_index
@@ -237,6 +238,12 @@ def _add_localize_parser(sub: argparse._SubParsersAction) -> None:
         help="intermediate tensors exposed per ONNX Runtime session, in MiB of one sample "
         f"(default {DEFAULT_CHUNK_BYTES / 2**20:g})",
     )
+    localize.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="also build the final model with the mapped tensors marked (debug / outputs, ahead of time) "
+        "and, where a GPU the engine runs on exists, compare Torch with TensorRT layer by layer",
+    )
 
 
 def _add_history_flag(parser: argparse.ArgumentParser, help: str) -> None:
@@ -294,7 +301,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_localize(args: argparse.Namespace) -> int:
     if args.samples < 1 or args.chunk_mib <= 0:
         raise UsageError("--samples must be >= 1 and --chunk-mib > 0")
-    results = localize_and_report(args.run_dir, samples=args.samples, chunk_bytes=int(args.chunk_mib * 2**20))
+    results = localize_and_report(
+        args.run_dir, samples=args.samples, chunk_bytes=int(args.chunk_mib * 2**20), tensorrt=args.tensorrt
+    )
     _print_localization(results)
     print(f"report: {args.run_dir / 'report.html'}")
     return int(ExitCode.PASSED)
@@ -321,8 +330,34 @@ def _print_localization(results: Results) -> None:
             f"({', '.join(int8.modules) or 'no module'}): error {int8.tolerance_ratio_before:.3g}x -> "
             f"{int8.tolerance_ratio_after:.3g}x tolerance ({verdict}); {int8.cli_option}"
         )
+    marking = localization.tensorrt_marking if localization else None
+    if marking is not None:
+        _print_tensorrt_marking(marking)
     for note in localization.notes if localization else ():
         print(f"note: {note}")
+
+
+def _print_tensorrt_marking(marking: TensorRTMarking) -> None:
+    if marking.not_built:
+        print(f"tensorrt: marked builds not made: {marking.not_built}")
+    for b in marking.builds:
+        if b.built:
+            engine = b.engine_layers if b.engine_layers is not None else "not counted"
+            what = (
+                "unmarked build"
+                if b.marking == "none"
+                else f"{b.marking}-marked build: {b.marked} tensor(s) marked"
+            )
+            print(f"tensorrt {what}, network {b.network_layers} layers, engine {engine} layers")
+        else:
+            print(f"tensorrt {b.marking} marking: not built: {b.reason}")
+    if marking.curve is not None:
+        layer = marking.curve.divergence
+        print(
+            f"tensorrt: {len(marking.curve.layers)} layers compared; first divergence: {layer.module if layer else 'none'}"
+        )
+    elif marking.not_executed:
+        print(f"tensorrt: TensorRT side not executed: {marking.not_executed}")
 
 
 def _check_weights(recipe: Recipe, weights: Path) -> None:

@@ -4,7 +4,9 @@ Torch's intermediates come from forward hooks on the modules of the module map
 (`conversions.module_map`); ONNX Runtime's from the same model with the mapped tensors exposed as
 extra graph outputs. Memory stays bounded: the mapped tensors are split into chunks of at most
 `chunk_bytes` (of one sample's values); each chunk gets its own session and its own Torch pass with
-hooks on its modules only, and samples go one at a time. Nothing is written to disk.
+hooks on its modules only, and samples go one at a time. Nothing is written to disk. Another candidate
+that gives the tensors by name (`Intermediates`: a TensorRT engine with them marked as outputs,
+`harness.localize_tensorrt`) takes ONNX Runtime's place.
 
 A layer's tolerance is the failing output's, scaled: atol x (typical |ref| of the layer / typical |ref|
 of the output, the median over nonzero elements), rtol unchanged, judged by the same streaming statistics as the outputs
@@ -19,7 +21,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from trt_harness.conversions.ort_session import OrtSettings, session_of_model
@@ -40,6 +42,21 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_CHUNK_BYTES = 256 << 20  # one chunk's intermediates of one sample, each side
+
+
+class Intermediates(Protocol):
+    """A candidate other than ONNX Runtime that gives the mapped tensors by name (e.g. a TensorRT engine
+    with them marked as outputs: `harness.localize_tensorrt.TrtIntermediates`)."""
+
+    candidate: str  # the backend name the curve records
+
+    def provides(self, tensor: str) -> bool:
+        """Whether `values` can give this tensor."""
+        ...
+
+    def values(self, tensors: Sequence[str], feed: Feed) -> dict[str, np.ndarray]:
+        """The tensors of one feed, by name, each an array of its own."""
+        ...
 
 
 @dataclasses.dataclass
@@ -219,8 +236,12 @@ def layer_curve(
     settings: OrtSettings | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     candidate: str = "onnxrt",
+    intermediates: Intermediates | None = None,
 ) -> LayerCurve:
-    """Compare every mapped module's Torch output with its ONNX tensor, on `feeds` (index, feed)."""
+    """Compare every mapped module's Torch output with its ONNX tensor, on `feeds` (index, feed).
+
+    The candidate's tensors come from ONNX Runtime sessions on `onnx_path` exposing them, or, given
+    `intermediates`, from it (one pass per sample; `onnx_path` then only gives the graph's order)."""
     import onnx
 
     start = time.perf_counter()
@@ -237,6 +258,12 @@ def layer_curve(
             not_compared.append(NotCompared(boundary.path, "no module of this path in the Torch model"))
         elif boundary.output is None or boundary.output not in graph.producer:
             not_compared.append(NotCompared(boundary.path, f"its tensor is not in {onnx_path.name}"))
+        elif intermediates is not None and not intermediates.provides(boundary.output):
+            not_compared.append(
+                NotCompared(
+                    boundary.path, f"its tensor is not an output of the {intermediates.candidate} engine"
+                )
+            )
         else:
             layers[boundary.path] = _Layer(boundary, graph.producer[boundary.output])
     ordered = sorted(layers, key=lambda p: (layers[p].position, -layers[p].boundary.depth, p))
@@ -262,18 +289,29 @@ def layer_curve(
             ordered.remove(path)
             del layers[path]
 
-    chunks = _chunks(ordered, probe.nbytes, chunk_bytes)
+    if intermediates is not None:
+        # an engine gives all its marked tensors in each pass: chunks would only run it more often
+        chunks = [ordered] if ordered else []
+        candidate = intermediates.candidate
+    else:
+        chunks = _chunks(ordered, probe.nbytes, chunk_bytes)
     graph_outputs = [o.name for o in proto.graph.output]
     for chunk in chunks:
         tensors = list(dict.fromkeys(layers[p].boundary.output for p in chunk))
-        session = _session_exposing(proto, graph_outputs, tensors, settings, onnx_path.name)
+        session = None
+        if intermediates is None:
+            session = _session_exposing(proto, graph_outputs, tensors, settings, onnx_path.name)
         for _, feed in feeds:
             hooks = _Hooks(model, chunk, keep=True)
             try:
                 _torch_forward(model, feed, input_names)
             finally:
                 hooks.remove()
-            values = dict(zip(tensors, session.run(tensors, dict(feed)), strict=True))
+            if intermediates is not None:
+                values = intermediates.values(tensors, feed)
+            else:
+                assert session is not None
+                values = dict(zip(tensors, session.run(tensors, dict(feed)), strict=True))
             for path in chunk:
                 _update(
                     layers[path],

@@ -7,7 +7,9 @@ only inside `applied(names)`, around the export, and restored afterwards (also o
         torch.onnx.export(model, args, ...)
     record.calls  # which calls were rewritten where
 
-Registered: grid_sample, einsum, einops, inverse, pad, squeeze_static, interpolate_size.
+Registered: grid_sample, einsum, einops, inverse, pad, squeeze_static, interpolate_size, and for
+torchvision detectors tv_retinanet_postprocess, tv_fcos_postprocess, tv_ssd_postprocess,
+tv_rcnn_postprocess.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     import torch
 
 INVALID_SCORE = -1.0
@@ -122,3 +125,29 @@ def padded_detections(
         "scores": torch.where(kept, scores[picked], torch.zeros_like(scores[picked])),
         "labels": torch.where(kept, labels[picked], torch.full_like(labels[picked], PAD_LABEL)),
     }
+
+
+def top_level_candidates(
+    model: Any,
+    scores: torch.Tensor,
+    num_classes: int,
+    regression: torch.Tensor,
+    anchors: torch.Tensor,
+    image_shape: Any,
+    decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(boxes, scores, labels, valid) of one level: its top `topk_candidates` (anchor, class) pairs.
+
+    `scores` is the level's (anchors x classes) score matrix, flattened; torchvision's single-stage
+    detectors keep those above `score_thresh` and then their top-k, which are the valid ones of this
+    top-k in the same order (those above the threshold rank above all others).
+    """
+    import torch
+
+    # torchvision is loaded: only a torchvision detector reaches its patched method
+    from torchvision.ops import boxes as box_ops
+
+    scores, flat_index = scores.topk(min(int(model.topk_candidates), int(scores.shape[0])))
+    anchor_index = torch.div(flat_index, num_classes, rounding_mode="floor")
+    boxes = box_ops.clip_boxes_to_image(decode(regression[anchor_index], anchors[anchor_index]), image_shape)
+    return boxes, scores, flat_index % num_classes, scores > model.score_thresh

@@ -6,8 +6,9 @@ torch.export on data-dependent guards in `batched_nms`. The stand-in takes the t
 `topk_candidates` of all scores per level (a fixed count) and marks those above `score_thresh`
 valid: the valid ones are exactly torchvision's candidates (those above the threshold rank above
 all others), in the same order. Box decoding and clipping are torchvision's own calls. NMS and the
-cap are `_static_detections.padded_detections`: ONNX NonMaxSuppression, then the top
-`detections_per_img` by score.
+cap are `_static_detections.padded_detections`: greedy NMS written out with TopK/Gather/Where
+(TensorRT for RTX 1.7 cannot build ONNX NonMaxSuppression), then the first `detections_per_img`
+kept, by decreasing score.
 
 Output: per image torchvision's dict, every tensor `detections_per_img` long; rows past the last
 detection are padded (boxes 0, score 0, label -1). The non-padded rows are torchvision's output.
@@ -20,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trt_harness.conversions.replacements._registry import ReplacementFunctions, register_replacement
-from trt_harness.conversions.replacements._static_detections import padded_detections
+from trt_harness.conversions.replacements._static_detections import padded_detections, top_level_candidates
 
 if TYPE_CHECKING:
     import torch
@@ -35,22 +36,16 @@ def level_candidates(
     """(boxes, scores, labels, valid) of one level: its top `topk_candidates` (anchor, class) pairs."""
     import torch
 
-    # torchvision is loaded: only a torchvision detector reaches its patched method
-    from torchvision.ops import boxes as box_ops
-
-    num_classes = logits.shape[-1]
     scores = torch.sigmoid(logits).flatten()
-    scores, flat_index = scores.topk(min(int(model.topk_candidates), int(scores.shape[0])))
-    anchor_index = torch.div(flat_index, num_classes, rounding_mode="floor")
-    boxes = model.box_coder.decode_single(regression[anchor_index], anchors[anchor_index])
-    boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
-    return boxes, scores, flat_index % num_classes, scores > model.score_thresh
+    return top_level_candidates(
+        model, scores, logits.shape[-1], regression, anchors, image_shape, model.box_coder.decode_single
+    )
 
 
 @register_replacement(
     "tv_retinanet_postprocess",
     targets=(TARGET,),
-    summary="torchvision RetinaNet post-processing -> fixed top-k candidates, ONNX NonMaxSuppression, "
+    summary="torchvision RetinaNet post-processing -> fixed top-k candidates, static greedy NMS, "
     "padded detections_per_img (no NonZero)",
 )
 def build(context: ReplacementContext) -> ReplacementFunctions:

@@ -8,6 +8,8 @@ with a stand-in runner (tests/harness/test_backend_contract.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from trt_harness.conversions.outputs import Produced
 from trt_harness.conversions.tensorrt_flavor import select_flavor
@@ -29,6 +31,24 @@ TRT_DTYPES = {
 }
 
 
+def cannot_execute(targets: Sequence[str]) -> str | None:
+    """Why an engine built for `targets` cannot execute on this machine; None where it can."""
+    flavor = select_flavor()
+    if flavor is None:
+        return "no TensorRT installed (pip install .[rtx] or .[gpu])"
+    devices = cuda_devices()
+    if not devices:
+        return "no CUDA GPU on this machine"
+    device = devices[0]
+    if flavor.is_rtx and device.sm_tag not in targets:
+        return (
+            f"{flavor.display_name} {flavor.version} engine targets {', '.join(targets)}; "
+            f"this GPU ({device.name}) is compute capability "
+            f"{device.compute_capability[0]}.{device.compute_capability[1]}, which it does not run on"
+        )
+    return None
+
+
 @register_backend
 class TensorRTBackend(Backend):
     name = "tensorrt"
@@ -40,23 +60,9 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def unavailable_reason(cls, ctx: BackendContext) -> str | None:
-        flavor = select_flavor()
-        if flavor is None:
-            return "no TensorRT installed (pip install .[rtx] or .[gpu])"
-        if ctx.engine_path is None:
+        if select_flavor() is not None and ctx.engine_path is None:
             return "no engine (the build stage did not produce one)"
-        devices = cuda_devices()
-        if not devices:
-            return "no CUDA GPU on this machine"
-        device = devices[0]
-        targets = ctx.engine.targets if ctx.engine else ()
-        if flavor.is_rtx and device.sm_tag not in targets:
-            return (
-                f"{flavor.display_name} {flavor.version} engine targets {', '.join(targets)}; "
-                f"this GPU ({device.name}) is compute capability "
-                f"{device.compute_capability[0]}.{device.compute_capability[1]}, which it does not run on"
-            )
-        return None
+        return cannot_execute(ctx.engine.targets if ctx.engine else ())
 
     @classmethod
     def planned_io_order(cls, ctx: BackendContext) -> tuple[IOOrder, str] | None:

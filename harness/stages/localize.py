@@ -16,6 +16,7 @@ from typing import Any
 
 from trt_harness.conversions.ort_session import OrtSettings
 from trt_harness.harness.localize import DEFAULT_CHUNK_BYTES, layer_curve, reference_outputs
+from trt_harness.harness.localize_tensorrt import tensorrt_side
 from trt_harness.harness.stages.base import StageInput, torch_model
 from trt_harness.models.core.artifacts import Artifact
 from trt_harness.models.core.errors import HarnessError, UsageError
@@ -29,6 +30,7 @@ from trt_harness.models.results.localize import (
     LayerCurve,
     Localization,
     ModuleMap,
+    TensorRTMarking,
     load_module_map,
 )
 from trt_harness.models.results.stages import CompareDetails, PrecisionDetails, RunDetails, RunnerRecord
@@ -171,9 +173,11 @@ def localize_run(
     samples: int = 1,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     triage: bool = True,
+    tensorrt: bool = False,
 ) -> Results:
     """The layer-wise comparison of a finished run; returns its results with `localization` set
-    (the caller writes them)."""
+    (the caller writes them). `tensorrt`: also build the final model with the mapped tensors marked
+    and, where it can execute, compare Torch with TensorRT layer by layer (`Localization.tensorrt_marking`)."""
     results = load_results(run_dir)
     if results.verdict.status == UNFINISHED.status:
         raise UsageError(f"{run_dir}: {UNFINISHED.summary}")
@@ -238,5 +242,68 @@ def localize_run(
     int8_triage = None
     if triage and int8_failing and inp.optional_artifact("onnx_int8") is not None:
         int8_triage = _int8_triage(inp, model, module_map, int8_failing, samples, curves, output_names)
-    localization = Localization(tuple(curves), fp16_triage, tuple(notes), int8_triage=int8_triage)
+    tensorrt_marking = None
+    if tensorrt:
+        tensorrt_marking = _tensorrt_side(inp, recipe, model, module_map, compare, run, samples, notes)
+    localization = Localization(
+        tuple(curves),
+        fp16_triage,
+        tuple(notes),
+        int8_triage=int8_triage,
+        tensorrt_marking=tensorrt_marking,
+    )
     return dataclasses.replace(results, localization=localization)
+
+
+def _tensorrt_side(
+    inp: StageInput,
+    recipe: Recipe,
+    model: Any,
+    module_map: ModuleMap,
+    compare: CompareDetails | None,
+    run: RunDetails,
+    samples: int,
+    notes: list[str],
+) -> TensorRTMarking | None:
+    """The marked TensorRT builds of the final FP32 model, and Torch against the output-marked engine
+    where it can execute, on the samples of the FP32 Torch-vs-ORT curve."""
+    record = inp.recipe_record
+    output_names = record.output_names or tuple(o.output for o in (compare.comparisons if compare else ()))
+    # where TensorRT ran in the run, its own failing samples; else the ones ORT fails on
+    failing = _failing_tensorrt(compare, run.runners) or _failing(compare, run.runners, "fp32")
+    output = failing[0].output if failing else output_names[0]
+    try:
+        return tensorrt_side(
+            model,
+            module_map,
+            _verified(inp.final_onnx(), inp.run_dir),
+            inp.run_dir,
+            _feeds(inp, _samples_to_compare(failing, samples)),
+            options=recipe.build,
+            shape_ranges=recipe.shape_ranges,
+            input_names=record.input_names,
+            output_names=output_names,
+            output=output,
+            tolerance=record.tolerance_for(output, "fp32", inp.overrides),
+        )
+    except HarnessError as e:
+        notes.append(f"tensorrt: the layer-wise comparison failed: {e}")
+        return None
+
+
+def _failing_tensorrt(
+    compare: CompareDetails | None, runners: Mapping[str, RunnerRecord]
+) -> list[OutputComparison]:
+    def backend(runner: str) -> str | None:
+        record = runners.get(runner)
+        return record.backend if record else None
+
+    return [
+        c
+        for c in (compare.comparisons if compare else ())
+        if backend(c.ref_backend) == REFERENCE
+        and backend(c.cand_backend) == "tensorrt"
+        and c.precision == "fp32"
+        and c.sample_set == SAMPLES
+        and not c.passed
+    ]

@@ -3,9 +3,10 @@
 torchvision's detectors return a list of dicts of variable length; this recipe wraps the model so
 that it returns, per batch, `boxes` (N, K, 4), `scores` (N, K), `labels` (N, K) and `num_detections`
 (N,), K = detections_per_img (300), rows past an image's count padded with box 0, score 0, label -1.
-The export uses the `tv_retinanet_postprocess` replacement (static candidates, ONNX
-NonMaxSuppression, no NonZero); the Torch reference runs torchvision's own post-processing, so the
-comparison also checks the replacement.
+The export uses the `tv_retinanet_postprocess` replacement (static candidates, greedy NMS written
+out with TopK/Gather/Where since TensorRT for RTX cannot build ONNX NonMaxSuppression, no NonZero);
+the Torch reference runs torchvision's own post-processing, so the comparison also checks the
+replacement.
 
 torchvision is an optional dependency (the `torch` extra) and only this recipe needs it: it is
 imported inside the build function, through `import_torchvision`, which also works with the

@@ -142,6 +142,51 @@ class Fp16Triage:
     note: str = ""
 
 
+# how a TensorRT build of the final ONNX exposes the mapped module outputs: not at all, as debug
+# tensors (`INetworkDefinition.mark_debug`), or as extra engine outputs (`mark_output`)
+Marking = Literal["none", "debug", "output"]
+
+
+@dataclass(frozen=True)
+class MarkedBuild:
+    """One ahead-of-time build of the final ONNX with the mapped tensors marked one way. Every count is
+    read from the network or from the builder's own detailed layer list: nothing here ran the engine."""
+
+    marking: Marking
+    built: bool
+    marked: int = 0  # tensors the network accepted as marked
+    network_layers: int | None = None
+    network_outputs: tuple[str, ...] = ()  # after marking: what an engine of it returns by name
+    # the layers of the engine as the builder lists them (profiling verbosity DETAILED); None: not listed
+    engine_layers: int | None = None
+    # the marked tensors the builder's layer list names as a layer output (materialized in the engine)
+    marked_in_engine: tuple[str, ...] = ()
+    engine: str | None = None  # file name in the run folder; None: not written (unmarked) or not built
+    plan_size_bytes: int | None = None
+    build_seconds: float | None = None
+    reason: str | None = None  # why it was not built or what the flavor lacks
+
+
+@dataclass(frozen=True)
+class TensorRTMarking:
+    """The TensorRT side of the layer-wise comparison: the marked builds (ahead of time) and, only where
+    a GPU the engine runs on exists, the Torch-vs-TensorRT curve; else why it was not executed."""
+
+    flavor: str  # "TensorRT for RTX 1.7.1.116"
+    model: str  # the ONNX file built
+    tensors: tuple[str, ...] = ()  # the mapped module outputs asked to be marked
+    not_in_network: tuple[str, ...] = ()  # of those, the ones the parsed network has no tensor for
+    supports_debug: bool = False  # the flavor's network has `mark_debug`
+    builds: tuple[MarkedBuild, ...] = ()
+    targets: tuple[str, ...] = ()
+    not_built: str | None = None  # why no marked build was attempted (no TensorRT that builds here)
+    curve: LayerCurve | None = None  # Torch vs the output-marked engine; None: not executed
+    not_executed: str | None = None  # why the TensorRT side did not run
+
+    def build(self, marking: Marking) -> MarkedBuild | None:
+        return next((b for b in self.builds if b.marking == marking), None)
+
+
 @dataclass(frozen=True)
 class Int8Triage:
     """The smallest set of nodes found to leave unquantized so that every output is within the INT8
@@ -168,3 +213,4 @@ class Localization:
     fp16_triage: Fp16Triage | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     int8_triage: Int8Triage | None = None
+    tensorrt_marking: TensorRTMarking | None = None

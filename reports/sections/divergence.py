@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from markupsafe import Markup
-from trt_harness.models.results.localize import Fp16Triage, Int8Triage, LayerCurve, LayerError
+from trt_harness.models.results.localize import (
+    Fp16Triage,
+    Int8Triage,
+    LayerCurve,
+    LayerError,
+    MarkedBuild,
+    TensorRTMarking,
+)
 from trt_harness.reports import formatting as fmt
 from trt_harness.reports.sections.common import RunView
 
@@ -136,6 +143,18 @@ class CurveView:
     failed: int
 
 
+def _curve_view(curve: LayerCurve, title: str) -> CurveView:
+    divergence = curve.divergence
+    return CurveView(
+        title=title,
+        curve=curve,
+        chart=error_curve_svg(curve, f"error per layer, {title}"),
+        first=_row(divergence, curve.first_divergence) if divergence else None,
+        jumps=[_row(layer, curve.first_divergence) for layer in curve.largest_jumps(10)],
+        failed=sum(not layer.passed for layer in curve.layers),
+    )
+
+
 class DivergenceSection:
     def __init__(self, run: RunView) -> None:
         self.localization = run.results.localization
@@ -146,21 +165,25 @@ class DivergenceSection:
 
     @property
     def curves(self) -> list[CurveView]:
-        views = []
-        for curve in self.localization.curves if self.localization else ():
-            title = f"Torch vs ORT {curve.precision.upper()} ({curve.model})"
-            divergence = curve.divergence
-            views.append(
-                CurveView(
-                    title=title,
-                    curve=curve,
-                    chart=error_curve_svg(curve, f"error per layer, {title}"),
-                    first=_row(divergence, curve.first_divergence) if divergence else None,
-                    jumps=[_row(layer, curve.first_divergence) for layer in curve.largest_jumps(10)],
-                    failed=sum(not layer.passed for layer in curve.layers),
-                )
-            )
-        return views
+        return [
+            _curve_view(curve, f"Torch vs ORT {curve.precision.upper()} ({curve.model})")
+            for curve in (self.localization.curves if self.localization else ())
+        ]
+
+    @property
+    def tensorrt(self) -> TensorRTView | None:
+        marking = self.localization.tensorrt_marking if self.localization else None
+        return TensorRTView.of(marking) if marking is not None else None
+
+    @property
+    def tensorrt_curves(self) -> list[CurveView]:
+        """Torch vs TensorRT, only where the engine executed (drawn as the ORT curves are)."""
+        view = self.tensorrt
+        curve = view.marking.curve if view else None
+        if curve is None:
+            return []
+        title = f"Torch vs TensorRT {curve.precision.upper()} ({view.marking.flavor}, output-marked engine)"
+        return [_curve_view(curve, title)]
 
     @property
     def triage(self) -> Fp16Triage | None:
@@ -173,3 +196,65 @@ class DivergenceSection:
     @property
     def notes(self) -> tuple[str, ...]:
         return self.localization.notes if self.localization else ()
+
+
+@dataclass(frozen=True)
+class MarkedBuildRow:
+    marking: str
+    built: bool
+    marked: str
+    network_layers: str
+    engine_layers: str
+    materialized: str
+    plan_size: str
+    note: str
+
+
+def _debug_note(build: MarkedBuild) -> str:
+    if build.marking != "debug" or not build.built or build.marked_in_engine:
+        return ""
+    # measured: the builder accepted the marks; whether the tensors can be read needs an execution
+    return "the builder's layer list names none of them as a layer output; reading them back needs a run"
+
+
+@dataclass(frozen=True)
+class TensorRTView:
+    """The marked TensorRT builds (layer counts measured by building) and whether TensorRT executed."""
+
+    marking: TensorRTMarking
+    rows: Sequence[MarkedBuildRow]
+    supported: str  # which marking the flavor supports, in words
+
+    @classmethod
+    def of(cls, marking: TensorRTMarking) -> TensorRTView:
+        def count(value: int | None) -> str:
+            return "—" if value is None else str(value)
+
+        rows = [
+            MarkedBuildRow(
+                marking={"none": "unmarked", "debug": "debug tensors", "output": "outputs"}[b.marking],
+                built=b.built,
+                marked="—" if b.marking == "none" or not b.built else str(b.marked),
+                network_layers=count(b.network_layers),
+                engine_layers=count(b.engine_layers),
+                materialized=", ".join(b.marked_in_engine) or "—",
+                plan_size=fmt.size(b.plan_size_bytes) if b.plan_size_bytes is not None else "—",
+                note=b.reason or _debug_note(b),
+            )
+            for b in marking.builds
+        ]
+        debug = marking.build("debug")
+        output = marking.build("output")
+        kinds = [
+            name
+            for name, build in (("debug tensors (mark_debug)", debug), ("outputs (mark_output)", output))
+            if build is not None and build.built
+        ]
+        supported = (
+            f"{marking.flavor} built with the mapped tensors marked as {' and as '.join(kinds)}"
+            if kinds
+            else f"{marking.flavor or 'TensorRT'} built no marked engine"
+        )
+        if not marking.supports_debug and marking.builds:
+            supported += "; it has no mark_debug"
+        return cls(marking, rows, supported)

@@ -36,9 +36,13 @@ NAMES = [
     "inverse",
     "pad",
     "squeeze_static",
+    "tv_fcos_postprocess",
+    "tv_rcnn_postprocess",
     "tv_retinanet_postprocess",
+    "tv_ssd_postprocess",
 ]
-# the ones a plain model's ops can hit (the detector's is exercised in test_replace_tv_detectors.py)
+# the ones a plain model's ops can hit (the detectors' are exercised in test_replace_tv_detectors.py
+# and test_replace_tv_fcos_ssd.py)
 OP_NAMES = [name for name in NAMES if not name.startswith("tv_")]
 
 
