@@ -90,6 +90,41 @@ def _verified(artifact: Artifact, run_dir: Path) -> Path:
         raise UsageError(f"{run_dir}: {e}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class _TriageInputs:
+    """What either precision's triage judges its candidates with, read once from the run."""
+
+    tolerances: Mapping[str, Tolerance]
+    feeds: list[Feed]
+    references: list[Mapping[str, Any]]
+    curve: LayerCurve | None
+    already: tuple[str, ...]  # the variant's nodes already kept out of the reduced precision
+    settings: OrtSettings
+
+
+def _triage_inputs(
+    inp: StageInput,
+    model: Any,
+    precision: str,
+    failing: list[OutputComparison],
+    samples: int,
+    curves: list[LayerCurve],
+    output_names: tuple[str, ...],
+) -> _TriageInputs:
+    tolerances = {o: inp.recipe_record.tolerance_for(o, precision, inp.overrides) for o in output_names}
+    feeds = _judged_feeds(inp, failing, samples, tolerances)
+    details = inp.details(PrecisionDetails)
+    variant = details.variants.get(precision) if details else None
+    return _TriageInputs(
+        tolerances,
+        feeds,
+        [reference_outputs(model, feed, inp.recipe_record.input_names, output_names) for feed in feeds],
+        next((c for c in curves if c.precision == precision), None),
+        tuple(variant.block_list) if variant else (),
+        _settings(inp.recipe) if inp.config else OrtSettings(),
+    )
+
+
 def _triage(
     inp: StageInput,
     model: Any,
@@ -101,22 +136,16 @@ def _triage(
 ) -> Fp16Triage:
     from trt_harness.harness.fp16_triage import triage_fp16
 
-    tolerances = {o: inp.recipe_record.tolerance_for(o, "fp16", inp.overrides) for o in output_names}
-    feeds = _judged_feeds(inp, failing, samples, tolerances)
-    references = [
-        reference_outputs(model, feed, inp.recipe_record.input_names, output_names) for feed in feeds
-    ]
-    precision = inp.details(PrecisionDetails)
-    variant = precision.variants.get("fp16") if precision else None
+    t = _triage_inputs(inp, model, "fp16", failing, samples, curves, output_names)
     return triage_fp16(
         _verified(inp.final_onnx(), inp.run_dir),
         module_map,
-        feeds,
-        references,
-        tolerances,
-        next((c for c in curves if c.precision == "fp16"), None),
-        already_blocked=variant.block_list if variant else (),
-        settings=_settings(inp.recipe) if inp.config else OrtSettings(),
+        t.feeds,
+        t.references,
+        t.tolerances,
+        t.curve,
+        already_blocked=t.already,
+        settings=t.settings,
     )
 
 
@@ -146,23 +175,17 @@ def _int8_triage(
 ) -> Int8Triage:
     from trt_harness.harness.int8_triage import triage_int8
 
-    tolerances = {o: inp.recipe_record.tolerance_for(o, "int8", inp.overrides) for o in output_names}
-    feeds = _judged_feeds(inp, failing, samples, tolerances)
-    references = [
-        reference_outputs(model, feed, inp.recipe_record.input_names, output_names) for feed in feeds
-    ]
-    precision = inp.details(PrecisionDetails)
-    variant = precision.variants.get("int8") if precision else None
+    t = _triage_inputs(inp, model, "int8", failing, samples, curves, output_names)
     return triage_int8(
         _verified(inp.final_onnx(), inp.run_dir),
         module_map,
         list(inp.samples()),  # the precision stage calibrates on every sample
-        feeds,
-        references,
-        tolerances,
-        next((c for c in curves if c.precision == "int8"), None),
-        already_excluded=variant.block_list if variant else (),
-        settings=_settings(inp.recipe) if inp.config else OrtSettings(),
+        t.feeds,
+        t.references,
+        t.tolerances,
+        t.curve,
+        already_excluded=t.already,
+        settings=t.settings,
     )
 
 
