@@ -42,7 +42,9 @@ def fp16_onnx(
 
     src, dst = Path(src), Path(dst)
     model = load_model(src)
-    blocked = require_nodes(model, block_list, src, "the FP16 block list")
+    blocked = require_nodes(
+        model, block_list, src, "the FP16 block list", "fp16_range_check or `harness localize`"
+    )
     source_names = {node.name for node in model.graph.node}
     converter_log = logging.getLogger("onnxruntime.transformers.float16")
     level = converter_log.level

@@ -66,7 +66,9 @@ def int8_qdq_onnx(
             f"INT8 calibration of {src} needs at least one feed; pass the recipe's sample inputs"
         )
     model = load_model(src)
-    excluded = require_nodes(model, exclude_nodes, src, "exclude_nodes")
+    excluded = require_nodes(
+        model, exclude_nodes, src, "int8_exclude_nodes", "`harness localize` of a failing INT8 run"
+    )
     dst.parent.mkdir(parents=True, exist_ok=True)
     root_log = logging.getLogger()
     level = root_log.level

@@ -26,7 +26,9 @@ def node_names(model: onnx.ModelProto) -> set[str]:
     return {node.name for node in model.graph.node if node.name}
 
 
-def require_nodes(model: onnx.ModelProto, names: Iterable[str], src: Path, option: str) -> tuple[str, ...]:
+def require_nodes(
+    model: onnx.ModelProto, names: Iterable[str], src: Path, option: str, suggested_by: str
+) -> tuple[str, ...]:
     """`names` in order, deduplicated, after checking every one names a node of `model`."""
     wanted = tuple(dict.fromkeys(names))
     known = node_names(model)
@@ -35,7 +37,7 @@ def require_nodes(model: onnx.ModelProto, names: Iterable[str], src: Path, optio
         sample = ", ".join(sorted(known)[:8])
         raise UsageError(
             f"{option} names nodes that are not in {src}: {unknown}; use node names of the model "
-            f"(e.g. {sample}), such as the block list suggested by fp16_range_check"
+            f"(e.g. {sample}), such as the ones {suggested_by} proposes"
         )
     return wanted
 
