@@ -432,7 +432,9 @@ def test_int8_is_byte_identical_across_runs_and_processes(torchscript_model: Pat
 def test_int8_rejects_bad_arguments(torchscript_model: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="at least one feed"):
         int8_qdq_onnx(torchscript_model, tmp_path / "int8.onnx", [])
-    with pytest.raises(UsageError, match=r"int8_exclude_nodes names nodes .*'no_such_conv'.*harness localize"):
+    with pytest.raises(
+        UsageError, match=r"int8_exclude_nodes names nodes .*'no_such_conv'.*harness localize"
+    ):
         int8_qdq_onnx(torchscript_model, tmp_path / "int8.onnx", CALIBRATION, exclude_nodes=["no_such_conv"])
     with pytest.raises(UsageError, match="entropy"):
         int8_qdq_onnx(torchscript_model, tmp_path / "int8.onnx", CALIBRATION, method="entropy")  # type: ignore[arg-type]
