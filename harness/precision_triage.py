@@ -1,8 +1,8 @@
 """Reduced-precision triage, shared by FP16 and INT8: the smallest set of nodes found to leave at FP32
 (FP16: keep in FP32; INT8: leave unquantized) that brings every output within the precision's tolerance.
 
-Candidates are the mapped modules of the precision's layer curve (`harness.localize`), largest error
-jump first; each is one group of ONNX nodes (only those the precision can change, `eligible`).
+Candidates are the mapped modules of the precision's layer curve (`harness.localize`), its first
+divergence first, then by largest error jump; each is one group of ONNX nodes (only those the precision can change, `eligible`).
 Greedy: groups are added in that order, each step checked by a real ONNX Runtime run of the model the
 set makes (`make`), until every output passes. Then the set is reduced: each group is dropped if the
 rest still passes, and each remaining group is bisected (halves, then nodes from either end, dropped
@@ -55,7 +55,7 @@ class SearchOutcome:
 def tolerance_ratio(result: OutputComparison, elementwise: float) -> float:
     """How far an output is from passing, as its check judges it: 1 is the tolerance.
 
-    `elemwise` checks the worst element, `elementwise` (|cand - ref| / (atol + rtol |ref|), the max
+    An `elemwise` check judges the worst element: `elementwise` (|cand - ref| / (atol + rtol |ref|), the max
     over samples); the statistic checks (Polygraphy's semantics: abs OR rel) the smaller of
     statistic(abs err) / atol and statistic(rel err) / rtol. Median and quantile values are the
     comparison's histogram estimates (within 12.5%); pass/fail stays the exact decision."""
