@@ -151,3 +151,31 @@ def top_level_candidates(
     anchor_index = torch.div(flat_index, num_classes, rounding_mode="floor")
     boxes = box_ops.clip_boxes_to_image(decode(regression[anchor_index], anchors[anchor_index]), image_shape)
     return boxes, scores, flat_index % num_classes, scores > model.score_thresh
+
+
+def multilevel_detections(
+    model: Any,
+    head_outputs: dict[str, list[torch.Tensor]],
+    head_keys: tuple[str, ...],
+    anchors: list[list[torch.Tensor]],
+    image_shapes: list,
+    level_candidates: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> list[dict[str, torch.Tensor]]:
+    """torchvision's single-stage `postprocess_detections` in static form: per image, each level's
+    `level_candidates(model, *head_outputs[key][level][image] for key in head_keys, anchors, shape)`,
+    concatenated, then `padded_detections`."""
+    import torch
+
+    detections = []
+    for index, image_shape in enumerate(image_shapes):
+        levels = [
+            level_candidates(
+                model, *(head_outputs[key][level][index] for key in head_keys), level_anchors, image_shape
+            )
+            for level, level_anchors in enumerate(anchors[index])
+        ]
+        boxes, scores, labels, valid = (torch.cat(part) for part in zip(*levels, strict=True))
+        detections.append(
+            padded_detections(boxes, scores, labels, valid, model.nms_thresh, model.detections_per_img)
+        )
+    return detections

@@ -21,7 +21,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trt_harness.conversions.replacements._registry import ReplacementFunctions, register_replacement
-from trt_harness.conversions.replacements._static_detections import padded_detections, top_level_candidates
+from trt_harness.conversions.replacements._static_detections import (
+    multilevel_detections,
+    top_level_candidates,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -55,20 +58,8 @@ def build(context: ReplacementContext) -> ReplacementFunctions:
         anchors: list[list[torch.Tensor]],
         image_shapes: list,
     ) -> list[dict[str, torch.Tensor]]:
-        import torch
-
-        detections = []
-        for index, image_shape in enumerate(image_shapes):
-            levels = [
-                level_candidates(self, regression[index], logits[index], level_anchors, image_shape)
-                for regression, logits, level_anchors in zip(
-                    head_outputs["bbox_regression"], head_outputs["cls_logits"], anchors[index], strict=True
-                )
-            ]
-            boxes, scores, labels, valid = (torch.cat(part) for part in zip(*levels, strict=True))
-            detections.append(
-                padded_detections(boxes, scores, labels, valid, self.nms_thresh, self.detections_per_img)
-            )
-        return detections
+        return multilevel_detections(
+            self, head_outputs, ("bbox_regression", "cls_logits"), anchors, image_shapes, level_candidates
+        )
 
     return {TARGET: postprocess_detections}
